@@ -1,0 +1,60 @@
+"""Build of the compiled core predtext._core (C kernels + Cython shims).
+
+OpenMP is used when the compiler accepts -fopenmp; without it the core still builds and
+runs single-threaded.  PREDTEXT_SANITIZE=1 builds with AddressSanitizer and UBSan (see
+README, "Sanitizer run").
+"""
+
+import os
+import subprocess
+import sys
+import sysconfig
+import tempfile
+
+import numpy
+from Cython.Build import cythonize
+from setuptools import Extension, setup
+
+
+def compiler_accepts(flag):
+    """True when the C compiler builds and links a small OpenMP program with `flag`."""
+    cc = os.environ.get("CC") or sysconfig.get_config_var("CC") or "cc"
+    source = "#include <omp.h>\nint main(void) { return omp_get_max_threads() < 1; }\n"
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "probe.c")
+        with open(path, "w") as f:
+            f.write(source)
+        cmd = cc.split() + [flag, path, "-o", os.path.join(tmp, "probe")]
+        try:
+            return subprocess.run(cmd, capture_output=True).returncode == 0
+        except OSError:
+            return False
+
+
+compile_args = ["-O3", "-std=c11", "-fno-math-errno"]
+link_args = []
+define_macros = [("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")]
+
+if sys.platform != "win32" and compiler_accepts("-fopenmp"):
+    compile_args.append("-fopenmp")
+    link_args.append("-fopenmp")
+else:
+    print("predtext: compiler has no OpenMP; building the core single-threaded")
+
+if os.environ.get("PREDTEXT_SANITIZE"):
+    flags = ["-fsanitize=address,undefined", "-fno-omit-frame-pointer", "-g", "-O1"]
+    compile_args = [a for a in compile_args if a != "-O3"] + flags
+    link_args += ["-fsanitize=address,undefined"]
+    define_macros.append(("PT_NO_CLONES", "1"))
+
+core = Extension(
+    "predtext._core",
+    sources=["src/core/_core.pyx", "src/core/kernels.c"],
+    include_dirs=["src/core", numpy.get_include()],
+    depends=["src/core/kernels.h", "src/core/kernels_impl.h", "src/core/fastmath.h"],
+    extra_compile_args=compile_args,
+    extra_link_args=link_args,
+    define_macros=define_macros,
+)
+
+setup(ext_modules=cythonize([core], language_level=3, include_path=["src/core"]))

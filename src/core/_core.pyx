@@ -1,0 +1,533 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+"""predtext._core: the compiled recurrent kernels.
+
+Thin typed shims over the nogil C kernels in kernels.c.  Every entry point checks
+dtype, contiguity, shape and lengths before any pointer reaches C, raises ValueError or
+TypeError naming the argument, and releases the GIL for the whole computation.
+
+Cells: "rnn_tanh", "rnn_relu", "lstm" (optionally with peephole weights) and "gru", with
+PyTorch's parameter layout and gate order.  Arrays are time-major (T, B, F), C-contiguous,
+float32 or float64 (all arrays of one call share the dtype).
+"""
+
+import os
+
+import numpy as np
+
+cimport numpy as cnp
+from scipy.linalg.cython_blas cimport sgemm, dgemm
+
+cnp.import_array()
+
+
+cdef extern from "kernels.h" nogil:
+    ctypedef void (*pt_sgemm_fn)(char *, char *, int *, int *, int *, float *, float *, int *,
+                                 float *, int *, float *, float *, int *)
+    ctypedef void (*pt_dgemm_fn)(char *, char *, int *, int *, int *, double *, double *, int *,
+                                 double *, int *, double *, double *, int *)
+    ctypedef struct pt_dims:
+        int cell
+        int T, B, n_in, H, G
+        const int *lengths
+        int nthreads
+
+    void pt_set_blas(pt_sgemm_fn sgemm, pt_dgemm_fn dgemm)
+    int pt_gate_count(int cell)
+    int pt_max_threads()
+    int pt_have_openmp()
+    int pt_add_blas_threads_fns(void *set_fn, void *get_fn)
+    void pt_blas_single_enter()
+    void pt_blas_single_exit()
+    void pt_sigmoid_array_f(size_t n, const float *x, float *y)
+    void pt_tanh_array_f(size_t n, const float *x, float *y)
+
+    void pt_forward_f(const pt_dims *d, int training, const float *x, const float *w_ih,
+                      const float *w_hh, const float *b_ih, const float *b_hh,
+                      const float *peep, const float *h0, const float *c0, float *xg,
+                      float *hs, float *cs, float *hn_cache, float *hh_work, float *out,
+                      float *h_n, float *c_n)
+    void pt_forward_d(const pt_dims *d, int training, const double *x, const double *w_ih,
+                      const double *w_hh, const double *b_ih, const double *b_hh,
+                      const double *peep, const double *h0, const double *c0, double *xg,
+                      double *hs, double *cs, double *hn_cache, double *hh_work, double *out,
+                      double *h_n, double *c_n)
+    void pt_backward_f(const pt_dims *d, const float *x, const float *w_ih, const float *w_hh,
+                       const float *peep, const float *xg, const float *hs, const float *cs,
+                       const float *hn_cache, const float *d_out, const float *d_hn,
+                       const float *d_cn, float *dgx, float *dgh, float *dh, float *dc,
+                       float *dx, float *dh0, float *dc0, float *dw_ih, float *dw_hh,
+                       float *db_ih, float *db_hh, float *dpeep)
+    void pt_backward_d(const pt_dims *d, const double *x, const double *w_ih,
+                       const double *w_hh, const double *peep, const double *xg,
+                       const double *hs, const double *cs, const double *hn_cache,
+                       const double *d_out, const double *d_hn, const double *d_cn,
+                       double *dgx, double *dgh, double *dh, double *dc, double *dx,
+                       double *dh0, double *dc0, double *dw_ih, double *dw_hh, double *db_ih,
+                       double *db_hh, double *dpeep)
+    void pt_step_f(int cell, int B, int n_in, int H, int nthreads, const float *x, const float *h,
+                   const float *c, const float *w_ih, const float *w_hh, const float *b_ih,
+                   const float *b_hh, const float *peep, float *h_out, float *c_out,
+                   float *work)
+    void pt_step_d(int cell, int B, int n_in, int H, int nthreads, const double *x,
+                   const double *h, const double *c, const double *w_ih, const double *w_hh,
+                   const double *b_ih, const double *b_hh, const double *peep, double *h_out,
+                   double *c_out, double *work)
+    void pt_reverse_f(int T, int B, int F, const int *lengths, const float *src, float *dst)
+    void pt_reverse_d(int T, int B, int F, const int *lengths, const double *src, double *dst)
+
+
+pt_set_blas(sgemm, dgemm)
+
+CELLS = {"rnn_tanh": 0, "rnn_relu": 1, "lstm": 2, "gru": 3}
+_LSTM = 2
+_GRU = 3
+_INT_MAX = 2**31 - 1
+
+
+def _default_threads():
+    env = os.environ.get("OMP_NUM_THREADS", "").split(",")[0].strip()
+    if env.isdigit() and int(env) > 0:
+        return int(env)
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:
+        return max(1, os.cpu_count() or 1)
+
+
+cdef int _nthreads = _default_threads() if pt_have_openmp() else 1
+
+
+def set_num_threads(int n):
+    """Set how many OpenMP threads the kernels use (BLAS runs single-threaded inside them)."""
+    global _nthreads
+    if n < 1:
+        raise ValueError(f"n: expected a thread count >= 1, got {n}")
+    _nthreads = n if pt_have_openmp() else 1
+
+
+def get_num_threads():
+    return _nthreads
+
+
+def has_openmp():
+    """True when the core was compiled with OpenMP."""
+    return bool(pt_have_openmp())
+
+
+def add_blas_thread_controls(size_t set_fn, size_t get_fn):
+    """Register a BLAS library's set/get-num-threads functions (addresses), so kernels
+    pin it to one thread while they run.  predtext.backend calls this at import."""
+    if pt_add_blas_threads_fns(<void *>set_fn, <void *>get_fn) != 0:
+        raise ValueError("add_blas_thread_controls: null function or too many libraries")
+
+
+def gate_count(str cell):
+    """Gate blocks stacked in the weights of a cell: 1 (RNN), 4 (LSTM), 3 (GRU)."""
+    return pt_gate_count(_cell_code(cell))
+
+
+def step_workspace_shape(str cell, int batch, int hidden):
+    """Shape of the `work` buffer cell_step needs: (batch, columns)."""
+    cdef int code = _cell_code(cell)
+    if batch < 1 or hidden < 1:
+        raise ValueError(f"batch and hidden: expected >= 1, got {batch} and {hidden}")
+    cols = pt_gate_count(code) * hidden
+    return (batch, 2 * cols if code == _GRU else cols)
+
+
+# ---- argument checks ---------------------------------------------------------------
+
+cdef int _cell_code(object cell) except -1:
+    if not isinstance(cell, str):
+        raise TypeError(f"cell: expected a str, got {type(cell).__name__}")
+    if cell not in CELLS:
+        raise ValueError(f"cell: expected one of {sorted(CELLS)}, got {cell!r}")
+    return CELLS[cell]
+
+
+cdef object _float_dtype(object a, str name):
+    if not isinstance(a, np.ndarray):
+        raise TypeError(f"{name}: expected a numpy.ndarray, got {type(a).__name__}")
+    if a.dtype != np.float32 and a.dtype != np.float64:
+        raise TypeError(f"{name}: expected dtype float32 or float64, got {a.dtype}")
+    return a.dtype
+
+
+cdef cnp.ndarray _check(object a, str name, object dtype, tuple shape, bint writable=False):
+    if not isinstance(a, np.ndarray):
+        raise TypeError(f"{name}: expected a numpy.ndarray, got {type(a).__name__}")
+    if a.dtype != dtype:
+        raise TypeError(f"{name}: expected dtype {np.dtype(dtype)}, got {a.dtype}")
+    if a.shape != shape:
+        raise ValueError(f"{name}: expected shape {shape}, got {a.shape}")
+    if not a.flags.c_contiguous:
+        raise ValueError(f"{name}: expected a C-contiguous array")
+    if writable and not a.flags.writeable:
+        raise ValueError(f"{name}: expected a writable array")
+    return <cnp.ndarray>a
+
+
+cdef cnp.ndarray _opt(object a, str name, object dtype, tuple shape, bint writable=False):
+    if a is None:
+        return None
+    return _check(a, name, dtype, shape, writable)
+
+
+cdef cnp.ndarray _check_lengths(object lengths, int T, int B):
+    if lengths is None:
+        return None
+    arr = np.asarray(lengths)
+    if arr.dtype.kind not in "iu":
+        raise TypeError(f"lengths: expected integers, got dtype {arr.dtype}")
+    if arr.shape != (B,):
+        raise ValueError(f"lengths: expected shape ({B},), got {arr.shape}")
+    if B and (arr.min() < 1 or arr.max() > T):
+        raise ValueError(f"lengths: expected values in [1, {T}], got min {arr.min()} "
+                         f"and max {arr.max()}")
+    return np.ascontiguousarray(arr, dtype=np.int32)
+
+
+cdef inline void *_ptr(cnp.ndarray a):
+    return NULL if a is None else cnp.PyArray_DATA(a)
+
+
+cdef _check_dims(int T, int B, int I, int H, int G):
+    if T < 1 or B < 1 or I < 1 or H < 1:
+        raise ValueError(f"x and weights: expected T, B, input and hidden sizes >= 1, got "
+                         f"T={T}, B={B}, input={I}, hidden={H}")
+    if <long long>T * B > _INT_MAX or <long long>G * H > _INT_MAX:
+        raise ValueError("x: sequence too large for 32-bit BLAS dimensions")
+
+
+cdef class SequenceCache:
+    """What a training-mode forward keeps for sequence_backward (opaque to callers)."""
+    cdef readonly str cell
+    cdef readonly int code, T, B, n_in, H, G
+    cdef readonly object dtype
+    cdef readonly bint has_bias, has_peephole
+    cdef object x, w_ih, w_hh, peephole, lengths, xg, hs, cs, hn_cache
+
+
+# ---- whole sequences ---------------------------------------------------------------
+
+def sequence_forward(str cell, x, w_ih, w_hh, b_ih=None, b_hh=None, h0=None, c0=None,
+                     lengths=None, peephole=None, bint training=False):
+    """Run one layer in one direction over a whole sequence.
+
+    x (T, B, I); w_ih (G*H, I); w_hh (G*H, H); b_ih, b_hh (G*H,) or None; h0, c0 (B, H)
+    or None for zeros (c0: LSTM only); lengths (B,) ints in [1, T] or None; peephole (3, H)
+    (LSTM only: input, forget, output gate weights on the cell state).
+
+    Returns (out (T, B, H), h_n (B, H), c_n (B, H) or None, cache or None).  Steps past a
+    sequence's length leave its state unchanged and give zero output.  With training=True
+    the cache is what sequence_backward needs.
+    """
+    cdef int code = _cell_code(cell)
+    dtype = _float_dtype(x, "x")
+    if x.ndim != 3:
+        raise ValueError(f"x: expected 3 dimensions (T, B, input), got shape {x.shape}")
+    cdef int G = pt_gate_count(code)
+    _float_dtype(w_hh, "w_hh")
+    if w_hh.ndim != 2 or w_hh.shape[0] != G * w_hh.shape[1]:
+        raise ValueError(f"w_hh: expected shape ({G}*hidden, hidden), got {w_hh.shape}")
+    cdef int T = x.shape[0], B = x.shape[1], I = x.shape[2], H = w_hh.shape[1]
+    _check_dims(T, B, I, H, G)
+    cdef int GH = G * H
+    cdef cnp.ndarray ax = _check(x, "x", dtype, (T, B, I))
+    cdef cnp.ndarray aw_ih = _check(w_ih, "w_ih", dtype, (GH, I))
+    cdef cnp.ndarray aw_hh = _check(w_hh, "w_hh", dtype, (GH, H))
+    if (b_ih is None) != (b_hh is None):
+        raise ValueError("b_ih, b_hh: expected both or neither")
+    cdef cnp.ndarray ab_ih = _opt(b_ih, "b_ih", dtype, (GH,))
+    cdef cnp.ndarray ab_hh = _opt(b_hh, "b_hh", dtype, (GH,))
+    if code != _LSTM and c0 is not None:
+        raise ValueError(f"c0: only an LSTM has a cell state (cell={cell!r})")
+    if code != _LSTM and peephole is not None:
+        raise ValueError(f"peephole: only an LSTM has peephole weights (cell={cell!r})")
+    cdef cnp.ndarray ah0 = (_check(h0, "h0", dtype, (B, H)) if h0 is not None
+                            else np.zeros((B, H), dtype))
+    cdef cnp.ndarray ac0 = None
+    if code == _LSTM:
+        ac0 = (_check(c0, "c0", dtype, (B, H)) if c0 is not None else np.zeros((B, H), dtype))
+    cdef cnp.ndarray apeep = _opt(peephole, "peephole", dtype, (3, H))
+    cdef cnp.ndarray alen = _check_lengths(lengths, T, B)
+
+    cdef cnp.ndarray out = np.empty((T, B, H), dtype)
+    cdef cnp.ndarray h_n = np.empty((B, H), dtype)
+    cdef cnp.ndarray c_n = np.empty((B, H), dtype) if code == _LSTM else None
+    cdef cnp.ndarray xg = np.empty((T, B, GH), dtype)
+    cdef cnp.ndarray hs = np.empty((T + 1 if training else 2, B, H), dtype)
+    cdef cnp.ndarray cs = None
+    if code == _LSTM:
+        cs = np.empty((T + 1 if training else 1, B, H), dtype)
+    cdef cnp.ndarray hn_cache = None, hh_work = None
+    if code == _GRU:
+        hh_work = np.empty((B, GH), dtype)
+        if training:
+            hn_cache = np.empty((T, B, H), dtype)
+
+    cdef pt_dims d
+    d.cell = code; d.T = T; d.B = B; d.n_in = I; d.H = H; d.G = G
+    d.lengths = <const int *>_ptr(alen)
+    d.nthreads = _nthreads
+    cdef int train = training
+    cdef bint single = dtype == np.float32
+    cdef void *p_ax = _ptr(ax)
+    cdef void *p_aw_ih = _ptr(aw_ih)
+    cdef void *p_aw_hh = _ptr(aw_hh)
+    cdef void *p_ab_ih = _ptr(ab_ih)
+    cdef void *p_ab_hh = _ptr(ab_hh)
+    cdef void *p_apeep = _ptr(apeep)
+    cdef void *p_ah0 = _ptr(ah0)
+    cdef void *p_ac0 = _ptr(ac0)
+    cdef void *p_xg = _ptr(xg)
+    cdef void *p_hs = _ptr(hs)
+    cdef void *p_cs = _ptr(cs)
+    cdef void *p_hn_cache = _ptr(hn_cache)
+    cdef void *p_hh_work = _ptr(hh_work)
+    cdef void *p_out = _ptr(out)
+    cdef void *p_h_n = _ptr(h_n)
+    cdef void *p_c_n = _ptr(c_n)
+    with nogil:
+        pt_blas_single_enter()
+        if single:
+            pt_forward_f(&d, train, <float *>p_ax, <float *>p_aw_ih,
+                         <float *>p_aw_hh, <float *>p_ab_ih, <float *>p_ab_hh,
+                         <float *>p_apeep, <float *>p_ah0, <float *>p_ac0,
+                         <float *>p_xg, <float *>p_hs, <float *>p_cs,
+                         <float *>p_hn_cache, <float *>p_hh_work, <float *>p_out,
+                         <float *>p_h_n, <float *>p_c_n)
+        else:
+            pt_forward_d(&d, train, <double *>p_ax, <double *>p_aw_ih,
+                         <double *>p_aw_hh, <double *>p_ab_ih, <double *>p_ab_hh,
+                         <double *>p_apeep, <double *>p_ah0, <double *>p_ac0,
+                         <double *>p_xg, <double *>p_hs, <double *>p_cs,
+                         <double *>p_hn_cache, <double *>p_hh_work,
+                         <double *>p_out, <double *>p_h_n, <double *>p_c_n)
+        pt_blas_single_exit()
+
+    if not training:
+        return out, h_n, c_n, None
+    cdef SequenceCache cache = SequenceCache.__new__(SequenceCache)
+    cache.cell = cell; cache.code = code
+    cache.T = T; cache.B = B; cache.n_in = I; cache.H = H; cache.G = G
+    cache.dtype = dtype
+    cache.has_bias = ab_ih is not None
+    cache.has_peephole = apeep is not None
+    cache.x = ax; cache.w_ih = aw_ih; cache.w_hh = aw_hh; cache.peephole = apeep
+    cache.lengths = alen; cache.xg = xg; cache.hs = hs; cache.cs = cs; cache.hn_cache = hn_cache
+    return out, h_n, c_n, cache
+
+
+def sequence_backward(SequenceCache cache, d_out, d_hn=None, d_cn=None, *, grad_w_ih,
+                      grad_w_hh, grad_b_ih=None, grad_b_hh=None, grad_peephole=None):
+    """Backpropagation through time for a training-mode sequence_forward.
+
+    d_out (T, B, H) is the gradient of the outputs (ignored past each sequence's length);
+    d_hn, d_cn (B, H) those of the final states, or None for zero.  The parameter
+    gradients are added into the caller's grad_* buffers (same shapes as the parameters).
+    Returns (dx (T, B, I), dh0 (B, H), dc0 (B, H) or None).
+    """
+    if cache is None:
+        raise TypeError("cache: expected the cache of a training-mode sequence_forward")
+    dtype = cache.dtype
+    cdef int T = cache.T, B = cache.B, I = cache.n_in, H = cache.H, G = cache.G, GH = G * H
+    cdef int code = cache.code
+    cdef cnp.ndarray ad_out = _check(d_out, "d_out", dtype, (T, B, H))
+    cdef cnp.ndarray ad_hn = _opt(d_hn, "d_hn", dtype, (B, H))
+    if code != _LSTM and d_cn is not None:
+        raise ValueError(f"d_cn: only an LSTM has a cell state (cell={cache.cell!r})")
+    cdef cnp.ndarray ad_cn = _opt(d_cn, "d_cn", dtype, (B, H))
+    cdef cnp.ndarray gw_ih = _check(grad_w_ih, "grad_w_ih", dtype, (GH, I), True)
+    cdef cnp.ndarray gw_hh = _check(grad_w_hh, "grad_w_hh", dtype, (GH, H), True)
+    if cache.has_bias and (grad_b_ih is None or grad_b_hh is None):
+        raise ValueError("grad_b_ih, grad_b_hh: the layer has biases; pass both buffers")
+    if not cache.has_bias and (grad_b_ih is not None or grad_b_hh is not None):
+        raise ValueError("grad_b_ih, grad_b_hh: the layer has no biases; pass None")
+    cdef cnp.ndarray gb_ih = _opt(grad_b_ih, "grad_b_ih", dtype, (GH,), True)
+    cdef cnp.ndarray gb_hh = _opt(grad_b_hh, "grad_b_hh", dtype, (GH,), True)
+    if cache.has_peephole and grad_peephole is None:
+        raise ValueError("grad_peephole: the layer has peephole weights; pass a buffer")
+    if not cache.has_peephole and grad_peephole is not None:
+        raise ValueError("grad_peephole: the layer has no peephole weights; pass None")
+    cdef cnp.ndarray gpeep = _opt(grad_peephole, "grad_peephole", dtype, (3, H), True)
+
+    cdef cnp.ndarray dgx = np.empty((T, B, GH), dtype)
+    cdef cnp.ndarray dgh = np.empty((T, B, GH), dtype) if code == _GRU else dgx
+    cdef cnp.ndarray dh = np.empty((B, H), dtype)
+    cdef cnp.ndarray dc = np.empty((B, H), dtype) if code == _LSTM else None
+    cdef cnp.ndarray dx = np.empty((T, B, I), dtype)
+    cdef cnp.ndarray dh0 = np.empty((B, H), dtype)
+    cdef cnp.ndarray dc0 = np.empty((B, H), dtype) if code == _LSTM else None
+    cdef cnp.ndarray ax = cache.x, aw_ih = cache.w_ih, aw_hh = cache.w_hh
+    cdef cnp.ndarray apeep = cache.peephole, alen = cache.lengths, xg = cache.xg
+    cdef cnp.ndarray hs = cache.hs, cs = cache.cs, hn_cache = cache.hn_cache
+
+    cdef pt_dims d
+    d.cell = code; d.T = T; d.B = B; d.n_in = I; d.H = H; d.G = G
+    d.lengths = <const int *>_ptr(alen)
+    d.nthreads = _nthreads
+    cdef bint single = dtype == np.float32
+    cdef void *p_ax = _ptr(ax)
+    cdef void *p_aw_ih = _ptr(aw_ih)
+    cdef void *p_aw_hh = _ptr(aw_hh)
+    cdef void *p_apeep = _ptr(apeep)
+    cdef void *p_xg = _ptr(xg)
+    cdef void *p_hs = _ptr(hs)
+    cdef void *p_cs = _ptr(cs)
+    cdef void *p_hn_cache = _ptr(hn_cache)
+    cdef void *p_ad_out = _ptr(ad_out)
+    cdef void *p_ad_hn = _ptr(ad_hn)
+    cdef void *p_ad_cn = _ptr(ad_cn)
+    cdef void *p_dgx = _ptr(dgx)
+    cdef void *p_dgh = _ptr(dgh)
+    cdef void *p_dh = _ptr(dh)
+    cdef void *p_dc = _ptr(dc)
+    cdef void *p_dx = _ptr(dx)
+    cdef void *p_dh0 = _ptr(dh0)
+    cdef void *p_dc0 = _ptr(dc0)
+    cdef void *p_gw_ih = _ptr(gw_ih)
+    cdef void *p_gw_hh = _ptr(gw_hh)
+    cdef void *p_gb_ih = _ptr(gb_ih)
+    cdef void *p_gb_hh = _ptr(gb_hh)
+    cdef void *p_gpeep = _ptr(gpeep)
+    with nogil:
+        pt_blas_single_enter()
+        if single:
+            pt_backward_f(&d, <float *>p_ax, <float *>p_aw_ih, <float *>p_aw_hh,
+                          <float *>p_apeep, <float *>p_xg, <float *>p_hs,
+                          <float *>p_cs, <float *>p_hn_cache, <float *>p_ad_out,
+                          <float *>p_ad_hn, <float *>p_ad_cn, <float *>p_dgx,
+                          <float *>p_dgh, <float *>p_dh, <float *>p_dc,
+                          <float *>p_dx, <float *>p_dh0, <float *>p_dc0,
+                          <float *>p_gw_ih, <float *>p_gw_hh, <float *>p_gb_ih,
+                          <float *>p_gb_hh, <float *>p_gpeep)
+        else:
+            pt_backward_d(&d, <double *>p_ax, <double *>p_aw_ih,
+                          <double *>p_aw_hh, <double *>p_apeep, <double *>p_xg,
+                          <double *>p_hs, <double *>p_cs, <double *>p_hn_cache,
+                          <double *>p_ad_out, <double *>p_ad_hn,
+                          <double *>p_ad_cn, <double *>p_dgx, <double *>p_dgh,
+                          <double *>p_dh, <double *>p_dc, <double *>p_dx,
+                          <double *>p_dh0, <double *>p_dc0, <double *>p_gw_ih,
+                          <double *>p_gw_hh, <double *>p_gb_ih, <double *>p_gb_hh,
+                          <double *>p_gpeep)
+        pt_blas_single_exit()
+    return dx, dh0, dc0
+
+
+# ---- one step, for incremental inference ----------------------------------------------
+
+def cell_step(str cell, x, h, c, w_ih, w_hh, b_ih, b_hh, h_out, c_out, work, peephole=None):
+    """Advance a batch of states by one step, writing into caller-given buffers.
+
+    x (B, I); h, h_out (B, H); c, c_out (B, H) for an LSTM, None otherwise; work of
+    step_workspace_shape(cell, B, H).  h_out may be h itself (and c_out c): the state is
+    updated in place.  Allocates nothing.
+    """
+    cdef int code = _cell_code(cell)
+    dtype = _float_dtype(x, "x")
+    if x.ndim != 2:
+        raise ValueError(f"x: expected 2 dimensions (B, input), got shape {x.shape}")
+    cdef int G = pt_gate_count(code)
+    _float_dtype(w_hh, "w_hh")
+    if w_hh.ndim != 2 or w_hh.shape[0] != G * w_hh.shape[1]:
+        raise ValueError(f"w_hh: expected shape ({G}*hidden, hidden), got {w_hh.shape}")
+    cdef int B = x.shape[0], I = x.shape[1], H = w_hh.shape[1], GH = G * H
+    _check_dims(1, B, I, H, G)
+    cdef cnp.ndarray ax = _check(x, "x", dtype, (B, I))
+    cdef cnp.ndarray ah = _check(h, "h", dtype, (B, H))
+    cdef cnp.ndarray aw_ih = _check(w_ih, "w_ih", dtype, (GH, I))
+    cdef cnp.ndarray aw_hh = _check(w_hh, "w_hh", dtype, (GH, H))
+    if (b_ih is None) != (b_hh is None):
+        raise ValueError("b_ih, b_hh: expected both or neither")
+    cdef cnp.ndarray ab_ih = _opt(b_ih, "b_ih", dtype, (GH,))
+    cdef cnp.ndarray ab_hh = _opt(b_hh, "b_hh", dtype, (GH,))
+    cdef cnp.ndarray ah_out = _check(h_out, "h_out", dtype, (B, H), True)
+    cdef cnp.ndarray ac = None, ac_out = None
+    if code == _LSTM:
+        if c is None or c_out is None:
+            raise ValueError("c, c_out: an LSTM step needs the cell state and its output buffer")
+        ac = _check(c, "c", dtype, (B, H))
+        ac_out = _check(c_out, "c_out", dtype, (B, H), True)
+    elif c is not None or c_out is not None:
+        raise ValueError(f"c, c_out: only an LSTM has a cell state (cell={cell!r})")
+    if code != _LSTM and peephole is not None:
+        raise ValueError(f"peephole: only an LSTM has peephole weights (cell={cell!r})")
+    cdef cnp.ndarray apeep = _opt(peephole, "peephole", dtype, (3, H))
+    cdef cnp.ndarray awork = _check(work, "work", dtype,
+                                    (B, 2 * GH if code == _GRU else GH), True)
+    cdef int nthreads = _nthreads
+    cdef bint single = dtype == np.float32
+    cdef void *p_ax = _ptr(ax)
+    cdef void *p_ah = _ptr(ah)
+    cdef void *p_ac = _ptr(ac)
+    cdef void *p_aw_ih = _ptr(aw_ih)
+    cdef void *p_aw_hh = _ptr(aw_hh)
+    cdef void *p_ab_ih = _ptr(ab_ih)
+    cdef void *p_ab_hh = _ptr(ab_hh)
+    cdef void *p_apeep = _ptr(apeep)
+    cdef void *p_ah_out = _ptr(ah_out)
+    cdef void *p_ac_out = _ptr(ac_out)
+    cdef void *p_awork = _ptr(awork)
+    with nogil:
+        pt_blas_single_enter()
+        if single:
+            pt_step_f(code, B, I, H, nthreads, <float *>p_ax, <float *>p_ah,
+                      <float *>p_ac, <float *>p_aw_ih, <float *>p_aw_hh,
+                      <float *>p_ab_ih, <float *>p_ab_hh, <float *>p_apeep,
+                      <float *>p_ah_out, <float *>p_ac_out, <float *>p_awork)
+        else:
+            pt_step_d(code, B, I, H, nthreads, <double *>p_ax, <double *>p_ah,
+                      <double *>p_ac, <double *>p_aw_ih, <double *>p_aw_hh,
+                      <double *>p_ab_ih, <double *>p_ab_hh, <double *>p_apeep,
+                      <double *>p_ah_out, <double *>p_ac_out, <double *>p_awork)
+        pt_blas_single_exit()
+
+
+# ---- helpers -----------------------------------------------------------------------
+
+def reverse_sequences(x, lengths=None, out=None):
+    """Reverse each sequence of x (T, B, F) within its own length; zeros past the end.
+
+    A reverse-direction layer runs the forward kernel over this, and reverses its output
+    back the same way (the operation is its own inverse on the valid steps).
+    """
+    dtype = _float_dtype(x, "x")
+    if x.ndim != 3:
+        raise ValueError(f"x: expected 3 dimensions (T, B, F), got shape {x.shape}")
+    cdef int T = x.shape[0], B = x.shape[1], F = x.shape[2]
+    cdef cnp.ndarray ax = _check(x, "x", dtype, (T, B, F))
+    cdef cnp.ndarray alen = _check_lengths(lengths, T, B)
+    cdef cnp.ndarray aout = (np.empty((T, B, F), dtype) if out is None
+                             else _check(out, "out", dtype, (T, B, F), True))
+    if aout is ax or np.shares_memory(aout, ax):
+        raise ValueError("out: must not overlap x")
+    cdef bint single = dtype == np.float32
+    cdef void *p_alen = _ptr(alen)
+    cdef void *p_ax = _ptr(ax)
+    cdef void *p_aout = _ptr(aout)
+    with nogil:
+        if single:
+            pt_reverse_f(T, B, F, <const int *>p_alen, <float *>p_ax,
+                         <float *>p_aout)
+        else:
+            pt_reverse_d(T, B, F, <const int *>p_alen, <double *>p_ax,
+                         <double *>p_aout)
+    return aout
+
+
+def sigmoid_f32(x):
+    """The float32 sigmoid the kernels use (for tests of its accuracy)."""
+    cdef cnp.ndarray a = np.ascontiguousarray(x, dtype=np.float32)
+    cdef cnp.ndarray y = np.empty_like(a)
+    pt_sigmoid_array_f(a.size, <float *>_ptr(a), <float *>_ptr(y))
+    return y
+
+
+def tanh_f32(x):
+    """The float32 tanh the kernels use (for tests of its accuracy)."""
+    cdef cnp.ndarray a = np.ascontiguousarray(x, dtype=np.float32)
+    cdef cnp.ndarray y = np.empty_like(a)
+    pt_tanh_array_f(a.size, <float *>_ptr(a), <float *>_ptr(y))
+    return y

@@ -1,0 +1,124 @@
+/* predtext compiled core: type-generic kernels instantiated for float and double. */
+#include "kernels.h"
+
+#include <stdint.h>
+#include <string.h>
+
+#ifdef _OPENMP
+#include <omp.h>
+static inline int pt_thread_num(void) { return omp_get_thread_num(); }
+static inline int pt_num_threads(void) { return omp_get_num_threads(); }
+int pt_max_threads(void) { return omp_get_num_procs(); }
+int pt_have_openmp(void) { return 1; }
+#else
+static inline int pt_thread_num(void) { return 0; }
+static inline int pt_num_threads(void) { return 1; }
+int pt_max_threads(void) { return 1; }
+int pt_have_openmp(void) { return 0; }
+#endif
+
+#include "fastmath.h"
+
+/* Compile the fused gate loops for AVX-512, AVX2 and baseline x86-64 and pick one at load
+ * time, so one build is fast on the machine it lands on without -march=native. */
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && !defined(PT_NO_CLONES)
+#define PT_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define PT_CLONES
+#endif
+
+static pt_sgemm_fn pt_sgemm;
+static pt_dgemm_fn pt_dgemm;
+
+void pt_set_blas(pt_sgemm_fn sgemm, pt_dgemm_fn dgemm)
+{
+    pt_sgemm = sgemm;
+    pt_dgemm = dgemm;
+}
+
+int pt_gate_count(int cell) { return cell == PT_LSTM ? 4 : (cell == PT_GRU ? 3 : 1); }
+
+/* Split n items among np threads in chunks that are multiples of align (SIMD width),
+ * the last thread taking the remainder. */
+static void pt_slice(int n, int np, int p, int align, int *lo, int *hi)
+{
+    int chunks = (n + align - 1) / align;
+    int per = chunks / np, extra = chunks % np;
+    int c0 = p * per + (p < extra ? p : extra);
+    int c1 = c0 + per + (p < extra ? 1 : 0);
+    *lo = c0 * align < n ? c0 * align : n;
+    *hi = c1 * align < n ? c1 * align : n;
+}
+
+#define REAL float
+#define SFX f
+#define SIGMOID pt_sigmoidf
+#define TANH pt_tanhf
+#define GEMM pt_sgemm
+#include "kernels_impl.h"
+#undef REAL
+#undef SFX
+#undef SIGMOID
+#undef TANH
+#undef GEMM
+
+#define REAL double
+#define SFX d
+#define SIGMOID pt_sigmoidd
+#define TANH pt_tanhd
+#define GEMM pt_dgemm
+#include "kernels_impl.h"
+#undef REAL
+#undef SFX
+#undef SIGMOID
+#undef TANH
+#undef GEMM
+
+PT_CLONES void pt_sigmoid_array_f(size_t n, const float *x, float *y)
+{
+#pragma omp simd
+    for (size_t k = 0; k < n; k++) y[k] = pt_sigmoidf(x[k]);
+}
+
+PT_CLONES void pt_tanh_array_f(size_t n, const float *x, float *y)
+{
+#pragma omp simd
+    for (size_t k = 0; k < n; k++) y[k] = pt_tanhf(x[k]);
+}
+
+/* BLAS thread pinning.  OpenBLAS's thread count is global, so concurrent kernels share
+ * the saved values: the first to enter saves and pins, the last to leave restores.  Every
+ * OpenBLAS copy in the process is pinned (NumPy and SciPy may each bring one). */
+#define PT_MAX_BLAS_LIBS 4
+typedef void (*pt_set_threads_fn)(int);
+typedef int (*pt_get_threads_fn)(void);
+static pt_set_threads_fn pt_blas_set[PT_MAX_BLAS_LIBS];
+static pt_get_threads_fn pt_blas_get[PT_MAX_BLAS_LIBS];
+static int pt_blas_saved[PT_MAX_BLAS_LIBS];
+static int pt_blas_nlibs;
+static int pt_blas_active;
+
+int pt_add_blas_threads_fns(void *set_fn, void *get_fn)
+{
+    if (pt_blas_nlibs >= PT_MAX_BLAS_LIBS || !set_fn || !get_fn) return -1;
+    pt_blas_set[pt_blas_nlibs] = (pt_set_threads_fn)set_fn;
+    pt_blas_get[pt_blas_nlibs] = (pt_get_threads_fn)get_fn;
+    pt_blas_nlibs++;
+    return 0;
+}
+
+void pt_blas_single_enter(void)
+{
+    if (__atomic_fetch_add(&pt_blas_active, 1, __ATOMIC_ACQ_REL) != 0) return;
+    for (int k = 0; k < pt_blas_nlibs; k++) {
+        pt_blas_saved[k] = pt_blas_get[k]();
+        if (pt_blas_saved[k] != 1) pt_blas_set[k](1);
+    }
+}
+
+void pt_blas_single_exit(void)
+{
+    if (__atomic_sub_fetch(&pt_blas_active, 1, __ATOMIC_ACQ_REL) != 0) return;
+    for (int k = 0; k < pt_blas_nlibs; k++)
+        if (pt_blas_saved[k] != 1) pt_blas_set[k](pt_blas_saved[k]);
+}

@@ -1,0 +1,72 @@
+/* predtext compiled core: recurrent kernels in plain C (no Python, no GIL).
+ *
+ * Layout (PyTorch's): gate blocks stacked along the first weight axis, LSTM i,f,g,o,
+ * GRU r,z,n with b_hn inside the reset product.  Arrays are C-contiguous, time-major:
+ * x (T,B,I), gates (T,B,G*H), states (B,H).  Every matrix product goes through BLAS;
+ * the gate nonlinearities are fused into one loop per step.
+ *
+ * Threading: one OpenMP team per call.  Thread p owns a slice of hidden units [j0,j1):
+ * it computes the recurrent GEMM columns of those units and their gate math, so a step
+ * needs a single barrier.  BLAS is called single-threaded from inside the team (the
+ * Python shim pins BLAS to one thread while a kernel runs), so the two thread pools never
+ * fight over the cores.
+ */
+#ifndef PREDTEXT_KERNELS_H
+#define PREDTEXT_KERNELS_H
+
+#include <stddef.h>
+
+enum pt_cell { PT_RNN_TANH = 0, PT_RNN_RELU = 1, PT_LSTM = 2, PT_GRU = 3 };
+
+typedef void (*pt_sgemm_fn)(char *, char *, int *, int *, int *, float *, float *, int *,
+                            float *, int *, float *, float *, int *);
+typedef void (*pt_dgemm_fn)(char *, char *, int *, int *, int *, double *, double *, int *,
+                            double *, int *, double *, double *, int *);
+
+typedef struct {
+    int cell;           /* enum pt_cell */
+    int T, B, n_in, H; /* n_in: input size (I clashes with complex.h) */
+    int G;              /* gate blocks: 1 (RNN), 4 (LSTM), 3 (GRU) */
+    const int *lengths; /* per-sequence lengths (B) or NULL for all T */
+    int nthreads;
+} pt_dims;
+
+void pt_set_blas(pt_sgemm_fn sgemm, pt_dgemm_fn dgemm);
+int pt_gate_count(int cell);
+int pt_max_threads(void);
+int pt_have_openmp(void);
+
+/* Whole-sequence forward.  xg: workspace (T,B,G*H) that keeps the gate activations for
+ * backward.  hs/cs: (T+1,B,H) in training mode (slot 0 = initial state), (2,B,H)/(1,B,H)
+ * in inference mode.  hn_cache: GRU only, (T,B,H) in training.  hh_work: GRU only, (B,G*H). */
+#define PT_FORWARD_DECL(REAL, SFX)                                                          \
+    void pt_forward_##SFX(const pt_dims *d, int training, const REAL *x, const REAL *w_ih,  \
+                          const REAL *w_hh, const REAL *b_ih, const REAL *b_hh,             \
+                          const REAL *peep, const REAL *h0, const REAL *c0, REAL *xg,        \
+                          REAL *hs, REAL *cs, REAL *hn_cache, REAL *hh_work, REAL *out,      \
+                          REAL *h_n, REAL *c_n);                                             \
+    void pt_backward_##SFX(const pt_dims *d, const REAL *x, const REAL *w_ih,                \
+                           const REAL *w_hh, const REAL *peep, const REAL *xg,              \
+                           const REAL *hs, const REAL *cs, const REAL *hn_cache,            \
+                           const REAL *d_out, const REAL *d_hn, const REAL *d_cn, REAL *dgx, \
+                           REAL *dgh, REAL *dh, REAL *dc, REAL *dx, REAL *dh0, REAL *dc0,    \
+                           REAL *dw_ih, REAL *dw_hh, REAL *db_ih, REAL *db_hh, REAL *dpeep);  \
+    void pt_step_##SFX(int cell, int B, int n_in, int H, int nthreads, const REAL *x,          \
+                       const REAL *h, const REAL *c, const REAL *w_ih, const REAL *w_hh,    \
+                       const REAL *b_ih, const REAL *b_hh, const REAL *peep, REAL *h_out,   \
+                       REAL *c_out, REAL *work);                                             \
+    void pt_reverse_##SFX(int T, int B, int F, const int *lengths, const REAL *src, REAL *dst);
+
+PT_FORWARD_DECL(float, f)
+PT_FORWARD_DECL(double, d)
+
+/* Elementwise math, exposed so tests can check the float approximations. */
+void pt_sigmoid_array_f(size_t n, const float *x, float *y);
+void pt_tanh_array_f(size_t n, const float *x, float *y);
+
+/* Pin BLAS to one thread while a kernel runs (nestable across concurrent callers). */
+int pt_add_blas_threads_fns(void *set_fn, void *get_fn);
+void pt_blas_single_enter(void);
+void pt_blas_single_exit(void);
+
+#endif

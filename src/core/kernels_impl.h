@@ -1,0 +1,395 @@
+/* Kernels for one floating type.  kernels.c includes this file once per type with
+ * REAL (float/double), SFX (f/d), SIGMOID, TANH and GEMM defined. */
+
+#define PT_CAT2(a, b) a##_##b
+#define PT_CAT(a, b) PT_CAT2(a, b)
+#define NAME(x) PT_CAT(x, SFX)
+
+/* Row-major C = op(A) op(B) expressed through column-major BLAS by the caller; this
+ * wrapper only skips empty products, which some BLAS builds reject. */
+static void NAME(gemm)(char ta, char tb, int m, int n, int k, REAL alpha, const REAL *a,
+                       int lda, const REAL *b, int ldb, REAL beta, REAL *c, int ldc)
+{
+    if (m <= 0 || n <= 0) return;
+    GEMM(&ta, &tb, &m, &n, &k, &alpha, (REAL *)a, &lda, (REAL *)b, &ldb, &beta, c, &ldc);
+}
+
+/* ---- fused gate math for one batch row, units [0, n) of a thread's slice ---- */
+
+PT_CLONES static void NAME(rnn_fwd_row)(int n, int relu, REAL *a, REAL *h_new, REAL *out)
+{
+#pragma omp simd
+    for (int j = 0; j < n; j++) {
+        REAL v = relu ? (a[j] > 0 ? a[j] : 0) : TANH(a[j]);
+        a[j] = v;
+        h_new[j] = v;
+        if (out) out[j] = v;
+    }
+}
+
+PT_CLONES static void NAME(lstm_fwd_row)(int n, REAL *gi, REAL *gf, REAL *gg, REAL *go,
+                                         const REAL *c_prev, REAL *c_new, REAL *h_new,
+                                         REAL *out, const REAL *pi, const REAL *pf,
+                                         const REAL *po)
+{
+#pragma omp simd
+    for (int j = 0; j < n; j++) {
+        REAL cp = c_prev[j];
+        REAL i = SIGMOID(gi[j] + (pi ? pi[j] * cp : 0));
+        REAL f = SIGMOID(gf[j] + (pf ? pf[j] * cp : 0));
+        REAL g = TANH(gg[j]);
+        REAL c = f * cp + i * g;
+        REAL o = SIGMOID(go[j] + (po ? po[j] * c : 0));
+        REAL h = o * TANH(c);
+        gi[j] = i; gf[j] = f; gg[j] = g; go[j] = o;
+        c_new[j] = c;
+        h_new[j] = h;
+        if (out) out[j] = h;
+    }
+}
+
+PT_CLONES static void NAME(gru_fwd_row)(int n, REAL *gr, REAL *gz, REAL *gn, const REAL *hr,
+                                        const REAL *hz, const REAL *hn, const REAL *bhr,
+                                        const REAL *bhz, const REAL *bhn, const REAL *h_prev,
+                                        REAL *h_new, REAL *out, REAL *hn_keep)
+{
+#pragma omp simd
+    for (int j = 0; j < n; j++) {
+        REAL hnb = hn[j] + (bhn ? bhn[j] : 0);
+        REAL r = SIGMOID(gr[j] + hr[j] + (bhr ? bhr[j] : 0));
+        REAL z = SIGMOID(gz[j] + hz[j] + (bhz ? bhz[j] : 0));
+        REAL nn = TANH(gn[j] + r * hnb);
+        REAL h = (1 - z) * nn + z * h_prev[j];
+        gr[j] = r; gz[j] = z; gn[j] = nn;
+        if (hn_keep) hn_keep[j] = hnb;
+        h_new[j] = h;
+        if (out) out[j] = h;
+    }
+}
+
+/* Backward rows: dh holds dL/dh_t on entry (recurrent part) and the elementwise part of
+ * dL/dh_{t-1} on exit; dout is this step's output gradient. */
+PT_CLONES static void NAME(rnn_bwd_row)(int n, int relu, const REAL *a, const REAL *dout,
+                                        REAL *dh, REAL *dg)
+{
+#pragma omp simd
+    for (int j = 0; j < n; j++) {
+        REAL d = dh[j] + dout[j];
+        dg[j] = relu ? (a[j] > 0 ? d : 0) : d * (1 - a[j] * a[j]);
+        dh[j] = 0;
+    }
+}
+
+PT_CLONES static void NAME(lstm_bwd_row)(int n, const REAL *gi, const REAL *gf, const REAL *gg,
+                                         const REAL *go, const REAL *c_prev, const REAL *c,
+                                         const REAL *dout, REAL *dh, REAL *dc, REAL *di,
+                                         REAL *df, REAL *dgg, REAL *dgo, const REAL *pi,
+                                         const REAL *pf, const REAL *po, REAL *dpi, REAL *dpf,
+                                         REAL *dpo)
+{
+#pragma omp simd
+    for (int j = 0; j < n; j++) {
+        REAL i = gi[j], f = gf[j], g = gg[j], o = go[j], cp = c_prev[j];
+        REAL dH = dh[j] + dout[j];
+        REAL tc = TANH(c[j]);
+        REAL do_pre = dH * tc * o * (1 - o);
+        REAL dC = dc[j] + dH * o * (1 - tc * tc) + (po ? do_pre * po[j] : 0);
+        REAL di_pre = dC * g * i * (1 - i);
+        REAL df_pre = dC * cp * f * (1 - f);
+        REAL dg_pre = dC * i * (1 - g * g);
+        di[j] = di_pre; df[j] = df_pre; dgg[j] = dg_pre; dgo[j] = do_pre;
+        dc[j] = dC * f + (pi ? di_pre * pi[j] + df_pre * pf[j] : 0);
+        dh[j] = 0;
+        if (dpi) {
+            dpi[j] += di_pre * cp;
+            dpf[j] += df_pre * cp;
+            dpo[j] += do_pre * c[j];
+        }
+    }
+}
+
+PT_CLONES static void NAME(gru_bwd_row)(int n, const REAL *gr, const REAL *gz, const REAL *gn,
+                                        const REAL *hnb, const REAL *h_prev, const REAL *dout,
+                                        REAL *dh, REAL *dxr, REAL *dxz, REAL *dxn, REAL *dhr,
+                                        REAL *dhz, REAL *dhn)
+{
+#pragma omp simd
+    for (int j = 0; j < n; j++) {
+        REAL r = gr[j], z = gz[j], nn = gn[j];
+        REAL dH = dh[j] + dout[j];
+        REAL dn_pre = dH * (1 - z) * (1 - nn * nn);
+        REAL dz_pre = dH * (h_prev[j] - nn) * z * (1 - z);
+        REAL dr_pre = dn_pre * hnb[j] * r * (1 - r);
+        dxr[j] = dr_pre; dxz[j] = dz_pre; dxn[j] = dn_pre;
+        dhr[j] = dr_pre; dhz[j] = dz_pre; dhn[j] = dn_pre * r;
+        dh[j] = dH * z;
+    }
+}
+
+/* ---- whole-sequence forward ---- */
+
+void NAME(pt_forward)(const pt_dims *d, int training, const REAL *x, const REAL *w_ih,
+                      const REAL *w_hh, const REAL *b_ih, const REAL *b_hh, const REAL *peep,
+                      const REAL *h0, const REAL *c0, REAL *xg, REAL *hs, REAL *cs,
+                      REAL *hn_cache, REAL *hh_work, REAL *out, REAL *h_n, REAL *c_n)
+{
+    const int T = d->T, B = d->B, I = d->n_in, H = d->H, G = d->G, GH = d->G * d->H;
+    const int cell = d->cell, TB = d->T * d->B;
+    const size_t BH = (size_t)B * H, BGH = (size_t)B * GH;
+    const REAL *pi = peep ? peep : NULL, *pf = peep ? peep + H : NULL,
+               *po = peep ? peep + 2 * H : NULL;
+
+#pragma omp parallel num_threads(d->nthreads)
+    {
+        int p = pt_thread_num(), np = pt_num_threads();
+        int j0, j1, r0, r1;
+        pt_slice(H, np, p, 8, &j0, &j1);
+        pt_slice(TB, np, p, 1, &r0, &r1);
+        const int hp = j1 - j0;
+
+        /* Input projection of every time step at once; the biases that are plain sums
+         * (all but GRU's hidden bias, which sits inside the reset product) go in first. */
+        for (int r = r0; r < r1; r++) {
+            REAL *row = xg + (size_t)r * GH;
+            for (int k = 0; k < GH; k++)
+                row[k] = (b_ih ? b_ih[k] : 0) + (b_hh && cell != PT_GRU ? b_hh[k] : 0);
+        }
+        NAME(gemm)('T', 'N', GH, r1 - r0, I, 1, w_ih, I, x + (size_t)r0 * I, I, 1,
+                   xg + (size_t)r0 * GH, GH);
+        for (int b = 0; b < B; b++) {
+            memcpy(hs + (size_t)b * H + j0, h0 + (size_t)b * H + j0, hp * sizeof(REAL));
+            if (cell == PT_LSTM)
+                memcpy(cs + (size_t)b * H + j0, c0 + (size_t)b * H + j0, hp * sizeof(REAL));
+        }
+#pragma omp barrier
+
+        for (int t = 0; t < T; t++) {
+            /* Training keeps every state; inference ping-pongs two h slots and updates
+             * c in place (a thread only touches its own units of c). */
+            const REAL *h_prev = hs + (training ? (size_t)t : (size_t)(t & 1)) * BH;
+            REAL *h_next = hs + (training ? (size_t)(t + 1) : (size_t)((t + 1) & 1)) * BH;
+            const REAL *c_prev = cs + (training ? (size_t)t * BH : 0);
+            REAL *c_next = cs + (training ? (size_t)(t + 1) * BH : 0);
+            REAL *xg_t = xg + (size_t)t * BGH;
+            REAL *out_t = out + (size_t)t * BH;
+
+            if (hp > 0) {
+                for (int g = 0; g < G; g++) {
+                    const REAL *w = w_hh + ((size_t)g * H + j0) * H;
+                    if (cell == PT_GRU)
+                        NAME(gemm)('T', 'N', hp, B, H, 1, w, H, h_prev, H, 0,
+                                   hh_work + (size_t)g * H + j0, GH);
+                    else
+                        NAME(gemm)('T', 'N', hp, B, H, 1, w, H, h_prev, H, 1,
+                                   xg_t + (size_t)g * H + j0, GH);
+                }
+            }
+            for (int b = 0; b < B; b++) {
+                const size_t sb = (size_t)b * H + j0, gb = (size_t)b * GH + j0;
+                int active = !d->lengths || t < d->lengths[b];
+                if (!active) {
+                    memcpy(h_next + sb, h_prev + sb, hp * sizeof(REAL));
+                    if (cell == PT_LSTM && training)
+                        memcpy(c_next + sb, c_prev + sb, hp * sizeof(REAL));
+                    memset(out_t + sb, 0, hp * sizeof(REAL));
+                    continue;
+                }
+                if (cell == PT_LSTM) {
+                    NAME(lstm_fwd_row)(hp, xg_t + gb, xg_t + gb + H, xg_t + gb + 2 * H,
+                                       xg_t + gb + 3 * H, c_prev + sb, c_next + sb,
+                                       h_next + sb, out_t + sb, pi ? pi + j0 : NULL,
+                                       pf ? pf + j0 : NULL, po ? po + j0 : NULL);
+                } else if (cell == PT_GRU) {
+                    const REAL *hw = hh_work + gb;
+                    NAME(gru_fwd_row)(hp, xg_t + gb, xg_t + gb + H, xg_t + gb + 2 * H, hw,
+                                      hw + H, hw + 2 * H, b_hh ? b_hh + j0 : NULL,
+                                      b_hh ? b_hh + H + j0 : NULL,
+                                      b_hh ? b_hh + 2 * H + j0 : NULL, h_prev + sb,
+                                      h_next + sb, out_t + sb,
+                                      training ? hn_cache + (size_t)t * BH + sb : NULL);
+                } else {
+                    NAME(rnn_fwd_row)(hp, cell == PT_RNN_RELU, xg_t + gb, h_next + sb,
+                                      out_t + sb);
+                }
+            }
+#pragma omp barrier
+        }
+        const REAL *h_last = hs + (training ? (size_t)T : (size_t)(T & 1)) * BH;
+        const REAL *c_last = cs + (training ? (size_t)T * BH : 0);
+        for (int b = 0; b < B; b++) {
+            memcpy(h_n + (size_t)b * H + j0, h_last + (size_t)b * H + j0, hp * sizeof(REAL));
+            if (cell == PT_LSTM)
+                memcpy(c_n + (size_t)b * H + j0, c_last + (size_t)b * H + j0,
+                       hp * sizeof(REAL));
+        }
+    }
+}
+
+/* ---- backpropagation through time ---- */
+
+void NAME(pt_backward)(const pt_dims *d, const REAL *x, const REAL *w_ih, const REAL *w_hh,
+                       const REAL *peep, const REAL *xg, const REAL *hs, const REAL *cs,
+                       const REAL *hn_cache, const REAL *d_out, const REAL *d_hn,
+                       const REAL *d_cn, REAL *dgx, REAL *dgh, REAL *dh, REAL *dc, REAL *dx,
+                       REAL *dh0, REAL *dc0, REAL *dw_ih, REAL *dw_hh, REAL *db_ih,
+                       REAL *db_hh, REAL *dpeep)
+{
+    const int T = d->T, B = d->B, I = d->n_in, H = d->H, G = d->G, GH = d->G * d->H;
+    const int cell = d->cell, TB = d->T * d->B;
+    const size_t BH = (size_t)B * H, BGH = (size_t)B * GH;
+    const REAL *pi = peep ? peep : NULL, *pf = peep ? peep + H : NULL,
+               *po = peep ? peep + 2 * H : NULL;
+
+#pragma omp parallel num_threads(d->nthreads)
+    {
+        int p = pt_thread_num(), np = pt_num_threads();
+        int j0, j1, r0, r1;
+        pt_slice(H, np, p, 8, &j0, &j1);
+        pt_slice(TB, np, p, 1, &r0, &r1);
+        const int hp = j1 - j0;
+
+        for (int b = 0; b < B; b++) {
+            const size_t sb = (size_t)b * H + j0;
+            for (int j = 0; j < hp; j++) {
+                dh[sb + j] = d_hn ? d_hn[sb + j] : 0;
+                if (cell == PT_LSTM) dc[sb + j] = d_cn ? d_cn[sb + j] : 0;
+            }
+        }
+        for (int t = T - 1; t >= 0; t--) {
+            const REAL *xg_t = xg + (size_t)t * BGH;
+            const REAL *dout_t = d_out + (size_t)t * BH;
+            REAL *dgx_t = dgx + (size_t)t * BGH;
+            REAL *dgh_t = dgh + (size_t)t * BGH;
+            for (int b = 0; b < B; b++) {
+                const size_t sb = (size_t)b * H + j0, gb = (size_t)b * GH + j0;
+                int active = !d->lengths || t < d->lengths[b];
+                if (!active) {
+                    /* Past the end the state is carried unchanged: its gradient passes
+                     * straight through and no gate sees any. */
+                    for (int g = 0; g < G; g++) {
+                        memset(dgx_t + gb + (size_t)g * H, 0, hp * sizeof(REAL));
+                        if (dgh != dgx) memset(dgh_t + gb + (size_t)g * H, 0, hp * sizeof(REAL));
+                    }
+                    continue;
+                }
+                if (cell == PT_LSTM) {
+                    NAME(lstm_bwd_row)(hp, xg_t + gb, xg_t + gb + H, xg_t + gb + 2 * H,
+                                       xg_t + gb + 3 * H, cs + (size_t)t * BH + sb,
+                                       cs + (size_t)(t + 1) * BH + sb, dout_t + sb, dh + sb,
+                                       dc + sb, dgx_t + gb, dgx_t + gb + H,
+                                       dgx_t + gb + 2 * H, dgx_t + gb + 3 * H,
+                                       pi ? pi + j0 : NULL, pf ? pf + j0 : NULL,
+                                       po ? po + j0 : NULL, dpeep ? dpeep + j0 : NULL,
+                                       dpeep ? dpeep + H + j0 : NULL,
+                                       dpeep ? dpeep + 2 * H + j0 : NULL);
+                } else if (cell == PT_GRU) {
+                    NAME(gru_bwd_row)(hp, xg_t + gb, xg_t + gb + H, xg_t + gb + 2 * H,
+                                      hn_cache + (size_t)t * BH + sb,
+                                      hs + (size_t)t * BH + sb, dout_t + sb, dh + sb,
+                                      dgx_t + gb, dgx_t + gb + H, dgx_t + gb + 2 * H,
+                                      dgh_t + gb, dgh_t + gb + H, dgh_t + gb + 2 * H);
+                } else {
+                    NAME(rnn_bwd_row)(hp, cell == PT_RNN_RELU, xg_t + gb, dout_t + sb,
+                                      dh + sb, dgx_t + gb);
+                }
+            }
+#pragma omp barrier
+            /* dh_{t-1}[:, own units] += dgates_t @ W_hh[:, own units] */
+            NAME(gemm)('N', 'N', hp, B, GH, 1, w_hh + j0, H, dgh_t, GH, 1, dh + j0, H);
+        }
+        for (int b = 0; b < B; b++) {
+            const size_t sb = (size_t)b * H + j0;
+            memcpy(dh0 + sb, dh + sb, hp * sizeof(REAL));
+            if (cell == PT_LSTM) memcpy(dc0 + sb, dc + sb, hp * sizeof(REAL));
+        }
+        /* Parameter gradients over all steps at once: rows of the own units. */
+        if (hp > 0) {
+            for (int g = 0; g < G; g++) {
+                const size_t col = (size_t)g * H + j0;
+                NAME(gemm)('N', 'T', H, hp, TB, 1, hs, H, dgh + col, GH, 1, dw_hh + col * H, H);
+                NAME(gemm)('N', 'T', I, hp, TB, 1, x, I, dgx + col, GH, 1, dw_ih + col * I, I);
+                for (int r = 0; r < TB; r++) {
+                    const REAL *gx = dgx + (size_t)r * GH + col, *gh = dgh + (size_t)r * GH + col;
+                    if (db_ih)
+                        for (int j = 0; j < hp; j++) db_ih[col + j] += gx[j];
+                    if (db_hh)
+                        for (int j = 0; j < hp; j++) db_hh[col + j] += gh[j];
+                }
+            }
+        }
+        /* dx rows r0..r1 = dgates @ W_ih; every thread's gate columns are final after the
+         * last barrier of the loop. */
+        NAME(gemm)('N', 'N', I, r1 - r0, GH, 1, w_ih, I, dgx + (size_t)r0 * GH, GH, 0,
+                   dx + (size_t)r0 * I, I);
+    }
+}
+
+/* ---- one step for incremental inference: no allocation ---- */
+
+void NAME(pt_step)(int cell, int B, int I, int H, int nthreads, const REAL *x, const REAL *h,
+                   const REAL *c, const REAL *w_ih, const REAL *w_hh, const REAL *b_ih,
+                   const REAL *b_hh, const REAL *peep, REAL *h_out, REAL *c_out, REAL *work)
+{
+    const int G = pt_gate_count(cell), GH = G * H;
+    REAL *pre = work, *hh = work + (size_t)B * GH; /* hh: GRU's hidden projection */
+
+#pragma omp parallel num_threads(nthreads)
+    {
+        int p = pt_thread_num(), np = pt_num_threads();
+        int j0, j1;
+        pt_slice(H, np, p, 8, &j0, &j1);
+        const int hp = j1 - j0;
+        if (hp > 0) {
+            for (int g = 0; g < G; g++) {
+                const size_t col = (size_t)g * H + j0;
+                for (int b = 0; b < B; b++)
+                    for (int j = 0; j < hp; j++)
+                        pre[(size_t)b * GH + col + j] =
+                            (b_ih ? b_ih[col + j] : 0) +
+                            (b_hh && cell != PT_GRU ? b_hh[col + j] : 0);
+                NAME(gemm)('T', 'N', hp, B, I, 1, w_ih + col * I, I, x, I, 1, pre + col, GH);
+                if (cell == PT_GRU)
+                    NAME(gemm)('T', 'N', hp, B, H, 1, w_hh + col * H, H, h, H, 0, hh + col, GH);
+                else
+                    NAME(gemm)('T', 'N', hp, B, H, 1, w_hh + col * H, H, h, H, 1, pre + col, GH);
+            }
+        }
+        /* Every thread has read all of h: only now may h_out (possibly h itself) change. */
+#pragma omp barrier
+        for (int b = 0; b < B; b++) {
+            const size_t sb = (size_t)b * H + j0, gb = (size_t)b * GH + j0;
+            if (cell == PT_LSTM) {
+                NAME(lstm_fwd_row)(hp, pre + gb, pre + gb + H, pre + gb + 2 * H,
+                                   pre + gb + 3 * H, c + sb, c_out + sb, h_out + sb, NULL,
+                                   peep ? peep + j0 : NULL, peep ? peep + H + j0 : NULL,
+                                   peep ? peep + 2 * H + j0 : NULL);
+            } else if (cell == PT_GRU) {
+                NAME(gru_fwd_row)(hp, pre + gb, pre + gb + H, pre + gb + 2 * H, hh + gb,
+                                  hh + gb + H, hh + gb + 2 * H, b_hh ? b_hh + j0 : NULL,
+                                  b_hh ? b_hh + H + j0 : NULL, b_hh ? b_hh + 2 * H + j0 : NULL,
+                                  h + sb, h_out + sb, NULL, NULL);
+            } else {
+                NAME(rnn_fwd_row)(hp, cell == PT_RNN_RELU, pre + gb, h_out + sb, NULL);
+            }
+        }
+    }
+}
+
+/* dst[t, b] = src[len_b - 1 - t, b] for t < len_b, zero after: the time reversal of each
+ * sequence within its own length, which a reverse-direction layer runs forward over. */
+void NAME(pt_reverse)(int T, int B, int F, const int *lengths, const REAL *src, REAL *dst)
+{
+    for (int t = 0; t < T; t++)
+        for (int b = 0; b < B; b++) {
+            int len = lengths ? lengths[b] : T;
+            REAL *to = dst + ((size_t)t * B + b) * F;
+            if (t < len)
+                memcpy(to, src + ((size_t)(len - 1 - t) * B + b) * F, F * sizeof(REAL));
+            else
+                memset(to, 0, F * sizeof(REAL));
+        }
+}
+
+#undef NAME
+#undef PT_CAT
+#undef PT_CAT2
