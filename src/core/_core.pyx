@@ -78,6 +78,36 @@ cdef extern from "kernels.h" nogil:
 
 pt_set_blas(sgemm, dgemm)
 
+
+def _register_openblas_thread_controls():
+    """Let the kernels pin every loaded OpenBLAS to one thread while they run.
+
+    Kernels call BLAS from inside their own OpenMP team; a multi-threaded OpenBLAS there
+    would start a second pool on the same cores.  Other BLAS libraries (MKL, BLIS) are left
+    as they are: set their threads to 1 with threadpoolctl if you use one.
+    """
+    import ctypes
+
+    from threadpoolctl import ThreadpoolController
+
+    for lib in ThreadpoolController().select(internal_api="openblas").lib_controllers:
+        dll = ctypes.CDLL(lib.filepath)
+        for prefix in ("", "scipy_"):
+            for suffix in ("", "64_"):
+                set_fn = getattr(dll, f"{prefix}openblas_set_num_threads{suffix}", None)
+                get_fn = getattr(dll, f"{prefix}openblas_get_num_threads{suffix}", None)
+                if set_fn is not None and get_fn is not None:
+                    pt_add_blas_threads_fns(
+                        <void *><size_t>ctypes.cast(set_fn, ctypes.c_void_p).value,
+                        <void *><size_t>ctypes.cast(get_fn, ctypes.c_void_p).value)
+                    break
+            else:
+                continue
+            break
+
+
+_register_openblas_thread_controls()
+
 CELLS = {"rnn_tanh": 0, "rnn_relu": 1, "lstm": 2, "gru": 3}
 _LSTM = 2
 _GRU = 3
@@ -112,13 +142,6 @@ def get_num_threads():
 def has_openmp():
     """True when the core was compiled with OpenMP."""
     return bool(pt_have_openmp())
-
-
-def add_blas_thread_controls(size_t set_fn, size_t get_fn):
-    """Register a BLAS library's set/get-num-threads functions (addresses), so kernels
-    pin it to one thread while they run.  predtext.backend calls this at import."""
-    if pt_add_blas_threads_fns(<void *>set_fn, <void *>get_fn) != 0:
-        raise ValueError("add_blas_thread_controls: null function or too many libraries")
 
 
 def gate_count(str cell):
