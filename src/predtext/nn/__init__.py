@@ -1,0 +1,27 @@
+"""Neural-network building blocks with PyTorch's names, trained through ``begin_update``.
+
+``Module.begin_update(x)`` returns ``(output, backprop)``; ``backprop(d_output)`` adds
+parameter gradients into ``Parameter.grad`` and returns the gradient for the input.
+"""
+
+from predtext.nn.module import Module, Parameter, IncompatibleKeys, check_dtype
+from predtext.nn.layers import Linear, Embedding, Dropout, LockedDropout, Sequential
+from predtext.nn.losses import CrossEntropyLoss, MSELoss, softmax_cross_entropy, mse_loss
+from predtext.nn.optim import Optimizer, SGD, RMSprop, Adam, AdamW
+from predtext.nn.schedules import LRScheduler, StepLR, CosineWithWarmup, ReduceLROnPlateau
+from predtext.nn.clip import clip_grad_norm_, clip_grad_value_, total_grad_norm
+from predtext.nn.init import manual_seed, get_rng
+from predtext.nn import init
+
+# ---- Recurrent layers: `from predtext.nn.rnn import RNN, LSTM, GRU` goes on the line
+# ---- below, with "RNN", "LSTM", "GRU" added to __all__, when rnn.py lands.
+
+__all__ = [
+    "Module", "Parameter", "IncompatibleKeys", "check_dtype",
+    "Linear", "Embedding", "Dropout", "LockedDropout", "Sequential",
+    "CrossEntropyLoss", "MSELoss", "softmax_cross_entropy", "mse_loss",
+    "Optimizer", "SGD", "RMSprop", "Adam", "AdamW",
+    "LRScheduler", "StepLR", "CosineWithWarmup", "ReduceLROnPlateau",
+    "clip_grad_norm_", "clip_grad_value_", "total_grad_norm",
+    "manual_seed", "get_rng", "init",
+]

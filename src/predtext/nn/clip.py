@@ -1,0 +1,78 @@
+"""Gradient clipping, in place on ``Parameter.grad``."""
+
+import math
+
+from predtext.backend import get_ops
+from predtext.nn.module import Parameter
+
+
+def _as_param_list(params):
+    if isinstance(params, Parameter):
+        return [params]
+    params = list(params)
+    for param in params:
+        if not isinstance(param, Parameter):
+            raise TypeError(f"params: expected Parameters, got a {type(param).__name__}")
+    return params
+
+
+def _norm_order(norm_type):
+    if isinstance(norm_type, str) and norm_type.lower() == "inf":
+        return math.inf
+    if isinstance(norm_type, bool) or not isinstance(norm_type, (int, float)) or not norm_type > 0:
+        raise ValueError(f"norm_type: expected a positive number or 'inf', got {norm_type!r}")
+    return float(norm_type)
+
+
+def total_grad_norm(params, norm_type=2.0):
+    """The ``norm_type``-norm of all gradients taken together, as a float."""
+    order = _norm_order(norm_type)
+    xp = get_ops().xp
+    grads = [param.grad for param in _as_param_list(params)]
+    if not grads:
+        return 0.0
+    # The norm of the per-parameter norms equals the norm of the concatenation, and
+    # avoids building that concatenation.
+    if order == math.inf:
+        per_param = [float(xp.abs(grad).max()) if grad.size else 0.0 for grad in grads]
+        return max(per_param)
+    per_param = xp.asarray([float(xp.linalg.norm(grad.ravel(), ord=order)) for grad in grads])
+    return float(xp.linalg.norm(per_param, ord=order))
+
+
+def clip_grad_norm_(params, max_norm, norm_type=2.0, error_if_nonfinite=False):
+    """Scale gradients so that their total norm is at most ``max_norm``; return the norm.
+
+    The returned value is the total norm before clipping (as in torch), so training code
+    can log it. When it is nan or inf the gradients are left untouched (torch would fill
+    them with nan) and the value is returned anyway: check ``math.isfinite`` on it and
+    skip ``optimizer.step()`` for that batch. With ``error_if_nonfinite=True`` a
+    non-finite norm raises RuntimeError instead, as torch does.
+    """
+    params = _as_param_list(params)
+    if isinstance(max_norm, bool) or not isinstance(max_norm, (int, float)) or not max_norm >= 0:
+        raise ValueError(f"max_norm: expected a non-negative number, got {max_norm!r}")
+    total = total_grad_norm(params, norm_type)
+    if not math.isfinite(total):
+        if error_if_nonfinite:
+            raise RuntimeError(
+                f"the total norm of order {norm_type} of the gradients is non-finite ({total}); "
+                "pass error_if_nonfinite=False to get the norm back and skip the step"
+            )
+        return total
+    # The 1e-6 keeps the division finite for all-zero gradients, as torch does.
+    scale = max_norm / (total + 1e-6)
+    if scale < 1.0:
+        for param in params:
+            param.grad *= param.grad.dtype.type(scale)
+    return total
+
+
+def clip_grad_value_(params, clip_value):
+    """Clamp every gradient element into ``[-clip_value, clip_value]``, in place."""
+    params = _as_param_list(params)
+    if isinstance(clip_value, bool) or not isinstance(clip_value, (int, float)) or not clip_value >= 0:
+        raise ValueError(f"clip_value: expected a non-negative number, got {clip_value!r}")
+    xp = get_ops().xp
+    for param in params:
+        xp.clip(param.grad, -clip_value, clip_value, out=param.grad)

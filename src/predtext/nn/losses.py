@@ -1,0 +1,170 @@
+"""Loss functions that return the loss and its gradient together.
+
+Each function returns ``(loss, d_input)``; the Module forms (``CrossEntropyLoss``,
+``MSELoss``) wrap them in the usual ``forward`` / ``begin_update`` pair. Reductions follow
+torch: ``"mean"``, ``"sum"`` or ``"none"``.
+"""
+
+from predtext.backend import get_ops
+from predtext.nn.module import Module
+
+REDUCTIONS = ("mean", "sum", "none")
+
+
+def _check_reduction(reduction):
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"reduction: expected one of {REDUCTIONS}, got {reduction!r}")
+
+
+def softmax_cross_entropy(logits_nv, targets_n, ignore_index=-100, reduction="mean"):
+    """Fused, numerically stable softmax cross-entropy and its gradient.
+
+    ``logits_nv`` has the class axis last, ``(..., V)``; ``targets_n`` holds class ids
+    with the leading shape ``(...)``. (torch puts the class axis second; here it is last
+    because time-major model outputs are ``(T, B, V)``.) Targets equal to
+    ``ignore_index`` contribute no loss and no gradient.
+
+    Returns ``(loss, d_logits)``:
+
+    * ``"mean"``: loss averaged over non-ignored targets, as torch does; ``d_logits`` is
+      its gradient. With every target ignored the loss is nan (as in torch) and
+      ``d_logits`` is zero, so such a batch changes nothing.
+    * ``"sum"``: summed loss and its gradient.
+    * ``"none"``: per-target losses with shape ``(...)`` (zero where ignored), and
+      ``d_logits`` the gradient of their sum.
+    """
+    _check_reduction(reduction)
+    xp = get_ops().xp
+    logits_nv = xp.asarray(logits_nv)
+    targets_n = xp.asarray(targets_n)
+    if logits_nv.dtype.kind != "f":
+        raise TypeError(f"logits_nv: expected a floating-point array, got dtype {logits_nv.dtype}")
+    if targets_n.dtype.kind not in "iu":
+        raise TypeError(f"targets_n: expected integer class ids, got dtype {targets_n.dtype}")
+    if logits_nv.ndim < 1 or targets_n.shape != logits_nv.shape[:-1]:
+        raise ValueError(
+            f"targets_n: expected shape {tuple(logits_nv.shape[:-1])} to match logits_nv "
+            f"{tuple(logits_nv.shape)}, got {tuple(targets_n.shape)}"
+        )
+    n_classes = logits_nv.shape[-1]
+    leading_shape = targets_n.shape
+    scores_nv = logits_nv.reshape(-1, n_classes)
+    targets = targets_n.reshape(-1)
+
+    kept = targets != ignore_index
+    kept_targets = targets[kept]
+    if kept_targets.size and (int(kept_targets.min()) < 0 or int(kept_targets.max()) >= n_classes):
+        raise ValueError(
+            f"targets_n: class ids must lie in [0, {n_classes}) or equal ignore_index="
+            f"{ignore_index}, got values from {int(kept_targets.min())} to {int(kept_targets.max())}"
+        )
+
+    # Subtracting the row maximum keeps exp() from overflowing; it cancels in the softmax.
+    shifted_nv = scores_nv - scores_nv.max(axis=1, keepdims=True)
+    exp_nv = xp.exp(shifted_nv)
+    sum_n = exp_nv.sum(axis=1, keepdims=True)
+    log_sum_n = xp.log(sum_n)[:, 0]
+
+    rows = xp.arange(targets.shape[0])
+    safe_targets = xp.where(kept, targets, 0)  # ignored rows index class 0, then get masked
+    # where(), not multiplication, so that odd values in ignored rows cannot leak in.
+    losses_n = xp.where(kept, log_sum_n - shifted_nv[rows, safe_targets], 0)
+
+    d_scores_nv = exp_nv / sum_n
+    d_scores_nv[rows, safe_targets] -= 1
+    d_scores_nv[~kept] = 0
+
+    if reduction == "none":
+        return losses_n.reshape(leading_shape), d_scores_nv.reshape(logits_nv.shape)
+    loss = losses_n.sum()
+    if reduction == "mean":
+        n_kept = int(kept.sum())
+        if n_kept == 0:
+            return float("nan"), xp.zeros_like(logits_nv)
+        loss = loss / n_kept
+        d_scores_nv /= d_scores_nv.dtype.type(n_kept)
+    return float(loss), d_scores_nv.reshape(logits_nv.shape)
+
+
+def mse_loss(input, target, reduction="mean"):
+    """Squared error ``(input - target)**2`` with torch's reductions; returns ``(loss, d_input)``.
+
+    For ``"none"`` the loss is elementwise and ``d_input`` is the gradient of its sum.
+    Shapes must match exactly (no broadcasting, which in torch only produces a warning).
+    """
+    _check_reduction(reduction)
+    xp = get_ops().xp
+    input = xp.asarray(input)
+    target = xp.asarray(target, dtype=input.dtype)
+    if input.dtype.kind != "f":
+        raise TypeError(f"input: expected a floating-point array, got dtype {input.dtype}")
+    if input.shape != target.shape:
+        raise ValueError(
+            f"target: expected shape {tuple(input.shape)} to match input, got {tuple(target.shape)}"
+        )
+    diff = input - target
+    d_input = 2 * diff
+    if reduction == "none":
+        return diff * diff, d_input
+    if reduction == "sum":
+        return float((diff * diff).sum()), d_input
+    count = diff.size
+    if count == 0:
+        return float("nan"), d_input
+    return float((diff * diff).sum() / count), d_input / d_input.dtype.type(count)
+
+
+class _Loss(Module):
+    def __init__(self, reduction="mean"):
+        super().__init__()
+        _check_reduction(reduction)
+        self.reduction = reduction
+
+    def _compute(self, input, target):
+        raise NotImplementedError
+
+    def forward(self, input, target):
+        return self._compute(input, target)[0]
+
+    def begin_update(self, input, target):
+        """``(loss, backprop)``; ``backprop(d_loss=1.0)`` returns the gradient for ``input``.
+
+        ``d_loss`` scales the gradient: a number for "mean"/"sum", an array shaped like
+        the loss for "none".
+        """
+        loss, d_input = self._compute(input, target)
+
+        def backprop(d_loss=1.0):
+            if self.reduction == "none":
+                d_loss = self.ops.xp.asarray(d_loss, dtype=d_input.dtype)
+                # Per-element weights broadcast over the class axis when there is one.
+                extra_axes = d_input.ndim - d_loss.ndim
+                return d_input * d_loss.reshape(d_loss.shape + (1,) * extra_axes)
+            return d_input * d_input.dtype.type(d_loss)
+
+        return loss, backprop
+
+    def extra_repr(self):
+        return f"reduction={self.reduction!r}"
+
+
+class CrossEntropyLoss(_Loss):
+    """Module form of ``softmax_cross_entropy``: ``loss = criterion(logits, targets)``.
+
+    As in torch it takes raw logits (no softmax beforehand) and averages over targets
+    that are not ``ignore_index``; unlike torch, the class axis is last.
+    """
+
+    def __init__(self, ignore_index=-100, reduction="mean"):
+        super().__init__(reduction)
+        self.ignore_index = ignore_index
+
+    def _compute(self, input, target):
+        return softmax_cross_entropy(input, target, self.ignore_index, self.reduction)
+
+
+class MSELoss(_Loss):
+    """Module form of ``mse_loss``."""
+
+    def _compute(self, input, target):
+        return mse_loss(input, target, self.reduction)
