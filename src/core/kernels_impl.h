@@ -142,9 +142,10 @@ void NAME(pt_forward)(const pt_dims *d, int training, const REAL *x, const REAL 
 #pragma omp parallel num_threads(d->nthreads)
     {
         int p = pt_thread_num(), np = pt_num_threads();
-        int j0, j1, r0, r1;
+        int j0, j1, r0, r1, m0, m1;
         pt_slice(H, np, p, 8, &j0, &j1);
         pt_slice(TB, np, p, 1, &r0, &r1);
+        pt_slice(GH, np, p, 16, &m0, &m1);
         const int hp = j1 - j0;
 
         /* Input projection of every time step at once; the biases that are plain sums
@@ -173,17 +174,16 @@ void NAME(pt_forward)(const pt_dims *d, int training, const REAL *x, const REAL 
             REAL *xg_t = xg + (size_t)t * BGH;
             REAL *out_t = out + (size_t)t * BH;
 
-            if (hp > 0) {
-                for (int g = 0; g < G; g++) {
-                    const REAL *w = w_hh + ((size_t)g * H + j0) * H;
-                    if (cell == PT_GRU)
-                        NAME(gemm)('T', 'N', hp, B, H, 1, w, H, h_prev, H, 0,
-                                   hh_work + (size_t)g * H + j0, GH);
-                    else
-                        NAME(gemm)('T', 'N', hp, B, H, 1, w, H, h_prev, H, 1,
-                                   xg_t + (size_t)g * H + j0, GH);
-                }
-            }
+            /* Recurrent term: one GEMM per thread over a contiguous block of gate rows
+             * (fewer, larger BLAS calls than one per gate); the gate math below then
+             * needs every block, hence the barrier. */
+            if (cell == PT_GRU)
+                NAME(gemm)('T', 'N', m1 - m0, B, H, 1, w_hh + (size_t)m0 * H, H, h_prev, H, 0,
+                           hh_work + m0, GH);
+            else
+                NAME(gemm)('T', 'N', m1 - m0, B, H, 1, w_hh + (size_t)m0 * H, H, h_prev, H, 1,
+                           xg_t + m0, GH);
+#pragma omp barrier
             for (int b = 0; b < B; b++) {
                 const size_t sb = (size_t)b * H + j0, gb = (size_t)b * GH + j0;
                 int active = !d->lengths || t < d->lengths[b];
@@ -336,25 +336,21 @@ void NAME(pt_step)(int cell, int B, int I, int H, int nthreads, const REAL *x, c
 #pragma omp parallel num_threads(nthreads)
     {
         int p = pt_thread_num(), np = pt_num_threads();
-        int j0, j1;
+        int j0, j1, m0, m1;
         pt_slice(H, np, p, 8, &j0, &j1);
-        const int hp = j1 - j0;
-        if (hp > 0) {
-            for (int g = 0; g < G; g++) {
-                const size_t col = (size_t)g * H + j0;
-                for (int b = 0; b < B; b++)
-                    for (int j = 0; j < hp; j++)
-                        pre[(size_t)b * GH + col + j] =
-                            (b_ih ? b_ih[col + j] : 0) +
-                            (b_hh && cell != PT_GRU ? b_hh[col + j] : 0);
-                NAME(gemm)('T', 'N', hp, B, I, 1, w_ih + col * I, I, x, I, 1, pre + col, GH);
-                if (cell == PT_GRU)
-                    NAME(gemm)('T', 'N', hp, B, H, 1, w_hh + col * H, H, h, H, 0, hh + col, GH);
-                else
-                    NAME(gemm)('T', 'N', hp, B, H, 1, w_hh + col * H, H, h, H, 1, pre + col, GH);
-            }
-        }
-        /* Every thread has read all of h: only now may h_out (possibly h itself) change. */
+        pt_slice(GH, np, p, 16, &m0, &m1);
+        const int hp = j1 - j0, mp = m1 - m0;
+        for (int b = 0; b < B; b++)
+            for (int k = m0; k < m1; k++)
+                pre[(size_t)b * GH + k] =
+                    (b_ih ? b_ih[k] : 0) + (b_hh && cell != PT_GRU ? b_hh[k] : 0);
+        NAME(gemm)('T', 'N', mp, B, I, 1, w_ih + (size_t)m0 * I, I, x, I, 1, pre + m0, GH);
+        if (cell == PT_GRU)
+            NAME(gemm)('T', 'N', mp, B, H, 1, w_hh + (size_t)m0 * H, H, h, H, 0, hh + m0, GH);
+        else
+            NAME(gemm)('T', 'N', mp, B, H, 1, w_hh + (size_t)m0 * H, H, h, H, 1, pre + m0, GH);
+        /* Every thread has read all of h, and the gate math needs every thread's block of
+         * gate rows: only now may h_out (possibly h itself) change. */
 #pragma omp barrier
         for (int b = 0; b < B; b++) {
             const size_t sb = (size_t)b * H + j0, gb = (size_t)b * GH + j0;

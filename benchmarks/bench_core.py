@@ -1,0 +1,239 @@
+"""Speed of the compiled core beside PyTorch's CPU kernels, measured in one run.
+
+Prints one table: for each cell and shape, forward (inference) and forward+backward
+tokens/s and GFLOP/s for predtext and torch with the same thread count, measured
+alternately (so machine noise hits both), their ratio, the machine's sgemm rate measured
+in the same run, and single-step latency of a 2-layer LSTM beside torch's fastest way.
+
+FLOPs count only the matrix products: forward 2*T*B*G*H*(I+H) per layer, backward twice
+that (input, state and weight gradients).  Medians of --repeats runs.
+
+    python benchmarks/bench_core.py [--repeats 7] [--threads N] [--quick]
+"""
+
+import argparse
+import platform
+import statistics
+import time
+
+import numpy as np
+
+from predtext import _core
+
+SHAPES = [(32, 64, 128, 256, 2), (64, 100, 512, 512, 1)]  # B, T, I, H, layers
+CELLS = [("LSTM", "lstm"), ("GRU", "gru"), ("RNN", "rnn_tanh")]
+
+
+def median_time(fn, repeats):
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def alternate(fns, repeats):
+    """Time several functions round-robin and return each one's median."""
+    for fn in fns:
+        fn()  # warm-up: page in weights, start thread pools
+    samples = [[] for _ in fns]
+    for _ in range(repeats):
+        for k, fn in enumerate(fns):
+            t0 = time.perf_counter()
+            fn()
+            samples[k].append(time.perf_counter() - t0)
+    return [statistics.median(s) for s in samples]
+
+
+def sgemm_rate(repeats):
+    """GFLOP/s of the BLAS the core calls (SciPy's) and of NumPy's, on a large sgemm."""
+    from scipy.linalg import blas
+
+    n = 2048
+    rng = np.random.default_rng(0)
+    a = np.asfortranarray(rng.standard_normal((n, n), dtype=np.float32))
+    b = np.asfortranarray(rng.standard_normal((n, n), dtype=np.float32))
+    flops = 2 * n**3
+    scipy_t = alternate([lambda: blas.sgemm(1.0, a, b)], repeats)[0]
+    numpy_t = alternate([lambda: a @ b], repeats)[0]
+    return flops / scipy_t / 1e9, flops / numpy_t / 1e9
+
+
+class CoreStack:
+    """A stack of layers run directly on the core (the figure the nn layer must keep)."""
+
+    def __init__(self, cell, I, H, layers, rng):
+        G = _core.gate_count(cell)
+        self.cell = cell
+        self.params = []
+        for k in range(layers):
+            fan = I if k == 0 else H
+            s = 1 / np.sqrt(H)
+            p = [rng.uniform(-s, s, shape).astype(np.float32)
+                 for shape in [(G * H, fan), (G * H, H), (G * H,), (G * H,)]]
+            self.params.append(p)
+        self.grads = [[np.zeros_like(a) for a in p] for p in self.params]
+
+    def forward(self, x, training=False):
+        caches = []
+        for p in self.params:
+            x, _, _, cache = _core.sequence_forward(self.cell, x, *p, training=training)
+            caches.append(cache)
+        return x, caches
+
+    def forward_backward(self, x):
+        out, caches = self.forward(x, training=True)
+        d = np.ones_like(out)
+        for cache, g in zip(reversed(caches), reversed(self.grads)):
+            d, _, _ = _core.sequence_backward(cache, d, grad_w_ih=g[0], grad_w_hh=g[1],
+                                              grad_b_ih=g[2], grad_b_hh=g[3])
+        return d
+
+
+def torch_stack(torch, name, I, H, layers):
+    module = getattr(torch.nn, name)(I, H, num_layers=layers)
+    return module.float()
+
+
+def nn_stack(name, I, H, layers):
+    """predtext.nn's layer, when it is there (it must keep the core's speed)."""
+    try:
+        from predtext import nn
+    except ImportError:
+        return None
+    cls = getattr(nn, name, None)
+    return cls(I, H, num_layers=layers) if cls is not None else None
+
+
+def bench_sequences(torch, repeats, quick):
+    rows = []
+    shapes = SHAPES[:1] if quick else SHAPES
+    for name, cell in CELLS:
+        for B, T, I, H, layers in shapes:
+            rng = np.random.default_rng(0)
+            x = rng.standard_normal((T, B, I)).astype(np.float32)
+            G = _core.gate_count(cell)
+            flops_fwd = sum(2 * T * B * G * H * ((I if k == 0 else H) + H)
+                            for k in range(layers))
+            ours = CoreStack(cell, I, H, layers, rng)
+            fns = {"core fwd": lambda: ours.forward(x),
+                   "core fwd+bwd": lambda: ours.forward_backward(x)}
+            layer = nn_stack(name, I, H, layers)
+            if layer is not None:
+                def layer_fb():
+                    (out, _), backprop = layer.begin_update(x)
+                    backprop(np.ones_like(out))
+                fns["nn fwd+bwd"] = layer_fb
+            if torch is not None:
+                tm = torch_stack(torch, name, I, H, layers)
+                xt = torch.from_numpy(x)
+                xg = xt.clone().requires_grad_(True)
+
+                def torch_fwd():
+                    with torch.no_grad():
+                        tm(xt)
+
+                def torch_fb():
+                    out, _ = tm(xg)
+                    out.backward(torch.ones_like(out))
+                fns["torch fwd"] = torch_fwd
+                fns["torch fwd+bwd"] = torch_fb
+            times = dict(zip(fns, alternate(list(fns.values()), repeats)))
+            shape = f"B{B} T{T} I{I} H{H} L{layers}"
+
+            def row(what, ours_key, theirs_key, flops):
+                t_ours = times[ours_key]
+                t_theirs = times.get(theirs_key)
+                rows.append([name, shape, what, T * B / t_ours, flops / t_ours / 1e9,
+                             None if t_theirs is None else T * B / t_theirs,
+                             None if t_theirs is None else flops / t_theirs / 1e9,
+                             None if t_theirs is None else t_theirs / t_ours])
+            row("fwd", "core fwd", "torch fwd", flops_fwd)
+            row("fwd+bwd", "core fwd+bwd", "torch fwd+bwd", 3 * flops_fwd)
+            if "nn fwd+bwd" in times:
+                row("nn layer fwd+bwd", "nn fwd+bwd", "torch fwd+bwd", 3 * flops_fwd)
+                rows[-1].append(times["core fwd+bwd"] / times["nn fwd+bwd"])
+    return rows
+
+
+def bench_step(torch, repeats):
+    """2-layer LSTM, B=1, I=64, H=512: one token through both layers."""
+    B, I, H = 1, 64, 512
+    rng = np.random.default_rng(0)
+    s = 1 / np.sqrt(H)
+    params = [[rng.uniform(-s, s, shape).astype(np.float32)
+               for shape in [(4 * H, fan), (4 * H, H), (4 * H,), (4 * H,)]] for fan in (I, H)]
+    x = rng.standard_normal((B, I)).astype(np.float32)
+    h = [np.zeros((B, H), np.float32) for _ in range(2)]
+    c = [np.zeros((B, H), np.float32) for _ in range(2)]
+    work = np.empty(_core.step_workspace_shape("lstm", B, H), np.float32)
+
+    def ours():
+        inp = x
+        for k in range(2):
+            _core.cell_step("lstm", inp, h[k], c[k], *params[k], h[k], c[k], work)
+            inp = h[k]
+
+    fns = [lambda: [ours() for _ in range(100)]]
+    if torch is not None:
+        cells = [torch.nn.LSTMCell(I, H), torch.nn.LSTMCell(H, H)]
+        xt = torch.from_numpy(x)
+        state = [(torch.zeros(B, H), torch.zeros(B, H)) for _ in range(2)]
+
+        def theirs():
+            with torch.no_grad():
+                inp = xt
+                for k in range(2):
+                    state[k] = cells[k](inp, state[k])
+                    inp = state[k][0]
+        fns.append(lambda: [theirs() for _ in range(100)])
+    times = alternate(fns, repeats)
+    return [t / 100 * 1e6 for t in times]
+
+
+def fmt(v, spec):
+    return "-" if v is None else format(v, spec)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--threads", type=int, default=_core.get_num_threads())
+    ap.add_argument("--quick", action="store_true", help="first shape only, 3 repeats")
+    args = ap.parse_args()
+    repeats = 3 if args.quick else args.repeats
+    _core.set_num_threads(args.threads)
+    try:
+        import torch
+
+        torch.set_num_threads(args.threads)
+        torch_version = torch.__version__
+    except ImportError:
+        torch, torch_version = None, "not installed"
+
+    scipy_peak, numpy_peak = sgemm_rate(repeats)
+    print(f"machine: {platform.processor() or platform.machine()}, "
+          f"{args.threads} threads, OpenMP {'on' if _core.has_openmp() else 'off'}, "
+          f"torch {torch_version}")
+    print(f"sgemm 2048^3: SciPy's BLAS (used by the core) {scipy_peak:.0f} GFLOP/s, "
+          f"NumPy's {numpy_peak:.0f} GFLOP/s")
+    peak = max(scipy_peak, numpy_peak)
+    print()
+    header = (f"{'cell':5} {'shape':24} {'pass':17} {'predtext tok/s':>14} {'GFLOP/s':>8} "
+              f"{'%sgemm':>7} {'torch tok/s':>12} {'GFLOP/s':>8} {'ratio':>6}")
+    print(header)
+    print("-" * len(header))
+    for r in bench_sequences(torch, repeats, args.quick):
+        name, shape, what, tok, gf, ttok, tgf, ratio = r[:8]
+        extra = f"  (layer/core {r[8]:.2f})" if len(r) > 8 else ""
+        print(f"{name:5} {shape:24} {what:17} {tok:14,.0f} {gf:8.1f} {100 * gf / peak:6.0f}% "
+              f"{fmt(ttok, '12,.0f')} {fmt(tgf, '8.1f')} {fmt(ratio, '6.2f')}{extra}")
+    ours_us, *theirs = bench_step(torch, repeats)
+    print()
+    print(f"single step, 2-layer LSTM B=1 I=64 H=512: predtext cell_step {ours_us:.0f} us, "
+          f"torch 2x LSTMCell {fmt(theirs[0] if theirs else None, '.0f')} us")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,172 @@
+"""Engine configuration: which predictors run, their weights and options, read from TOML.
+
+The config file lives at ``$PREDTEXT_CONFIG`` if set, else ``$XDG_CONFIG_HOME/predtext/config.toml``
+(``~/.config/predtext/config.toml``). When it does not exist the defaults below apply. User data
+(the typing history) lives under ``$PREDTEXT_DATA_DIR`` if set, else ``$XDG_DATA_HOME/predtext``
+(``~/.local/share/predtext``).
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Union
+
+from predtext.errors import PredtextError
+
+DEFAULT_CONFIG_TOML = """\
+# predtext engine configuration.
+# Each [predictors.NAME] table runs one predictor; `type` defaults to NAME.
+
+[engine]
+combination = "linear"    # "linear" (weighted sum) or "max" (meritocracy)
+time_budget_ms = 40       # a predictor slower than this is skipped for that keystroke
+repeat_suggestions = false  # offer again what was passed over for the word being typed?
+learn = true              # learn from what you write (Engine.learn)
+
+[predictors.ngram]        # n-gram of the loaded model's corpus
+weight = 0.65
+
+[predictors.history]      # what you have written: your own n-gram plus recency
+weight = 0.35
+
+[predictors.dictionary]   # word list: the model vocabulary, or `path`, or /usr/share/dict/words
+weight = 0.02
+
+[predictors.abbreviations]  # your table: brb = "be right back"; `path` to a TOML file
+weight = 1.0
+"""
+
+COMBINATION_POLICIES = ("linear", "max")
+
+
+class ConfigError(PredtextError):
+    """The config file is missing, unreadable or holds a bad value; the message names the file."""
+
+    def __init__(self, path, problem):
+        self.path = str(path)
+        self.problem = problem
+        super().__init__(f"{self.path}: {problem}")
+
+
+def user_config_dir() -> Path:
+    base = os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
+    return Path(base) / "predtext"
+
+
+def user_data_dir() -> Path:
+    """Where predtext keeps user data (the typing history)."""
+    override = os.environ.get("PREDTEXT_DATA_DIR")
+    if override:
+        return Path(override)
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    return Path(base) / "predtext"
+
+
+def config_path() -> Path:
+    """The config file the engine reads when none is named."""
+    override = os.environ.get("PREDTEXT_CONFIG")
+    return Path(override) if override else user_config_dir() / "config.toml"
+
+
+@dataclass
+class PredictorConfig:
+    """One ``[predictors.NAME]`` table: ``type``, ``weight``, ``enabled`` and free options."""
+
+    name: str
+    type: str
+    weight: float = 1.0
+    enabled: bool = True
+    options: Dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class EngineConfig:
+    """The engine's settings and the predictors it runs (in order)."""
+
+    combination: str = "linear"
+    time_budget_ms: Optional[float] = 40.0
+    repeat_suggestions: bool = False
+    learn: bool = True
+    predictors: List[PredictorConfig] = field(default_factory=list)
+    source: str = "<defaults>"
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], source: str = "<dict>") -> "EngineConfig":
+        """Validate a parsed TOML document. Raises :class:`ConfigError` naming ``source``."""
+        def fail(problem):
+            raise ConfigError(source, problem)
+
+        unknown = set(data) - {"engine", "predictors"}
+        if unknown:
+            fail(f"unknown section(s) {sorted(unknown)} (expected [engine] and [predictors.NAME])")
+        engine = data.get("engine", {})
+        if not isinstance(engine, Mapping):
+            fail("[engine] must be a table")
+        config = cls(source=source)
+        for key, value in engine.items():
+            if key == "combination":
+                if value not in COMBINATION_POLICIES:
+                    fail(f"engine.combination must be one of {COMBINATION_POLICIES}, got {value!r}")
+                config.combination = value
+            elif key == "time_budget_ms":
+                if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+                    fail(f"engine.time_budget_ms must be a positive number, got {value!r}")
+                config.time_budget_ms = float(value)
+            elif key in ("repeat_suggestions", "learn"):
+                if not isinstance(value, bool):
+                    fail(f"engine.{key} must be true or false, got {value!r}")
+                setattr(config, key, value)
+            else:
+                fail(f"unknown setting engine.{key}")
+        predictors = data.get("predictors", {})
+        if not isinstance(predictors, Mapping):
+            fail("[predictors] must hold one table per predictor: [predictors.NAME]")
+        for name, table in predictors.items():
+            if not isinstance(table, Mapping):
+                fail(f"predictors.{name} must be a table")
+            options = dict(table)
+            kind = options.pop("type", name)
+            weight = options.pop("weight", 1.0)
+            enabled = options.pop("enabled", True)
+            if not isinstance(kind, str) or not kind:
+                fail(f"predictors.{name}.type must be a name, got {kind!r}")
+            if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not weight >= 0:
+                fail(f"predictors.{name}.weight must be a number >= 0, got {weight!r}")
+            if not isinstance(enabled, bool):
+                fail(f"predictors.{name}.enabled must be true or false, got {enabled!r}")
+            options.setdefault("name", name)
+            config.predictors.append(PredictorConfig(name, kind, float(weight), enabled, options))
+        return config
+
+
+def default_config() -> EngineConfig:
+    return EngineConfig.from_dict(tomllib.loads(DEFAULT_CONFIG_TOML), "<defaults>")
+
+
+def load_config(path: Union[str, os.PathLike, None] = None) -> EngineConfig:
+    """Read the config at ``path``; with ``None``, the user's config file, or the defaults.
+
+    A named file that is missing, and any file that is not valid TOML or holds bad values,
+    raises :class:`ConfigError` naming the file.
+    """
+    if path is None:
+        path = config_path()
+        if not path.exists():
+            return default_config()
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(path, "no such config file") from None
+    except OSError as exc:
+        raise ConfigError(path, f"cannot read config ({exc.strerror or exc})") from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError(path, f"config is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(path, f"config is not valid TOML: {exc}") from None
+    return EngineConfig.from_dict(data, str(path))

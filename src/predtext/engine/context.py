@@ -1,0 +1,224 @@
+"""What the text before the cursor says: previous words, the word being typed, and its case.
+
+Everything that splits text into words lives here, so that the n-gram counts built from a
+corpus and the words read back from the text before the cursor are cut the same way.
+
+A word is a run of letters, digits and combining marks (any script), with apostrophes and
+hyphens allowed *inside* it: ``don't``, ``o'er``, ``dog-food``. Sentence ends (``. ! ?`` and
+blank lines) become a :data:`BOUNDARY` marker in the token stream, and clause punctuation
+(``, ; :``) stays as tokens of its own: what follows "my lord," is not what follows "my lord".
+Markers are context for prediction, never suggestions.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+import unicodedata
+from dataclasses import dataclass
+from typing import List, Tuple
+
+BOUNDARY = "<s>"
+"""Marker token for a sentence boundary (also the start of a text). Never offered to a user."""
+
+CLAUSE_MARKS = ",;:"
+MARKERS = frozenset((BOUNDARY,) + tuple(CLAUSE_MARKS))
+"""Tokens that are not words: the boundary and clause punctuation."""
+
+APOSTROPHES = "'\u2019"
+HYPHENS = "-\u2010\u2011"
+SENTENCE_END = ".!?\u2026"
+
+#: Only this much of the text before the cursor is read (a pasted megabyte costs the same as a line).
+DEFAULT_WINDOW_CHARS = 4096
+#: The window's start moves in steps this long, so a predictor that keeps incremental state keyed
+#: on ``Context.text`` sees the same prefix between steps instead of a new string every keystroke.
+DEFAULT_WINDOW_STEP = 1024
+#: Characters scanned for the previous words (far more than any n-gram order needs).
+_WORDS_SCAN_CHARS = 400
+#: Longest partial word recognised; longer runs of letters are cut (bounded work per keystroke).
+_MAX_PARTIAL_CHARS = 64
+#: How many previous tokens a Context carries.
+_MAX_CONTEXT_WORDS = 16
+
+
+def _combining_marks_class() -> str:
+    """Character-class body of the combining marks of the Basic Multilingual Plane.
+
+    Python's ``\\w`` leaves out combining marks (accents typed as separate code points, Indic
+    vowel signs), which would cut words in two. Scanning the BMP takes ~15 ms, so it is done
+    once, on first use, not at import.
+    """
+    ranges: List[Tuple[int, int]] = []
+    for code in range(0x300, 0x10000):
+        if unicodedata.category(chr(code))[0] == "M":
+            if ranges and ranges[-1][1] == code - 1:
+                ranges[-1] = (ranges[-1][0], code)
+            else:
+                ranges.append((code, code))
+    return "".join(f"\\u{a:04x}-\\u{b:04x}" if a != b else f"\\u{a:04x}" for a, b in ranges)
+
+
+@functools.lru_cache(maxsize=1)
+def _patterns():
+    letter = f"(?:[^\\W_]|[{_combining_marks_class()}])"
+    joiner = f"[{re.escape(APOSTROPHES + HYPHENS)}]"
+    word = f"{letter}+(?:{joiner}{letter}+)*"
+    token = re.compile(f"(?P<word>{word})|(?P<end>[{re.escape(SENTENCE_END)}]+|\\n[^\\S\\n]*\\n)"
+                       f"|(?P<mark>[{re.escape(CLAUSE_MARKS)}])")
+    # The word being typed may end in a joiner ("don'", "rock-"): the user is mid-word.
+    partial = re.compile(f"(?:{letter}+{joiner})*{letter}*\\Z")
+    return token, partial
+
+
+def tokenize(text: str) -> List[str]:
+    """Words of ``text`` (case kept), clause marks, and :data:`BOUNDARY` at sentence ends.
+
+    Markers never repeat, and a sentence end absorbs the clause mark before it.
+    """
+    token_re, _ = _patterns()
+    tokens: List[str] = []
+    for match in token_re.finditer(text):
+        word = match.group("word")
+        if word is not None:
+            tokens.append(word)
+        elif not tokens or tokens[-1] == BOUNDARY:
+            continue
+        elif match.group("mark") is not None:
+            if tokens[-1] not in MARKERS:
+                tokens.append(match.group("mark"))
+        elif tokens[-1] in MARKERS:
+            tokens[-1] = BOUNDARY
+        else:
+            tokens.append(BOUNDARY)
+    return tokens
+
+
+def is_marker(token: str) -> bool:
+    """True for tokens that are not words (:data:`MARKERS`)."""
+    return token in MARKERS
+
+
+def is_word(text: str) -> bool:
+    """True when ``text`` is exactly one word in the sense of :func:`tokenize`."""
+    token_re, _ = _patterns()
+    match = token_re.fullmatch(text)
+    return match is not None and match.group("word") is not None
+
+
+def iter_words(text: str):
+    """(start, end) spans of the words of ``text``, in order."""
+    token_re, _ = _patterns()
+    for match in token_re.finditer(text):
+        if match.group("word") is not None:
+            yield match.span()
+
+
+_SURROGATES = re.compile("[\ud800-\udfff]")
+# C0/C1 controls and DEL, except tab and newline which are ordinary typing.
+_CONTROLS = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def clean(text: str) -> str:
+    """``text`` with lone surrogates and control characters neutralised, length unchanged.
+
+    Length is kept so that character counts (``Suggestion.replace``) still refer to the
+    user's own text.
+    """
+    text = _SURROGATES.sub("\ufffd", text)
+    return _CONTROLS.sub(" ", text)
+
+
+@dataclass(frozen=True)
+class Context:
+    """The text before the cursor, read for prediction.
+
+    ``text`` is a cleaned tail window of the text before the cursor (see
+    :data:`DEFAULT_WINDOW_CHARS`); ``offset`` is how many characters of the original text come
+    before it. ``words`` are the last tokens before the word being typed (case kept), with
+    :data:`BOUNDARY` for sentence ends and for the start of the text, and clause marks
+    (see :data:`MARKERS`). ``prefix`` is the typed part
+    of the current word, exactly as typed ('' at a word boundary).
+    """
+
+    text: str
+    offset: int
+    words: Tuple[str, ...]
+    prefix: str
+    sentence_start: bool
+    shouting: bool
+
+    @property
+    def text_before_word(self) -> str:
+        """``text`` without the typed part of the current word."""
+        return self.text[: len(self.text) - len(self.prefix)]
+
+
+def window_start(length: int, window_chars: int = DEFAULT_WINDOW_CHARS,
+                 step: int = DEFAULT_WINDOW_STEP) -> int:
+    """Where the read window of a text of ``length`` characters starts (a multiple of ``step``)."""
+    excess = length - window_chars
+    if excess <= 0:
+        return 0
+    return (excess // step + 1) * step
+
+
+def parse_context(text_before_cursor: str, window_chars: int = DEFAULT_WINDOW_CHARS,
+                  step: int = DEFAULT_WINDOW_STEP) -> Context:
+    """Read ``text_before_cursor`` into a :class:`Context`. Work is bounded by ``window_chars``."""
+    if not isinstance(text_before_cursor, str):
+        raise TypeError(f"text_before_cursor must be str, not {type(text_before_cursor).__name__}")
+    offset = window_start(len(text_before_cursor), window_chars, step)
+    text = clean(text_before_cursor[offset:])
+
+    _, partial_re = _patterns()
+    tail = text[-_MAX_PARTIAL_CHARS:]
+    prefix = partial_re.search(tail).group(0)
+    before = text[: len(text) - len(prefix)]
+
+    scan_from = max(0, len(before) - _WORDS_SCAN_CHARS)
+    words = tokenize(before[scan_from:])
+    if scan_from > 0 or offset > 0:
+        # The scan may have started inside a word: drop what may be a fragment.
+        words = words[1:]
+    else:
+        words = [BOUNDARY] + words if (not words or words[0] != BOUNDARY) else words
+    words = words[-_MAX_CONTEXT_WORDS:]
+
+    sentence_start = not words or words[-1] == BOUNDARY
+    recent = [w for w in words if w not in MARKERS][-2:]
+    shouting = len(recent) == 2 and all(_is_all_caps(w) for w in recent)
+    return Context(text=text, offset=offset, words=tuple(words), prefix=prefix,
+                   sentence_start=sentence_start, shouting=shouting)
+
+
+def _is_all_caps(word: str) -> bool:
+    letters = [c for c in word if c.isalpha()]
+    return len(letters) >= 2 and all(c.isupper() for c in letters)
+
+
+def _capitalise(text: str) -> str:
+    for i, char in enumerate(text):
+        if char.isalpha():
+            return text[:i] + char.upper() + text[i + 1:]
+    return text
+
+
+def apply_case(text: str, typed: str, sentence_start: bool = False, shouting: bool = False) -> str:
+    """``text`` in the case the user is typing in.
+
+    ALL CAPS typed (two letters or more, or caps on the previous words with nothing typed yet)
+    gives ALL CAPS; a capital first letter, or nothing typed at a sentence start, gives a capital
+    first letter; otherwise the word keeps its usual form ("i" -> "I", "rom" -> "Romeo").
+    """
+    if _is_all_caps(typed) or (not typed and shouting):
+        return text.upper()
+    first = next((c for c in typed if c.isalpha()), "")
+    if first.isupper() or (not typed and sentence_start):
+        return _capitalise(text)
+    return text
+
+
+def normalize_word(word: str) -> str:
+    """The key words are counted and matched under: NFC, lower case."""
+    return unicodedata.normalize("NFC", word).lower()

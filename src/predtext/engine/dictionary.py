@@ -1,0 +1,134 @@
+"""Dictionary predictor: completes the typed word from a word list with frequencies.
+
+The words are kept as a sorted array, so the words starting with a prefix are one slice found
+by bisection; the most frequent of them are picked with a partial sort of that slice.
+"""
+
+from __future__ import annotations
+
+import bisect
+import os
+from pathlib import Path
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple, Union
+
+import numpy as np
+
+from predtext.engine.context import MARKERS, Context, normalize_word
+from predtext.engine.predictor import Candidate, Resources
+
+SYSTEM_WORD_LISTS = ("/usr/share/dict/words", "/usr/dict/words")
+
+
+class Dictionary:
+    """Sorted words with frequencies; :meth:`complete` gives the likeliest words for a prefix.
+
+    Words are matched lower-case; each keeps its most frequent written form for display.
+    """
+
+    def __init__(self, words: Union[Mapping[str, float], Iterable[str]]):
+        if isinstance(words, Mapping):
+            items = list(words.items())
+        else:
+            items = [(word, 1.0) for word in words]
+        merged: Dict[str, Tuple[float, float, str]] = {}   # key -> (total, best, written form)
+        for word, frequency in items:
+            if not isinstance(word, str):
+                raise TypeError(f"words must be str, got {type(word).__name__}")
+            word = word.strip()
+            frequency = float(frequency)
+            if not word or word in MARKERS or not frequency > 0:
+                continue
+            key = normalize_word(word)
+            total, best, form = merged.get(key, (0.0, 0.0, word))
+            if frequency > best:
+                best, form = frequency, word
+            merged[key] = (total + frequency, best, form)
+        self._keys: List[str] = sorted(merged)
+        self._forms = [merged[key][2] for key in self._keys]
+        self._frequencies = np.array([merged[key][0] for key in self._keys], dtype=np.float64)
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    @classmethod
+    def from_file(cls, path) -> "Dictionary":
+        """One word per line, optionally followed by whitespace and a frequency."""
+        from predtext.errors import ModelFileError
+        words: Dict[str, float] = {}
+        try:
+            with open(path, encoding="utf-8", errors="replace") as handle:
+                for number, line in enumerate(handle, 1):
+                    parts = line.split()
+                    if not parts:
+                        continue
+                    frequency = 1.0
+                    if len(parts) > 1:
+                        try:
+                            frequency = float(parts[1])
+                        except ValueError:
+                            raise ModelFileError(path, f"line {number}: frequency {parts[1]!r} "
+                                                       "is not a number") from None
+                    words[parts[0]] = words.get(parts[0], 0.0) + frequency
+        except OSError as exc:
+            raise ModelFileError(path, f"cannot read word list ({exc.strerror or exc})") from None
+        return cls(words)
+
+    def complete(self, prefix: str, k: int) -> List[Tuple[str, float]]:
+        """Up to ``k`` words starting with ``prefix``, with P(word | prefix) by frequency."""
+        key = normalize_word(prefix)
+        lo = bisect.bisect_left(self._keys, key)
+        hi = bisect.bisect_left(self._keys, key + "\U0010ffff", lo)
+        if hi <= lo or k <= 0:
+            return []
+        frequencies = self._frequencies[lo:hi]
+        top = np.argpartition(-frequencies, k)[:k] if k < len(frequencies) else np.arange(len(frequencies))
+        top = top[np.argsort(-frequencies[top], kind="stable")]
+        total = frequencies.sum()
+        return [(self._forms[lo + i], float(frequencies[i] / total)) for i in top]
+
+
+class DictionaryPredictor:
+    """Completes the word being typed from a :class:`Dictionary` (nothing at a word boundary).
+
+    ``min_prefix`` letters must be typed first: with none, a word list knows nothing useful.
+    """
+
+    inline = True     # bounded work: run in the caller's thread (see PredictorRunner)
+
+    def __init__(self, dictionary: Dictionary, name: str = "dictionary", min_prefix: int = 1):
+        self.name = name
+        self.dictionary = dictionary
+        self.min_prefix = max(1, int(min_prefix))
+
+    def predict(self, context: Context, k: int) -> List[Candidate]:
+        if len(context.prefix) < self.min_prefix:
+            return []
+        return [Candidate(w, p) for w, p in self.dictionary.complete(context.prefix, k)]
+
+
+def system_word_list() -> Optional[Path]:
+    """The system's word list (``/usr/share/dict/words``) when there is one."""
+    for candidate in SYSTEM_WORD_LISTS:
+        if os.path.isfile(candidate):
+            return Path(candidate)
+    return None
+
+
+def make_predictor(options: Mapping[str, Any], resources: Resources) -> DictionaryPredictor:
+    """Factory for ``type = "dictionary"``.
+
+    Word source, first found: ``path`` in the options; the loaded model's vocabulary; the
+    system word list. Raises ``ValueError`` when there is none.
+    """
+    path = options.get("path")
+    if path:
+        dictionary = Dictionary.from_file(os.path.expanduser(str(path)))
+    elif resources.vocabulary:
+        dictionary = Dictionary(resources.vocabulary)
+    elif system_word_list() is not None:
+        dictionary = Dictionary.from_file(system_word_list())
+    else:
+        raise ValueError("the dictionary predictor has no words: no model vocabulary, "
+                         "no `path`, and no system word list")
+    return DictionaryPredictor(dictionary, name=str(options.get("name", "dictionary")),
+                               min_prefix=int(options.get("min_prefix", 1)))

@@ -1,0 +1,217 @@
+"""The Engine: runs the predictors for each keystroke, combines them, and shapes the suggestions."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from typing import Any, List, Mapping, Optional, Sequence, Tuple, Union
+
+from predtext.engine.combiner import combine
+from predtext.engine.config import EngineConfig, load_config
+from predtext.engine.context import (DEFAULT_WINDOW_CHARS, MARKERS, Context, apply_case, clean,
+                                     normalize_word, parse_context)
+from predtext.engine.predictor import Predictor, PredictorRunner, Resources, create_predictor
+from predtext.engine.suggestion import Suggestion
+
+log = logging.getLogger("predtext.engine")
+
+MAX_K = 50
+# Predictors are asked for a few more than k, since the engine drops some (the typed word
+# itself, words already passed over); this caps that request.
+_MAX_REQUEST = 128
+_LEARN_WAIT_S = 5.0
+
+
+class Engine:
+    """Predictive text: ``suggest`` for the text before the cursor, ``learn`` from what was written.
+
+    ``predictors`` are :class:`~predtext.engine.predictor.Predictor` objects, or
+    ``(predictor, weight)`` pairs; ``config`` an :class:`EngineConfig` (combination policy,
+    time budget, repeat suggestions). Most programs use :meth:`Engine.load` instead.
+
+    Safe to call from several threads: calls are serialised by a lock, and each predictor runs
+    on its own lane within the per-keystroke time budget (see
+    :class:`~predtext.engine.predictor.PredictorRunner`).
+    """
+
+    def __init__(self, predictors: Sequence[Union[Predictor, Tuple[Predictor, float]]],
+                 config: Optional[EngineConfig] = None):
+        self.config = config if config is not None else EngineConfig()
+        self._weights = {}
+        chosen = []
+        for item in predictors:
+            predictor, weight = item if isinstance(item, tuple) else (item, None)
+            if not isinstance(predictor, Predictor):
+                raise TypeError(f"predictors must have a name and predict(), got {type(predictor).__name__}")
+            if weight is None:
+                weight = next((p.weight for p in self.config.predictors if p.name == predictor.name), 1.0)
+            chosen.append(predictor)
+            self._weights[id(predictor)] = float(weight)
+        budget = self.config.time_budget_ms
+        self._runner = PredictorRunner(chosen, None if budget is None else budget / 1000.0)
+        self._lock = threading.RLock()
+        # The word being typed: where it starts, what was typed, what was offered for it.
+        self._word_anchor = None
+        self._typed = ""
+        self._offered: set = set()
+        self._last: Optional[Tuple[Any, List[Suggestion]]] = None
+        self._runner.call("prepare")
+
+    # ------------------------------------------------------------------ building
+
+    @classmethod
+    def load(cls, model=None, config=None) -> "Engine":
+        """The engine the config describes, over ``model``.
+
+        ``model`` is an :class:`~predtext.engine.ngram.NGramModel` (e.g. built with
+        ``NGramModel.from_text``) or the path of a saved n-gram file; ``None`` gives an engine
+        without a corpus model (dictionary, history and abbreviations only) until the embedded
+        default model ships. The neural language-model predictor will plug in here through the
+        same Predictor protocol. ``config`` is an :class:`EngineConfig`, a path to a TOML file,
+        a dict, or ``None`` for the user's config file (or the defaults).
+
+        A predictor that cannot be built (unknown type, broken plugin, missing data) is skipped
+        with a warning in the log; a bad config file raises ``ConfigError`` naming it.
+        """
+        from predtext.engine.ngram import NGramModel
+
+        if config is None:
+            config = load_config()
+        elif isinstance(config, (str, os.PathLike)):
+            config = load_config(config)
+        elif isinstance(config, Mapping):
+            config = EngineConfig.from_dict(config)
+        elif not isinstance(config, EngineConfig):
+            raise TypeError(f"config must be an EngineConfig, a path, a dict or None, "
+                            f"got {type(config).__name__}")
+        if isinstance(model, (str, os.PathLike)):
+            model = NGramModel.load(model)
+        elif model is None:
+            log.info("no model given: running without a corpus model")
+        elif not isinstance(model, NGramModel):
+            raise TypeError(f"model must be an NGramModel, a path or None, got {type(model).__name__}")
+        resources = Resources(ngram=model, vocabulary=model.word_frequencies() if model else None)
+        predictors = []
+        for spec in config.predictors:
+            if not spec.enabled:
+                continue
+            try:
+                predictors.append((create_predictor(spec.type, spec.options, resources), spec.weight))
+            except Exception as exc:     # one bad predictor must not take the engine down
+                log.warning("predictor %r (type %r) skipped: %s", spec.name, spec.type, exc)
+        return cls(predictors, config)
+
+    @property
+    def predictors(self) -> List[Predictor]:
+        return list(self._runner.predictors)
+
+    def weight(self, predictor: Predictor) -> float:
+        return self._weights[id(predictor)]
+
+    # ------------------------------------------------------------------ suggesting
+
+    def suggest(self, text_before_cursor: str, k: int = 6) -> List[Suggestion]:
+        """Up to ``k`` suggestions for the cursor position, best first.
+
+        Completions of the word being typed (``replace`` = its typed length), or next words at a
+        word boundary (``replace`` = 0). The typed word itself is never offered, nor, unless
+        ``repeat_suggestions`` is set, what was already offered and passed over for this word.
+        Suggestions follow the user's case.
+        """
+        k = _checked_k(k)
+        context = parse_context(text_before_cursor, DEFAULT_WINDOW_CHARS)
+        with self._lock:
+            anchor = self._anchor(context)
+            key = (anchor, context.prefix, k)
+            if self._last is not None and self._last[0] == key:
+                return list(self._last[1])     # the same question twice (a UI refresh)
+            excluded = self._passed_over(anchor, context.prefix)
+            request = min(k + len(excluded) + 1, _MAX_REQUEST)
+            answers = self._runner.predict(context, request)
+            ranked = combine([(p.name, self._weights[id(p)], c) for p, c in answers],
+                             self.config.combination)
+            suggestions = self._shape(ranked, context, excluded, k)
+            self._offered.update(normalize_word(s.text) for s in suggestions)
+            self._last = (key, suggestions)
+            return list(suggestions)
+
+    @staticmethod
+    def _anchor(context: Context) -> Tuple[int, str]:
+        """Identifies the word being typed: where it starts, and the text just before it."""
+        start = context.offset + len(context.text) - len(context.prefix)
+        return start, context.text_before_word[-32:]
+
+    def _passed_over(self, anchor, prefix: str) -> set:
+        """What to leave out for this word; resets when a new word starts or the user backspaces."""
+        typed = normalize_word(prefix)
+        same_word = anchor == self._word_anchor and typed.startswith(self._typed)
+        if not same_word:
+            self._offered = set()
+        self._word_anchor, self._typed = anchor, typed
+        return set() if self.config.repeat_suggestions else set(self._offered)
+
+    @staticmethod
+    def _shape(ranked: List[Suggestion], context: Context, excluded: set, k: int) -> List[Suggestion]:
+        typed = normalize_word(context.prefix)
+        shaped, seen = [], set()
+        for suggestion in ranked:
+            text = clean(suggestion.text).strip()
+            key = normalize_word(text)
+            if not text or key == typed or key in MARKERS or key in excluded or key in seen:
+                continue
+            seen.add(key)
+            text = apply_case(text, context.prefix, context.sentence_start, context.shouting)
+            shaped.append(Suggestion(text, len(context.prefix), suggestion.score, suggestion.source))
+            if len(shaped) == k:
+                break
+        return shaped
+
+    # ------------------------------------------------------------------ learning
+
+    def learn(self, text: str) -> None:
+        """Learn from ``text`` the user wrote (e.g. a line, on Enter), if learning is on.
+
+        Returns once the predictors have learned it (or after a few seconds, if one is slow:
+        it then finishes in the background, before that predictor's next prediction).
+        """
+        if not isinstance(text, str):
+            raise TypeError(f"text must be str, got {type(text).__name__}")
+        if not self.config.learn or not text.strip():
+            return
+        with self._lock:
+            self._runner.call("learn", clean(text), wait_s=_LEARN_WAIT_S)
+            self._last = None
+
+    def accept(self, suggestion: Suggestion, text_before_cursor: str = "") -> None:
+        """Tell the predictors the user took ``suggestion`` at ``text_before_cursor``."""
+        if not isinstance(suggestion, Suggestion):
+            raise TypeError(f"suggestion must be a Suggestion, got {type(suggestion).__name__}")
+        context = parse_context(text_before_cursor)
+        with self._lock:
+            self._runner.call("accept", suggestion, context)
+            self._word_anchor, self._offered, self._last = None, set(), None
+
+    def forget(self) -> None:
+        """Erase what the predictors learned about the user (their stored history included)."""
+        with self._lock:
+            self._runner.call("forget", wait_s=_LEARN_WAIT_S)
+            self._last = None
+
+    def close(self) -> None:
+        """Stop the predictor lanes (the engine is unusable afterwards)."""
+        self._runner.close()
+
+    def __enter__(self) -> "Engine":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _checked_k(k) -> int:
+    if isinstance(k, bool) or not isinstance(k, int):
+        raise TypeError(f"k must be an int, got {type(k).__name__}")
+    if k <= 0:
+        raise ValueError(f"k must be a positive number of suggestions, got k={k}")
+    return min(k, MAX_K)

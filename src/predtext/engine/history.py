@@ -1,0 +1,200 @@
+"""User history predictor: learns what the user writes, and favours what they wrote recently.
+
+Two signals, mixed: a Kneser-Ney n-gram over everything the user has written (their phrases),
+and a recency cache over their last few hundred words (names and topics of the moment, which
+come back within a page). What the user writes is kept in ``history.txt`` under the user data
+directory (see :func:`predtext.engine.config.user_data_dir`), readable by the user alone (mode
+0600), so learning survives restarts. ``enabled = false`` stops both learning and storing;
+:meth:`HistoryPredictor.forget` (``predtext forget``) erases it all.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import threading
+from pathlib import Path
+from typing import Any, List, Mapping, Optional
+
+from predtext.engine.config import user_data_dir
+from predtext.engine.context import MARKERS, Context, normalize_word, tokenize
+from predtext.engine.ngram import NGramModel
+from predtext.engine.predictor import Candidate, Resources
+
+HISTORY_FILE = "history.txt"
+DEFAULT_MAX_BYTES = 4_000_000
+
+
+class HistoryStore:
+    """The user's written text on disk: append-only, owner-only, trimmed to its newest part."""
+
+    def __init__(self, path, max_bytes: int = DEFAULT_MAX_BYTES):
+        self.path = Path(path)
+        self.max_bytes = int(max_bytes)
+
+    def read(self) -> str:
+        """The stored text ('' when there is none). Only the newest ``max_bytes`` are kept."""
+        try:
+            with open(self.path, "rb") as handle:
+                handle.seek(0, os.SEEK_END)
+                size = handle.tell()
+                handle.seek(max(0, size - self.max_bytes))
+                data = handle.read()
+        except FileNotFoundError:
+            return ""
+        text = data.decode("utf-8", errors="replace")
+        if size > self.max_bytes:
+            text = text[text.find("\n") + 1:]      # drop the line the cut went through
+            self._write(text)
+        return text
+
+    def append(self, text: str) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        try:
+            os.fchmod(fd, 0o600)      # a file made by hand, or by an older version, gets fixed
+            os.write(fd, (text.rstrip("\n") + "\n").encode("utf-8", errors="replace"))
+        finally:
+            os.close(fd)
+
+    def _write(self, text: str) -> None:
+        temporary = self.path.with_name(self.path.name + ".tmp")
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.write(fd, text.encode("utf-8", errors="replace"))
+        finally:
+            os.close(fd)
+        os.replace(temporary, self.path)
+
+    def erase(self) -> None:
+        for path in (self.path, self.path.with_name(self.path.name + ".tmp")):
+            try:
+                path.unlink()
+            except FileNotFoundError:
+                pass
+
+
+def forget_history(data_dir=None) -> None:
+    """Erase the stored typing history (what ``predtext forget`` does)."""
+    HistoryStore(Path(data_dir or user_data_dir()) / HISTORY_FILE).erase()
+
+
+class HistoryPredictor:
+    """Predicts from the user's own writing: their n-gram, mixed with a recency cache.
+
+    ``store=None`` keeps the history in memory only. ``enabled = False`` switches the predictor
+    off (no suggestions, nothing learned or stored); ``learning = False`` keeps suggesting from
+    the stored history without adding to it. ``recency`` is the recency cache's share
+    of the mix, ``window`` how many recent words it holds and ``decay`` how fast they fade.
+    """
+
+    inline = True     # bounded work: run in the caller's thread (see PredictorRunner)
+
+    def __init__(self, store: Optional[HistoryStore] = None, name: str = "history",
+                 enabled: bool = True, learning: bool = True, order: int = 3, recency: float = 0.3,
+                 window: int = 500, decay: float = 0.995):
+        if not 0.0 <= recency <= 1.0:
+            raise ValueError(f"recency must be in [0, 1], got {recency!r}")
+        self.name = name
+        self.enabled = enabled
+        self.learning = learning
+        self.store = store
+        self.recency = recency
+        self.decay = decay
+        self._order = order
+        self._recent = collections.deque(maxlen=max(1, int(window)))
+        self._model: Optional[NGramModel] = None
+        self._lock = threading.Lock()
+
+    def prepare(self) -> None:
+        """Read the stored history (the engine calls this in the background at start)."""
+        self._ensure_model()
+
+    def _ensure_model(self, blocking: bool = True) -> Optional[NGramModel]:
+        """The history model, read from the store on first use.
+
+        With ``blocking=False`` it answers None while the store is still being read (in the
+        background), so a keystroke never waits for the history to load.
+        """
+        if not self._lock.acquire(blocking=blocking):
+            return None
+        try:
+            if self._model is None:
+                text = self.store.read() if (self.store is not None and self.enabled) else ""
+                self._model = NGramModel.from_text(text, order=self._order)
+                self._remember(text[-20_000:])
+            return self._model
+        finally:
+            self._lock.release()
+
+    def _remember(self, text: str) -> None:
+        self._recent.extend(normalize_word(w) for w in tokenize(text) if w not in MARKERS)
+
+    def predict(self, context: Context, k: int) -> List[Candidate]:
+        if not self.enabled:
+            return []
+        model = self._ensure_model(blocking=False)
+        if model is None:
+            return []
+        from_model = model.predict(context.words, context.prefix, max(k, 10))
+        from_recent = self._recent_words(context)
+        # Both are distributions over the words matching the prefix; mix them, or take the one
+        # that has anything to say.
+        share = self.recency if from_model else 1.0
+        mixed = {}
+        for word, p in from_model:
+            mixed[normalize_word(word)] = [word, (1.0 - share) * p]
+        for key, p in from_recent.items():
+            entry = mixed.setdefault(key, [model.written_form(key), 0.0])
+            entry[1] += share * p
+        ranked = sorted(mixed.values(), key=lambda entry: -entry[1])[:k]
+        return [Candidate(word, p) for word, p in ranked if p > 0]
+
+    def _recent_words(self, context: Context) -> dict:
+        """Recency distribution over recent words that start with the prefix."""
+        prefix = normalize_word(context.prefix)
+        weights: dict = {}
+        weight = 1.0
+        recent = list(self._recent) + [normalize_word(w) for w in context.words if w not in MARKERS]
+        for word in reversed(recent):
+            if word.startswith(prefix) and word != prefix:
+                weights[word] = weights.get(word, 0.0) + weight
+            weight *= self.decay
+        total = sum(weights.values())
+        return {w: v / total for w, v in weights.items()} if total else {}
+
+    def learn(self, text: str) -> None:
+        if not (self.enabled and self.learning) or not text.strip():
+            return
+        model = self._ensure_model()
+        if self.store is not None:
+            self.store.append(text)
+        model.learn(text)
+        self._remember(text)
+
+    def forget(self) -> None:
+        """Erase the stored history and everything learned from it."""
+        with self._lock:
+            if self.store is not None:
+                self.store.erase()
+            self._model = None
+            self._recent.clear()
+
+
+def make_predictor(options: Mapping[str, Any], resources: Resources) -> HistoryPredictor:
+    """Factory for ``type = "history"``.
+
+    Options: ``persist = false`` keeps the history in memory only; ``learn = false`` stops
+    adding to it; ``data_dir``, ``max_bytes``, ``order``, ``recency``, ``window``, ``decay``.
+    """
+    store = None
+    if options.get("persist", True):
+        directory = Path(os.path.expanduser(str(options.get("data_dir") or user_data_dir())))
+        store = HistoryStore(directory / HISTORY_FILE,
+                             int(options.get("max_bytes", DEFAULT_MAX_BYTES)))
+    return HistoryPredictor(store, name=str(options.get("name", "history")),
+                            learning=bool(options.get("learn", True)),
+                            order=int(options.get("order", 3)),
+                            recency=float(options.get("recency", 0.3)),
+                            window=int(options.get("window", 500)),
+                            decay=float(options.get("decay", 0.995)))

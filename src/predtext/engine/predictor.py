@@ -1,0 +1,316 @@
+"""The Predictor protocol, the plugin registry, and running predictors within a time budget.
+
+Writing a predictor
+-------------------
+A predictor is any object with
+
+``name: str``
+    shown to the user as the suggestion's source;
+``predict(context: Context, k: int) -> Sequence[Candidate]``
+    up to ``k`` candidate words or phrases for the cursor position, each with a probability in
+    [0, 1]. ``context.prefix`` is the typed part of the current word: a candidate completes it
+    (or, like an abbreviation, replaces it). ``context.text`` is the text before the cursor
+    (a bounded tail window; a predictor that keeps incremental state, such as a recurrent
+    network, keys it on this text); ``context.words`` are the previous words.
+
+and, optionally,
+
+``learn(text: str) -> None``
+    what the user actually wrote (a finished line), for online learning;
+``accept(suggestion: Suggestion, context: Context) -> None``
+    the user took ``suggestion`` in ``context``.
+
+Predictors are made by factories: ``factory(options: dict, resources: Resources) -> Predictor``,
+where ``options`` is the predictor's table from the TOML config and ``resources`` what the engine
+has loaded (the n-gram model, the vocabulary). Register a factory in-process with
+:func:`register_predictor`, or from an installed package through the ``predtext.predictors``
+entry-point group::
+
+    [project.entry-points."predtext.predictors"]
+    mypredictor = "mypackage.predict:make_predictor"
+
+A predictor that raises, or does not answer within the engine's per-keystroke budget, is skipped
+for that keystroke and reported once in the log; the other predictors' suggestions still come.
+Predictors run on their own threads, so even one that hangs cannot stall typing; a predictor
+whose work is bounded and quick may set the class attribute ``inline = True`` to run in the
+caller's thread instead (saving a thread hand-off per keystroke), and an optional ``prepare()``
+is called once in the background when the engine starts (to load data without blocking).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from typing import (Any, Callable, Dict, List, Mapping, NamedTuple, Optional, Protocol, Sequence,
+                    runtime_checkable)
+
+from predtext.engine.context import Context
+
+log = logging.getLogger("predtext.engine")
+
+ENTRY_POINT_GROUP = "predtext.predictors"
+
+
+class Candidate(NamedTuple):
+    """One proposal of a predictor: a word or phrase and its probability in [0, 1]."""
+
+    text: str
+    probability: float
+
+
+@runtime_checkable
+class Predictor(Protocol):
+    """What the engine needs of a predictor (``learn`` and ``accept`` are optional extras)."""
+
+    name: str
+
+    def predict(self, context: Context, k: int) -> Sequence[Candidate]:
+        ...
+
+
+@dataclass
+class Resources:
+    """What the engine hands to predictor factories: the corpus model and where user data lives."""
+
+    ngram: Any = None                  # predtext.engine.ngram.NGramModel, when a model is loaded
+    vocabulary: Optional[Mapping[str, float]] = None   # word -> frequency (model vocabulary)
+    extra: Dict[str, Any] = field(default_factory=dict)
+
+
+Factory = Callable[[Mapping[str, Any], Resources], Predictor]
+
+_registry: Dict[str, Factory] = {}
+_registry_lock = threading.Lock()
+_entry_points_loaded = False
+
+
+def register_predictor(kind: str, factory: Factory) -> None:
+    """Make ``kind`` usable as a predictor ``type`` in the config; ``factory(options, resources)``."""
+    if not isinstance(kind, str) or not kind:
+        raise ValueError(f"kind must be a non-empty string, got {kind!r}")
+    if not callable(factory):
+        raise TypeError(f"factory for {kind!r} must be callable")
+    with _registry_lock:
+        _registry[kind] = factory
+
+
+def _load_entry_points() -> None:
+    """Register the factories that installed packages declare (once; broken ones are logged)."""
+    global _entry_points_loaded
+    with _registry_lock:
+        if _entry_points_loaded:
+            return
+        _entry_points_loaded = True
+    from importlib.metadata import entry_points
+    try:
+        found = entry_points(group=ENTRY_POINT_GROUP)
+    except Exception as exc:  # a broken installed distribution must not stop the engine
+        log.warning("could not list %s entry points: %s", ENTRY_POINT_GROUP, exc)
+        return
+    for entry in found:
+        with _registry_lock:
+            if entry.name in _registry:
+                continue  # registered in-process (or built in) wins
+        try:
+            factory = entry.load()
+        except Exception as exc:
+            log.warning("predictor plugin %r (%s) failed to load: %s", entry.name, entry.value, exc)
+            continue
+        try:
+            register_predictor(entry.name, factory)
+        except (TypeError, ValueError) as exc:
+            log.warning("predictor plugin %r is not usable: %s", entry.name, exc)
+
+
+def available_predictors() -> List[str]:
+    """Names of every predictor kind: built-in, registered in-process, and from entry points."""
+    _register_builtins()
+    _load_entry_points()
+    with _registry_lock:
+        return sorted(_registry)
+
+
+def create_predictor(kind: str, options: Mapping[str, Any], resources: Resources) -> Predictor:
+    """Build a predictor of ``kind``. Raises ``LookupError`` for an unknown kind."""
+    _register_builtins()
+    with _registry_lock:
+        factory = _registry.get(kind)
+    if factory is None:
+        _load_entry_points()
+        with _registry_lock:
+            factory = _registry.get(kind)
+    if factory is None:
+        raise LookupError(f"no predictor of type {kind!r} (known: {', '.join(available_predictors())})")
+    predictor = factory(options, resources)
+    if not isinstance(predictor, Predictor):
+        raise TypeError(f"factory for {kind!r} returned {type(predictor).__name__}, "
+                        "which has no name/predict()")
+    return predictor
+
+
+_builtins_registered = False
+
+
+def _register_builtins() -> None:
+    """Register the built-in predictor kinds on first use (keeps ``import predtext`` light)."""
+    global _builtins_registered
+    if _builtins_registered:
+        return
+    _builtins_registered = True
+    from predtext.engine import abbreviations, dictionary, history, ngram
+    for kind, factory in (("ngram", ngram.make_predictor),
+                          ("dictionary", dictionary.make_predictor),
+                          ("history", history.make_predictor),
+                          ("abbreviations", abbreviations.make_predictor)):
+        with _registry_lock:
+            _registry.setdefault(kind, factory)
+
+
+class _OnceLog:
+    """Logs a predictor's trouble as a warning the first time, then only at debug level."""
+
+    def __init__(self):
+        self._seen = set()
+        self._lock = threading.Lock()
+
+    def report(self, name: str, what: str, detail: str = "") -> None:
+        with self._lock:
+            first = (name, what) not in self._seen
+            self._seen.add((name, what))
+        if first:
+            log.warning("predictor %r %s; skipped where it happens (reported once): %s",
+                        name, what, detail)
+        else:
+            log.debug("predictor %r %s: %s", name, what, detail)
+
+
+class PredictorRunner:
+    """Runs predictors for one keystroke within a time budget.
+
+    Each predictor has its own single-thread lane, so calls to one predictor never overlap
+    (a predictor need not be thread-safe) and ``learn`` is ordered with ``predict``. A predictor
+    still busy with an earlier keystroke is skipped rather than queued, so a hung predictor
+    costs nothing after its first overrun.
+
+    A predictor whose class sets ``inline = True`` (the built-in ones: bounded NumPy work)
+    runs in the calling thread instead, which saves a thread hand-off per keystroke; its answer
+    is still dropped when it comes in over the budget. Its ``prepare`` still runs on its lane.
+    """
+
+    def __init__(self, predictors: Sequence[Predictor], budget_s: Optional[float] = 0.04):
+        self.predictors = list(predictors)
+        self.budget_s = budget_s
+        self._lanes = {id(p): ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"predtext-{p.name}")
+                       for p in self.predictors}
+        self._busy: Dict[int, Future] = {}
+        self._trouble = _OnceLog()
+
+    def predict(self, context: Context, k: int) -> List[tuple]:
+        """``[(predictor, candidates), ...]`` from the predictors that answered in time."""
+        started = time.perf_counter()
+        pending = {}
+        for predictor in self.predictors:
+            if getattr(predictor, "inline", False):
+                continue
+            previous = self._busy.get(id(predictor))
+            if previous is not None and not previous.done():
+                self._trouble.report(predictor.name, "overran its time budget",
+                                     "still busy with an earlier keystroke")
+                continue
+            future = self._lanes[id(predictor)].submit(predictor.predict, context, k)
+            self._busy[id(predictor)] = future
+            pending[future] = predictor
+        answers = {}
+        for predictor in self.predictors:
+            if getattr(predictor, "inline", False):
+                began = time.perf_counter()
+                try:
+                    result = predictor.predict(context, k)
+                except Exception as error:
+                    self._trouble.report(predictor.name, "raised", f"{type(error).__name__}: {error}")
+                    continue
+                if self.budget_s is not None and time.perf_counter() - began > self.budget_s:
+                    self._trouble.report(predictor.name, "overran its time budget",
+                                         f"{self.budget_s * 1000:.0f} ms")
+                    continue
+                answers[id(predictor)] = result
+        timeout = None
+        if self.budget_s is not None:
+            timeout = max(0.0, self.budget_s - (time.perf_counter() - started))
+        _, late = wait(pending, timeout=timeout)
+        for future, predictor in pending.items():
+            if future in late:
+                self._trouble.report(predictor.name, "overran its time budget",
+                                     f"{self.budget_s * 1000:.0f} ms")
+                continue
+            error = future.exception()
+            if error is not None:
+                self._trouble.report(predictor.name, "raised", f"{type(error).__name__}: {error}")
+                continue
+            answers[id(predictor)] = future.result()
+        results = []
+        for predictor in self.predictors:        # in configuration order
+            if id(predictor) not in answers:
+                continue
+            candidates = _valid_candidates(answers[id(predictor)])
+            if candidates is None:
+                self._trouble.report(predictor.name, "returned something that is not candidates",
+                                     type(answers[id(predictor)]).__name__)
+                continue
+            results.append((predictor, candidates))
+        return results
+
+    def call(self, method: str, *args, wait_s: Optional[float] = None) -> None:
+        """Call ``method`` on every predictor that has it; errors are logged.
+
+        Lane predictors get the call on their lane (and it is waited for up to ``wait_s``,
+        so that the next ``predict`` sees its effect; lanes are ordered, so it would anyway).
+        Inline predictors are called here, except for ``prepare``, which runs on the lane so
+        that loading data never blocks the caller.
+        """
+        futures = []
+        for predictor in self.predictors:
+            function = getattr(predictor, method, None)
+            if not callable(function):
+                continue
+            if getattr(predictor, "inline", False) and method != "prepare":
+                try:
+                    function(*args)
+                except Exception as error:
+                    self._trouble.report(predictor.name, f"failed in {method}()",
+                                         f"{type(error).__name__}: {error}")
+                continue
+            futures.append((predictor, self._lanes[id(predictor)].submit(function, *args)))
+        for predictor, future in futures:
+            future.add_done_callback(lambda f, p=predictor: self._report_failure(p, method, f))
+        if wait_s is not None and futures:
+            wait([f for _, f in futures], timeout=wait_s)
+
+    def _report_failure(self, predictor: Predictor, method: str, future: Future) -> None:
+        error = future.exception()
+        if error is not None:
+            self._trouble.report(predictor.name, f"failed in {method}()",
+                                 f"{type(error).__name__}: {error}")
+
+    def close(self) -> None:
+        for lane in self._lanes.values():
+            lane.shutdown(wait=False, cancel_futures=True)
+
+
+def _valid_candidates(result) -> Optional[List[Candidate]]:
+    """Candidates with a text and a finite probability; None when ``result`` is not a list of them."""
+    if not isinstance(result, (list, tuple)):
+        return None
+    valid = []
+    for item in result:
+        try:
+            text, probability = item
+            probability = float(probability)
+        except (TypeError, ValueError):
+            return None
+        if isinstance(text, str) and text and probability == probability and probability > 0:
+            valid.append(Candidate(text, min(probability, 1.0)))
+    return valid

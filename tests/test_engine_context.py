@@ -1,0 +1,86 @@
+"""Reading the text before the cursor: words, the partial word, sentence starts, case, bad input."""
+
+import pytest
+
+from predtext.engine.context import (BOUNDARY, DEFAULT_WINDOW_CHARS, apply_case, parse_context,
+                                     tokenize)
+
+
+def test_words_and_partial_word():
+    context = parse_context("the quick brown fo")
+    assert context.prefix == "fo"
+    assert context.words[-3:] == ("the", "quick", "brown")
+    assert parse_context("the quick ").prefix == ""
+
+
+@pytest.mark.parametrize("text, prefix", [
+    ("I don't", "don't"), ("I don'", "don'"), ("a dog-fo", "dog-fo"), ("o\u2019er", "o\u2019er"),
+    ("café", "café"), ("cafe\u0301", "cafe\u0301"), ("Straße", "Straße"), ("नमस्ते", "नमस्ते"),
+    ("(hello", "hello"), ("end.", ""), ("well,", ""), ("x--", ""), ("", ""), ("snake_ca", "ca"),
+])
+def test_partial_word_is_unicode_aware(text, prefix):
+    assert parse_context(text).prefix == prefix
+
+
+def test_tokenize_marks_sentence_ends_once():
+    assert tokenize("Hi there. How are you?! Fine\n\nNext") == [
+        "Hi", "there", BOUNDARY, "How", "are", "you", BOUNDARY, "Fine", BOUNDARY, "Next"]
+    assert tokenize("rock-and-roll isn't dead") == ["rock-and-roll", "isn't", "dead"]
+    # Clause marks are tokens; a sentence end absorbs one before it; nothing repeats.
+    assert tokenize(", Well, my lord;, he said: no,. Yes") == [
+        "Well", ",", "my", "lord", ";", "he", "said", ":", "no", BOUNDARY, "Yes"]
+
+
+def test_sentence_start():
+    assert parse_context("").sentence_start
+    assert parse_context("Hello. ").sentence_start
+    assert parse_context("Really? Yes").sentence_start
+    assert not parse_context("Hello there ").sentence_start
+    assert not parse_context("Hello, ").sentence_start
+    assert parse_context("my lord, h").words[-2:] == ("lord", ",")
+    assert parse_context("").words == (BOUNDARY,)
+
+
+@pytest.mark.parametrize("word, typed, start, shouting, expected", [
+    ("apple", "App", False, False, "Apple"),
+    ("apple", "APP", False, False, "APPLE"),
+    ("apple", "app", False, False, "apple"),
+    ("apple", "", True, False, "Apple"),
+    ("apple", "app", True, False, "apple"),     # the user chose lower case
+    ("Romeo", "rom", False, False, "Romeo"),    # a name keeps its capital
+    ("I", "", False, False, "I"),
+    ("be right back", "BRB", False, False, "BE RIGHT BACK"),
+    ("next", "", False, True, "NEXT"),
+    ("apple", "A", False, False, "Apple"),      # one capital letter is not ALL CAPS
+])
+def test_apply_case(word, typed, start, shouting, expected):
+    assert apply_case(word, typed, start, shouting) == expected
+
+
+def test_shouting_needs_two_all_caps_words():
+    assert parse_context("STOP THAT ").shouting
+    assert not parse_context("I am ").shouting
+    assert not parse_context("NASA said ").shouting
+
+
+def test_control_characters_and_lone_surrogates_are_neutralised():
+    context = parse_context("bad\x00 input\ud800 he\x1bllo wor")
+    assert context.prefix == "wor"
+    assert "\x00" not in context.text and "\ud800" not in context.text
+    assert len(context.text) == len("bad\x00 input\ud800 he\x1bllo wor")   # lengths kept
+    assert parse_context("ab\udc00cd").prefix == "cd"
+
+
+def test_a_megabyte_of_text_is_read_through_a_bounded_window():
+    text = ("lorem ipsum dolor sit amet " * 40000) + "consec"
+    context = parse_context(text)
+    assert len(context.text) <= DEFAULT_WINDOW_CHARS
+    assert context.offset + len(context.text) == len(text)
+    assert context.prefix == "consec" and context.words[-2:] == ("sit", "amet")
+    # The window start moves in steps, so it stays put while the user types on.
+    assert parse_context(text + "tetur").offset == context.offset
+
+
+def test_wrong_type():
+    with pytest.raises(TypeError, match="text_before_cursor"):
+        parse_context(b"bytes")

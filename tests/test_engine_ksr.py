@@ -1,0 +1,65 @@
+"""Keystroke-savings simulator: counts on a tiny text checked by hand."""
+
+import pytest
+
+from predtext.engine.ksr import KsrReport, simulate
+from predtext.engine.suggestion import Suggestion
+
+
+def offer(words):
+    """A fake suggest(): every word of ``words`` that completes the partial word at the cursor."""
+    def suggest(text, k):
+        typed = len(text) - len(text.rstrip("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"))
+        prefix = text[len(text) - typed:]
+        return [Suggestion(w, typed) for w in words if w.lower().startswith(prefix.lower())][:k]
+    return suggest
+
+
+def test_counts_on_a_hand_checked_text():
+    learned = []
+    report = simulate("the cat sat\nthe cat", offer(["cat"]), k=6, learn=learned.append)
+    # "the": 3 typed, " ": 1, "cat": selected before its first letter (+ free space),
+    # "sat": 3, "\n": 1, "the": 3, " ": 1, "cat": selected.
+    assert (report.characters, report.typed, report.selections, report.free_spaces) == (19, 12, 2, 1)
+    assert report.ksr == pytest.approx(1 - 14 / 19)
+    assert (report.words, report.words_selected) == (5, 2)
+    assert len(report.latencies_ms) == 3 + 1 + 3 + 3 + 1
+    assert learned == ["the cat sat", "the cat"]
+
+
+def test_selection_mid_word_and_case():
+    report = simulate("The Cathedral", offer(["cathedral", "cat"]), k=1)
+    # k=1: at "", "C", "Ca" the first offer is "cathedral" -> selected at once (case-insensitive).
+    assert (report.typed, report.selections) == (4, 1)
+    strict = simulate("The Cathedral", offer(["cathedral"]), k=1, case_sensitive=True)
+    assert strict.selections == 0 and strict.typed == 13
+
+
+def test_only_the_first_k_suggestions_count():
+    report = simulate("dog", offer(["dot", "dove", "dog"]), k=2)
+    # "": dot, dove; "d": same; "do": same; the word is typed in full.
+    assert (report.typed, report.selections) == (3, 0)
+    assert simulate("dog", offer(["dot", "dove", "dog"]), k=3).selections == 1
+
+
+def test_a_suggestion_must_replace_exactly_the_typed_part():
+    def wrong_replace(text, k):
+        return [Suggestion("cat", 0)] if text.endswith("c") else []
+    report = simulate("cat", wrong_replace, k=6)
+    assert report.selections == 0        # "c" + "cat" would give "ccat"
+
+
+def test_latency_percentiles_and_summary():
+    report = KsrReport(characters=10, typed=4, selections=1, latencies_ms=[float(i) for i in range(1, 101)])
+    assert report.latency_percentile(50) == 50.0
+    assert report.latency_percentile(99) == 99.0
+    summary = report.summary()
+    assert summary["ksr"] == pytest.approx(0.5) and summary["suggest_calls"] == 100
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="k"):
+        simulate("text", offer([]), k=0)
+    with pytest.raises(TypeError, match="text"):
+        simulate(None, offer([]))
+    assert simulate("", offer([])).ksr == 0.0

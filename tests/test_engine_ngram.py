@@ -1,0 +1,155 @@
+"""Kneser-Ney n-gram model: normalisation, a hand-computed example, prefixes, learning, storage."""
+
+import math
+
+import numpy as np
+import pytest
+
+from predtext.engine.context import BOUNDARY, parse_context
+from predtext.engine.ngram import NGramModel, NGramPredictor
+from predtext.errors import ModelFileError
+
+FIXED = [(0.5, 1.0, 1.5), (0.5, 1.0, 1.5)]
+
+TEXT = ("The cat sat on the mat. The dog sat on the log! A cat and a dog met on the mat. "
+        "Then the cat ran. The dog ran after the cat, and the cat sat down.")
+
+
+def test_hand_computed_bigram_example():
+    # Stream: <s> a b a b c.  Bigrams: (<s> a) (a b) x2 (b a) (b c).
+    # Continuation counts: a 2 (after <s>, b), b 1, c 1; V = 4 with the boundary.
+    model = NGramModel.from_text("a b a b c", order=2, discounts=FIXED)
+    # gamma = (0.5 * 2 + 1.0 * 1) / 4 = 0.5; P1(a) = (2 - 1) / 4 + 0.5 / 4
+    unigram = {"a": 0.375, "b": 0.25, "c": 0.25, BOUNDARY: 0.125}
+    assert model.distribution(["zzz"]) == pytest.approx(unigram)
+    # Context a: c(a b) = 2, gamma = 1.0 * 1 / 2.
+    assert model.distribution(["a"]) == pytest.approx(
+        {"b": 0.5 + 0.5 * 0.25, "a": 0.5 * 0.375, "c": 0.5 * 0.25, BOUNDARY: 0.5 * 0.125})
+    # Context b: c(b a) = c(b c) = 1, gamma = 0.5 * 2 / 2.
+    assert model.probability("a", ["b"]) == pytest.approx(0.25 + 0.5 * 0.375)
+    assert model.probability("c", ["b"]) == pytest.approx(0.25 + 0.5 * 0.25)
+
+
+@pytest.mark.parametrize("previous", [[], ["the"], ["on", "the"], ["sat", "on"], ["unseen", "words"],
+                                      ["the", "unseen"], [BOUNDARY]])
+def test_distribution_sums_to_one(previous):
+    model = NGramModel.from_text(TEXT)
+    assert sum(model.distribution(previous).values()) == pytest.approx(1.0, abs=1e-9)
+
+
+def test_distribution_sums_to_one_after_online_learning():
+    model = NGramModel.from_text(TEXT)
+    model.learn("The bird sat on the fence. A bird and a cat.")
+    for previous in (["the"], ["on", "the"], ["a", "bird"], ["zz"]):
+        distribution = model.distribution(previous)
+        assert sum(distribution.values()) == pytest.approx(1.0, abs=1e-9)
+        assert distribution["bird"] > 0
+
+
+def test_online_learning_matches_counting_both_texts():
+    """Learning B after building on A gives the model built on A and B as two documents."""
+    extra = "The bird sat on the cat. The dog and the bird ran on the log."
+    learned = NGramModel.from_text(TEXT, discounts=[(0.6, 1.1, 1.4)] * 3)
+    learned.learn(extra)
+    built = NGramModel.from_text([TEXT, extra], discounts=[(0.6, 1.1, 1.4)] * 3)
+    for previous in (["on", "the"], ["the"], ["bird"], [], ["and", "the"]):
+        a, b = learned.distribution(previous), built.distribution(previous)
+        assert a.keys() == b.keys()
+        for word in a:
+            assert a[word] == pytest.approx(b[word], abs=1e-12), (previous, word)
+    learned.compact()                       # folding the overlay in changes nothing
+    assert learned.distribution(["on", "the"]) == pytest.approx(built.distribution(["on", "the"]))
+
+
+def test_predict_filters_by_prefix_and_renormalises():
+    model = NGramModel.from_text(TEXT)
+    completions = model.predict(["on", "the"], "m", k=5)
+    assert [w for w, _ in completions][0] == "mat"
+    assert all(w.lower().startswith("m") for w, _ in completions)
+    everything = model.predict(["on", "the"], "m", k=100)
+    assert sum(p for _, p in everything) == pytest.approx(1.0)
+    # Ranked like the unfiltered distribution.
+    distribution = model.distribution(["on", "the"])
+    expected = sorted((w for w in distribution if w.startswith("m")), key=lambda w: -distribution[w])
+    assert [w for w, _ in everything] == expected
+    assert model.predict(["on", "the"], "xyz", k=5) == []
+
+
+def test_predict_next_word_and_written_form():
+    model = NGramModel.from_text("I think I can. I know I will. Romeo came. Then Romeo went, and i left.")
+    words = [w for w, _ in model.predict([BOUNDARY], "", k=3)]
+    assert "I" in words and BOUNDARY not in words
+    assert model.predict(["came"], "rom", k=1)[0][0] == "Romeo"
+
+
+def test_clause_marks_are_context_but_never_predicted():
+    model = NGramModel.from_text("yes, sir. yes, sir. yes madam. yes, sir, yes.")
+    assert model.predict(["yes", ","], "", k=1)[0][0] == "sir"
+    assert model.predict(["yes"], "", k=1)[0][0] == "madam"
+    everything = model.predict(["sir"], "", k=100)
+    assert {w for w, _ in everything}.isdisjoint({",", BOUNDARY})
+    assert sum(p for _, p in everything) == pytest.approx(1.0)
+    assert "," not in model.words()
+
+
+def test_prefix_range_includes_words_learned_online():
+    model = NGramModel.from_text(TEXT)
+    model.learn("zebras zigzag")
+    assert {w for w, _ in model.predict([], "z", k=5)} == {"zebras", "zigzag"}
+
+
+def test_perplexity_is_finite_and_lower_on_training_text():
+    model = NGramModel.from_text(TEXT)
+    seen = model.perplexity(TEXT)
+    unseen = model.perplexity("The mat ran on a dog and the log sat.")
+    assert 1.0 < seen < unseen < math.inf
+    assert model.perplexity("qwerty uiop") == math.inf
+
+
+def test_arrays_round_trip_and_file(tmp_path):
+    model = NGramModel.from_text(TEXT)
+    model.learn("A bird.")
+    arrays, meta = model.to_arrays()
+    assert all(isinstance(a, np.ndarray) for a in arrays.values())
+    import json
+    restored = NGramModel.from_arrays(arrays, json.loads(json.dumps(meta)))
+    assert restored.distribution(["on", "the"]) == pytest.approx(model.distribution(["on", "the"]))
+    path = tmp_path / "model.safetensors"
+    model.save(path)
+    loaded = NGramModel.load(path)
+    assert loaded.predict(["the"], "c", 3) == pytest.approx(model.predict(["the"], "c", 3))
+
+
+def test_bad_arrays_and_files_are_reported(tmp_path):
+    arrays, meta = NGramModel.from_text(TEXT).to_arrays()
+    broken = dict(arrays)
+    broken["ngram.order2.next_ids"] = broken["ngram.order2.next_ids"][:-1]
+    with pytest.raises(ValueError, match="order 2"):
+        NGramModel.from_arrays(broken, meta)
+    with pytest.raises(ValueError, match="format"):
+        NGramModel.from_arrays(arrays, {**meta, "format": "other"})
+    garbage = tmp_path / "garbage.safetensors"
+    garbage.write_bytes(b"\x00\x01not a model")
+    with pytest.raises(ModelFileError, match="garbage.safetensors"):
+        NGramModel.load(garbage)
+    with pytest.raises(ModelFileError, match="no such file"):
+        NGramModel.load(tmp_path / "missing.safetensors")
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="order"):
+        NGramModel(order=9)
+    with pytest.raises(ValueError, match="discounts"):
+        NGramModel(order=2, discounts=[(0.5, 1.0, 1.5)])
+    with pytest.raises(TypeError, match="text"):
+        NGramModel.from_text([b"bytes"])
+    empty = NGramModel.from_text("")
+    assert empty.predict([], "", 5) == []
+    assert sum(empty.distribution([]).values()) == pytest.approx(1.0)
+
+
+def test_predictor_uses_context_words_and_prefix():
+    predictor = NGramPredictor(NGramModel.from_text(TEXT))
+    candidates = predictor.predict(parse_context("the dog sat on the m"), 3)
+    assert candidates[0].text == "mat"
+    assert 0 < candidates[0].probability <= 1

@@ -1,0 +1,138 @@
+"""Built-in predictors: dictionary, abbreviations, user history (file mode, forget), registry."""
+
+import os
+import stat
+
+import pytest
+
+from predtext.engine import predictor as predictor_module
+from predtext.engine.abbreviations import AbbreviationPredictor, load_table
+from predtext.engine.abbreviations import make_predictor as make_abbreviations
+from predtext.engine.config import ConfigError
+from predtext.engine.context import parse_context
+from predtext.engine.dictionary import Dictionary, DictionaryPredictor
+from predtext.engine.history import HISTORY_FILE, HistoryPredictor, HistoryStore
+from predtext.engine.history import make_predictor as make_history
+from predtext.engine.predictor import (Candidate, Resources, available_predictors, create_predictor,
+                                       register_predictor)
+
+
+def test_dictionary_completes_by_frequency():
+    dictionary = Dictionary({"apple": 5, "Apply": 3, "application": 10, "banana": 50, "ape": 1})
+    assert [w for w, _ in dictionary.complete("app", 2)] == ["application", "apple"]
+    completions = dictionary.complete("AP", 10)
+    assert [w for w, _ in completions] == ["application", "apple", "Apply", "ape"]
+    assert sum(p for _, p in completions) == pytest.approx(1.0)
+    assert dictionary.complete("q", 3) == []
+    predictor = DictionaryPredictor(dictionary)
+    assert predictor.predict(parse_context("an "), 3) == []        # nothing typed: nothing to say
+    assert predictor.predict(parse_context("a ban"), 3) == [Candidate("banana", 1.0)]
+
+
+def test_dictionary_from_word_list_file(tmp_path):
+    path = tmp_path / "words"
+    path.write_text("zebra\nzeal 4\nZealand\n", encoding="utf-8")
+    assert Dictionary.from_file(path).complete("ze", 1)[0][0] == "zeal"
+
+
+def test_abbreviations_from_toml(tmp_path):
+    path = tmp_path / "abbreviations.toml"
+    path.write_text('[abbreviations]\nbrb = "be right back"\nafaik = "as far as I know"\n')
+    predictor = AbbreviationPredictor(load_table(path))
+    assert predictor.predict(parse_context("ok brb"), 3) == [Candidate("be right back", 1.0)]
+    assert predictor.predict(parse_context("ok br"), 3) == []
+    built = make_abbreviations({"path": str(path), "table": {"ty": "thank you"}}, Resources())
+    assert built.predict(parse_context("ty"), 1)[0].text == "thank you"
+    path.write_text("brb = ")
+    with pytest.raises(ConfigError, match="abbreviations.toml"):
+        load_table(path)
+    with pytest.raises(ConfigError, match="no such"):
+        load_table(tmp_path / "missing.toml")
+
+
+def test_history_learns_and_stores_with_mode_0600(tmp_path, monkeypatch):
+    monkeypatch.setenv("PREDTEXT_DATA_DIR", str(tmp_path / "data"))
+    predictor = make_history({}, Resources())
+    assert predictor.predict(parse_context("the zy"), 3) == []
+    predictor.learn("the zymurgy of ale")
+    path = tmp_path / "data" / HISTORY_FILE
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    assert predictor.predict(parse_context("the zy"), 3)[0].text == "zymurgy"
+    # A new predictor reads what the first stored.
+    again = make_history({}, Resources())
+    assert again.predict(parse_context("the zy"), 3)[0].text == "zymurgy"
+    again.forget()
+    assert not path.exists()
+    assert again.predict(parse_context("the zy"), 3) == []
+
+
+def test_history_fixes_a_too_open_file_mode(tmp_path):
+    path = tmp_path / HISTORY_FILE
+    path.write_text("old words\n")
+    os.chmod(path, 0o644)
+    HistoryStore(path).append("new words")
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    assert HistoryStore(path).read() == "old words\nnew words\n"
+
+
+def test_history_can_be_switched_off(tmp_path):
+    store = HistoryStore(tmp_path / HISTORY_FILE)
+    predictor = HistoryPredictor(store, enabled=False)
+    predictor.learn("secret words")
+    assert not store.path.exists()
+    assert predictor.predict(parse_context("sec"), 3) == []
+
+
+def test_history_keeps_only_the_newest_text(tmp_path):
+    store = HistoryStore(tmp_path / HISTORY_FILE, max_bytes=30)
+    for i in range(10):
+        store.append(f"line number {i}")
+    text = store.read()
+    assert text.endswith("line number 9\n") and "line number 0" not in text
+    assert os.path.getsize(store.path) <= 30
+
+
+def test_registry_in_process_and_unknown(monkeypatch):
+    monkeypatch.setattr(predictor_module, "_registry", dict(predictor_module._registry))
+
+    class Echo:
+        name = "echo"
+
+        def predict(self, context, k):
+            return [Candidate(context.prefix + "o", 1.0)]
+
+    register_predictor("echo", lambda options, resources: Echo())
+    assert "echo" in available_predictors()
+    assert create_predictor("echo", {}, Resources()).predict(parse_context("ech"), 1)[0].text == "echo"
+    with pytest.raises(LookupError, match="nonesuch"):
+        create_predictor("nonesuch", {}, Resources())
+    register_predictor("notapredictor", lambda options, resources: object())
+    with pytest.raises(TypeError, match="notapredictor"):
+        create_predictor("notapredictor", {}, Resources())
+
+
+def test_registry_discovers_entry_points_and_survives_broken_ones(monkeypatch, caplog):
+    monkeypatch.setattr(predictor_module, "_registry", dict(predictor_module._registry))
+    monkeypatch.setattr(predictor_module, "_entry_points_loaded", False)
+
+    class FakeEntryPoint:
+        def __init__(self, name, target):
+            self.name, self.value, self._target = name, f"pkg:{name}", target
+
+        def load(self):
+            if isinstance(self._target, Exception):
+                raise self._target
+            return self._target
+
+    def fake_entry_points(group):
+        assert group == "predtext.predictors"
+        return [FakeEntryPoint("plugged", lambda options, resources: DictionaryPredictor(
+                    Dictionary(["plugin"]), name="plugged")),
+                FakeEntryPoint("broken", ImportError("no module named nowhere"))]
+
+    import importlib.metadata
+    monkeypatch.setattr(importlib.metadata, "entry_points", fake_entry_points)
+    names = available_predictors()
+    assert "plugged" in names and "broken" not in names
+    assert "broken" in caplog.text and "no module named nowhere" in caplog.text
+    assert create_predictor("plugged", {}, Resources()).predict(parse_context("plu"), 1)[0].text == "plugin"
