@@ -16,7 +16,10 @@ static inline float pt_expf(float x)
 {
     /* Clamp so 2^n stays a normal float; exp(-87.3) is already below FLT_MIN. */
     x = x < -87.3f ? -87.3f : (x > 88.3f ? 88.3f : x);
-    float n = __builtin_floorf(x * 1.44269504088896341f + 0.5f);
+    /* Round x / ln 2 to the nearest integer by adding and removing 1.5 * 2^23: no floor
+     * call, so even the baseline SSE2 build vectorises this. */
+    const float shifter = 12582912.0f;
+    float n = (x * 1.44269504088896341f + shifter) - shifter;
     /* ln 2 split in two so r = x - n ln2 keeps its low bits. */
     float r = x - n * 0.693359375f + n * 2.12194440e-4f;
     float p = 1.9875691500e-4f;

@@ -27,43 +27,90 @@ PT_CLONES static void NAME(rnn_fwd_row)(int n, int relu, REAL *a, REAL *h_new, R
     }
 }
 
+/* The flags below are compile-time constants after inlining (each row function calls its
+ * body once per flag combination): branch-free bodies are what the vectoriser needs. */
+#define PT_BODY static inline __attribute__((always_inline))
+
+PT_BODY void NAME(lstm_fwd_body)(int n, REAL *gi, REAL *gf, REAL *gg, REAL *go,
+                                 const REAL *c_prev, REAL *c_new, REAL *h_new, REAL *out,
+                                 const REAL *pi, const REAL *pf, const REAL *po,
+                                 const int peep, const int has_out)
+{
+#pragma omp simd
+    for (int j = 0; j < n; j++) {
+        REAL cp = c_prev[j];
+        REAL i = SIGMOID(gi[j] + (peep ? pi[j] * cp : 0));
+        REAL f = SIGMOID(gf[j] + (peep ? pf[j] * cp : 0));
+        REAL g = TANH(gg[j]);
+        REAL c = f * cp + i * g;
+        REAL o = SIGMOID(go[j] + (peep ? po[j] * c : 0));
+        REAL h = o * TANH(c);
+        gi[j] = i; gf[j] = f; gg[j] = g; go[j] = o;
+        c_new[j] = c;
+        h_new[j] = h;
+        if (has_out) out[j] = h;
+    }
+}
+
 PT_CLONES static void NAME(lstm_fwd_row)(int n, REAL *gi, REAL *gf, REAL *gg, REAL *go,
                                          const REAL *c_prev, REAL *c_new, REAL *h_new,
                                          REAL *out, const REAL *pi, const REAL *pf,
                                          const REAL *po)
 {
+    if (pi && out)
+        NAME(lstm_fwd_body)(n, gi, gf, gg, go, c_prev, c_new, h_new, out, pi, pf, po, 1, 1);
+    else if (pi)
+        NAME(lstm_fwd_body)(n, gi, gf, gg, go, c_prev, c_new, h_new, out, pi, pf, po, 1, 0);
+    else if (out)
+        NAME(lstm_fwd_body)(n, gi, gf, gg, go, c_prev, c_new, h_new, out, pi, pf, po, 0, 1);
+    else
+        NAME(lstm_fwd_body)(n, gi, gf, gg, go, c_prev, c_new, h_new, out, pi, pf, po, 0, 0);
+}
+
+PT_BODY void NAME(gru_fwd_body)(int n, REAL *gr, REAL *gz, REAL *gn, const REAL *hr,
+                                const REAL *hz, const REAL *hn, const REAL *bhr,
+                                const REAL *bhz, const REAL *bhn, const REAL *h_prev,
+                                REAL *h_new, REAL *out, REAL *hn_keep, const int bias,
+                                const int train)
+{
 #pragma omp simd
     for (int j = 0; j < n; j++) {
-        REAL cp = c_prev[j];
-        REAL i = SIGMOID(gi[j] + (pi ? pi[j] * cp : 0));
-        REAL f = SIGMOID(gf[j] + (pf ? pf[j] * cp : 0));
-        REAL g = TANH(gg[j]);
-        REAL c = f * cp + i * g;
-        REAL o = SIGMOID(go[j] + (po ? po[j] * c : 0));
-        REAL h = o * TANH(c);
-        gi[j] = i; gf[j] = f; gg[j] = g; go[j] = o;
-        c_new[j] = c;
+        REAL hnb = hn[j] + (bias ? bhn[j] : 0);
+        REAL r = SIGMOID(gr[j] + hr[j] + (bias ? bhr[j] : 0));
+        REAL z = SIGMOID(gz[j] + hz[j] + (bias ? bhz[j] : 0));
+        REAL nn = TANH(gn[j] + r * hnb);
+        REAL h = (1 - z) * nn + z * h_prev[j];
+        gr[j] = r; gz[j] = z; gn[j] = nn;
         h_new[j] = h;
-        if (out) out[j] = h;
+        if (train) {
+            hn_keep[j] = hnb;
+            out[j] = h;
+        }
     }
 }
 
+/* train: out and hn_keep given (sequence forward in training mode, which keeps the
+ * hidden n-part for backward); otherwise only out may be given. */
 PT_CLONES static void NAME(gru_fwd_row)(int n, REAL *gr, REAL *gz, REAL *gn, const REAL *hr,
                                         const REAL *hz, const REAL *hn, const REAL *bhr,
                                         const REAL *bhz, const REAL *bhn, const REAL *h_prev,
                                         REAL *h_new, REAL *out, REAL *hn_keep)
 {
-#pragma omp simd
-    for (int j = 0; j < n; j++) {
-        REAL hnb = hn[j] + (bhn ? bhn[j] : 0);
-        REAL r = SIGMOID(gr[j] + hr[j] + (bhr ? bhr[j] : 0));
-        REAL z = SIGMOID(gz[j] + hz[j] + (bhz ? bhz[j] : 0));
-        REAL nn = TANH(gn[j] + r * hnb);
-        REAL h = (1 - z) * nn + z * h_prev[j];
-        gr[j] = r; gz[j] = z; gn[j] = nn;
-        if (hn_keep) hn_keep[j] = hnb;
-        h_new[j] = h;
-        if (out) out[j] = h;
+    if (hn_keep) {
+        if (bhr)
+            NAME(gru_fwd_body)(n, gr, gz, gn, hr, hz, hn, bhr, bhz, bhn, h_prev, h_new, out,
+                               hn_keep, 1, 1);
+        else
+            NAME(gru_fwd_body)(n, gr, gz, gn, hr, hz, hn, bhr, bhz, bhn, h_prev, h_new, out,
+                               hn_keep, 0, 1);
+    } else {
+        if (bhr)
+            NAME(gru_fwd_body)(n, gr, gz, gn, hr, hz, hn, bhr, bhz, bhn, h_prev, h_new, out,
+                               hn_keep, 1, 0);
+        else
+            NAME(gru_fwd_body)(n, gr, gz, gn, hr, hz, hn, bhr, bhz, bhn, h_prev, h_new, out,
+                               hn_keep, 0, 0);
+        if (out) memcpy(out, h_new, n * sizeof(REAL));
     }
 }
 
@@ -80,12 +127,12 @@ PT_CLONES static void NAME(rnn_bwd_row)(int n, int relu, const REAL *a, const RE
     }
 }
 
-PT_CLONES static void NAME(lstm_bwd_row)(int n, const REAL *gi, const REAL *gf, const REAL *gg,
-                                         const REAL *go, const REAL *c_prev, const REAL *c,
-                                         const REAL *dout, REAL *dh, REAL *dc, REAL *di,
-                                         REAL *df, REAL *dgg, REAL *dgo, const REAL *pi,
-                                         const REAL *pf, const REAL *po, REAL *dpi, REAL *dpf,
-                                         REAL *dpo)
+PT_BODY void NAME(lstm_bwd_body)(int n, const REAL *gi, const REAL *gf, const REAL *gg,
+                                 const REAL *go, const REAL *c_prev, const REAL *c,
+                                 const REAL *dout, REAL *dh, REAL *dc, REAL *di, REAL *df,
+                                 REAL *dgg, REAL *dgo, const REAL *pi, const REAL *pf,
+                                 const REAL *po, REAL *dpi, REAL *dpf, REAL *dpo,
+                                 const int peep)
 {
 #pragma omp simd
     for (int j = 0; j < n; j++) {
@@ -93,19 +140,34 @@ PT_CLONES static void NAME(lstm_bwd_row)(int n, const REAL *gi, const REAL *gf, 
         REAL dH = dh[j] + dout[j];
         REAL tc = TANH(c[j]);
         REAL do_pre = dH * tc * o * (1 - o);
-        REAL dC = dc[j] + dH * o * (1 - tc * tc) + (po ? do_pre * po[j] : 0);
+        REAL dC = dc[j] + dH * o * (1 - tc * tc) + (peep ? do_pre * po[j] : 0);
         REAL di_pre = dC * g * i * (1 - i);
         REAL df_pre = dC * cp * f * (1 - f);
         REAL dg_pre = dC * i * (1 - g * g);
         di[j] = di_pre; df[j] = df_pre; dgg[j] = dg_pre; dgo[j] = do_pre;
-        dc[j] = dC * f + (pi ? di_pre * pi[j] + df_pre * pf[j] : 0);
+        dc[j] = dC * f + (peep ? di_pre * pi[j] + df_pre * pf[j] : 0);
         dh[j] = 0;
-        if (dpi) {
+        if (peep) {
             dpi[j] += di_pre * cp;
             dpf[j] += df_pre * cp;
             dpo[j] += do_pre * c[j];
         }
     }
+}
+
+PT_CLONES static void NAME(lstm_bwd_row)(int n, const REAL *gi, const REAL *gf, const REAL *gg,
+                                         const REAL *go, const REAL *c_prev, const REAL *c,
+                                         const REAL *dout, REAL *dh, REAL *dc, REAL *di,
+                                         REAL *df, REAL *dgg, REAL *dgo, const REAL *pi,
+                                         const REAL *pf, const REAL *po, REAL *dpi, REAL *dpf,
+                                         REAL *dpo)
+{
+    if (pi)
+        NAME(lstm_bwd_body)(n, gi, gf, gg, go, c_prev, c, dout, dh, dc, di, df, dgg, dgo, pi,
+                            pf, po, dpi, dpf, dpo, 1);
+    else
+        NAME(lstm_bwd_body)(n, gi, gf, gg, go, c_prev, c, dout, dh, dc, di, df, dgg, dgo, pi,
+                            pf, po, dpi, dpf, dpo, 0);
 }
 
 PT_CLONES static void NAME(gru_bwd_row)(int n, const REAL *gr, const REAL *gz, const REAL *gn,
@@ -387,5 +449,6 @@ void NAME(pt_reverse)(int T, int B, int F, const int *lengths, const REAL *src, 
 }
 
 #undef NAME
+#undef PT_BODY
 #undef PT_CAT
 #undef PT_CAT2
