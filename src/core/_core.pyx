@@ -10,10 +10,12 @@ PyTorch's parameter layout and gate order.  Arrays are time-major (T, B, F), C-c
 float32 or float64 (all arrays of one call share the dtype).
 """
 
+import operator
 import os
 
 import numpy as np
 
+cimport cython
 cimport numpy as cnp
 from scipy.linalg.cython_blas cimport sgemm, dgemm
 
@@ -125,18 +127,32 @@ def _default_threads():
 
 
 cdef int _nthreads = _default_threads() if pt_have_openmp() else 1
+# Multiply-adds per step a thread must have before a second thread joins (measured: below
+# about this, the barrier and BLAS call overheads eat the gain).
+cdef long long _MIN_STEP_WORK = 1 << 20
 
 
-def set_num_threads(int n):
+def set_num_threads(n):
     """Set how many OpenMP threads the kernels use (BLAS runs single-threaded inside them)."""
     global _nthreads
-    if n < 1:
-        raise ValueError(f"n: expected a thread count >= 1, got {n}")
+    n = _count(n, "n")
+    if n > 1024:
+        raise ValueError(f"n: expected an int in [1, 1024], got {n}")
     _nthreads = n if pt_have_openmp() else 1
 
 
 def get_num_threads():
     return _nthreads
+
+
+cdef int _team_size(long long B, long long GH, long long K):
+    """Threads for a kernel whose step multiplies (B, K) by (K, GH): the set count, less
+    when a step is too small to share.  A step ends in a barrier, and a thread that waits
+    for a descheduled partner on a busy machine loses more than it gained."""
+    cdef long long per_thread = B * GH * K // _MIN_STEP_WORK
+    if per_thread < 1:
+        return 1
+    return <int>min(<long long>_nthreads, per_thread)
 
 
 def has_openmp():
@@ -149,12 +165,14 @@ def gate_count(str cell):
     return pt_gate_count(_cell_code(cell))
 
 
-def step_workspace_shape(str cell, int batch, int hidden):
+def step_workspace_shape(cell, batch, hidden):
     """Shape of the `work` buffer cell_step needs: (batch, columns)."""
     cdef int code = _cell_code(cell)
-    if batch < 1 or hidden < 1:
-        raise ValueError(f"batch and hidden: expected >= 1, got {batch} and {hidden}")
-    cols = pt_gate_count(code) * hidden
+    batch = _count(batch, "batch")
+    hidden = _count(hidden, "hidden")
+    if batch > _INT_MAX:
+        raise ValueError(f"batch: expected at most {_INT_MAX}, got {batch}")
+    cols = pt_gate_count(code) * hidden  # Python ints: no overflow
     return (batch, 2 * cols if code == _GRU else cols)
 
 
@@ -168,26 +186,58 @@ cdef int _cell_code(object cell) except -1:
     return CELLS[cell]
 
 
+def _count(value, str name):
+    """A positive integer argument, named in the error when it is not one."""
+    try:
+        n = operator.index(value)
+    except TypeError:
+        raise TypeError(f"{name}: expected an int, got {type(value).__name__}") from None
+    if n < 1:
+        raise ValueError(f"{name}: expected an int >= 1, got {n}")
+    return n
+
+
+cdef tuple _shape(cnp.ndarray a):
+    # From the array struct, not the Python attribute an ndarray subclass could override.
+    return tuple([cnp.PyArray_DIMS(a)[k] for k in range(cnp.PyArray_NDIM(a))])
+
+
 cdef object _float_dtype(object a, str name):
     if not isinstance(a, np.ndarray):
         raise TypeError(f"{name}: expected a numpy.ndarray, got {type(a).__name__}")
-    if a.dtype != np.float32 and a.dtype != np.float64:
-        raise TypeError(f"{name}: expected dtype float32 or float64, got {a.dtype}")
-    return a.dtype
+    cdef int typenum = cnp.PyArray_TYPE(<cnp.ndarray>a)
+    if typenum == cnp.NPY_FLOAT32:
+        return np.dtype(np.float32)
+    if typenum == cnp.NPY_FLOAT64:
+        return np.dtype(np.float64)
+    raise TypeError(f"{name}: expected dtype float32 or float64, got {a.dtype}")
+
+
+cdef tuple _array_shape(object a, str name, int ndim, str axes):
+    """The shape of a float array argument with ndim dimensions (named axes for errors)."""
+    _float_dtype(a, name)
+    shape = _shape(<cnp.ndarray>a)
+    if len(shape) != ndim:
+        raise ValueError(f"{name}: expected {ndim} dimensions {axes}, got shape {shape}")
+    return shape
 
 
 cdef cnp.ndarray _check(object a, str name, object dtype, tuple shape, bint writable=False):
     if not isinstance(a, np.ndarray):
         raise TypeError(f"{name}: expected a numpy.ndarray, got {type(a).__name__}")
-    if a.dtype != dtype:
+    cdef cnp.ndarray arr = <cnp.ndarray>a
+    if _float_dtype(a, name) != dtype:
         raise TypeError(f"{name}: expected dtype {np.dtype(dtype)}, got {a.dtype}")
-    if a.shape != shape:
-        raise ValueError(f"{name}: expected shape {shape}, got {a.shape}")
-    if not a.flags.c_contiguous:
+    got = _shape(arr)
+    if got != shape:
+        raise ValueError(f"{name}: expected shape {shape}, got {got}")
+    if not cnp.PyArray_IS_C_CONTIGUOUS(arr):
         raise ValueError(f"{name}: expected a C-contiguous array")
-    if writable and not a.flags.writeable:
+    if not cnp.PyArray_ISALIGNED(arr):
+        raise ValueError(f"{name}: expected an aligned array")
+    if writable and not cnp.PyArray_ISWRITEABLE(arr):
         raise ValueError(f"{name}: expected a writable array")
-    return <cnp.ndarray>a
+    return arr
 
 
 cdef cnp.ndarray _opt(object a, str name, object dtype, tuple shape, bint writable=False):
@@ -196,10 +246,13 @@ cdef cnp.ndarray _opt(object a, str name, object dtype, tuple shape, bint writab
     return _check(a, name, dtype, shape, writable)
 
 
-cdef cnp.ndarray _check_lengths(object lengths, int T, int B):
+cdef cnp.ndarray _check_lengths(object lengths, T, B):
     if lengths is None:
         return None
-    arr = np.asarray(lengths)
+    try:
+        arr = np.array(lengths)
+    except (ValueError, TypeError) as e:
+        raise ValueError(f"lengths: expected {B} integers, got {e}") from None
     if arr.dtype.kind not in "iu":
         raise TypeError(f"lengths: expected integers, got dtype {arr.dtype}")
     if arr.shape != (B,):
@@ -214,21 +267,32 @@ cdef inline void *_ptr(cnp.ndarray a):
     return NULL if a is None else cnp.PyArray_DATA(a)
 
 
-cdef _check_dims(int T, int B, int I, int H, int G):
+cdef _check_sizes(str name, T, B, I, H, G):
+    """Sizes as Python ints: all >= 1, and every BLAS dimension fits a 32-bit int."""
     if T < 1 or B < 1 or I < 1 or H < 1:
-        raise ValueError(f"x and weights: expected T, B, input and hidden sizes >= 1, got "
+        raise ValueError(f"{name}: expected T, B, input and hidden sizes >= 1, got "
                          f"T={T}, B={B}, input={I}, hidden={H}")
-    if <long long>T * B > _INT_MAX or <long long>G * H > _INT_MAX:
-        raise ValueError("x: sequence too large for 32-bit BLAS dimensions")
+    if T * B > _INT_MAX or G * H > _INT_MAX or max(T, B, I) > _INT_MAX:
+        raise ValueError(f"{name}: sizes T={T}, B={B}, input={I}, hidden={H} exceed "
+                         f"32-bit BLAS dimensions")
 
 
+@cython.auto_pickle(False)
 cdef class SequenceCache:
-    """What a training-mode forward keeps for sequence_backward (opaque to callers)."""
+    """What a training-mode forward keeps for sequence_backward (opaque to callers).
+
+    Only sequence_forward makes a usable one; it cannot be pickled or filled by hand, since
+    sequence_backward trusts its arrays' sizes.
+    """
+    cdef bint ready
     cdef readonly str cell
     cdef readonly int code, T, B, n_in, H, G
     cdef readonly object dtype
     cdef readonly bint has_bias, has_peephole
     cdef object x, w_ih, w_hh, peephole, lengths, xg, hs, cs, hn_cache
+
+    def __reduce__(self):
+        raise TypeError("SequenceCache cannot be pickled")
 
 
 # ---- whole sequences ---------------------------------------------------------------
@@ -247,14 +311,13 @@ def sequence_forward(str cell, x, w_ih, w_hh, b_ih=None, b_hh=None, h0=None, c0=
     """
     cdef int code = _cell_code(cell)
     dtype = _float_dtype(x, "x")
-    if x.ndim != 3:
-        raise ValueError(f"x: expected 3 dimensions (T, B, input), got shape {x.shape}")
     cdef int G = pt_gate_count(code)
-    _float_dtype(w_hh, "w_hh")
-    if w_hh.ndim != 2 or w_hh.shape[0] != G * w_hh.shape[1]:
-        raise ValueError(f"w_hh: expected shape ({G}*hidden, hidden), got {w_hh.shape}")
-    cdef int T = x.shape[0], B = x.shape[1], I = x.shape[2], H = w_hh.shape[1]
-    _check_dims(T, B, I, H, G)
+    xs = _array_shape(x, "x", 3, "(T, B, input)")
+    ws = _array_shape(w_hh, "w_hh", 2, f"({G}*hidden, hidden)")
+    if ws[0] != G * ws[1]:
+        raise ValueError(f"w_hh: expected shape ({G}*hidden, hidden), got {ws}")
+    _check_sizes("x", xs[0], xs[1], xs[2], ws[1], G)
+    cdef int T = xs[0], B = xs[1], I = xs[2], H = ws[1]
     cdef int GH = G * H
     cdef cnp.ndarray ax = _check(x, "x", dtype, (T, B, I))
     cdef cnp.ndarray aw_ih = _check(w_ih, "w_ih", dtype, (GH, I))
@@ -292,7 +355,7 @@ def sequence_forward(str cell, x, w_ih, w_hh, b_ih=None, b_hh=None, h0=None, c0=
     cdef pt_dims d
     d.cell = code; d.T = T; d.B = B; d.n_in = I; d.H = H; d.G = G
     d.lengths = <const int *>_ptr(alen)
-    d.nthreads = _nthreads
+    d.nthreads = _team_size(B, GH, H)
     cdef int train = training
     cdef bint single = dtype == np.float32
     cdef void *p_ax = _ptr(ax)
@@ -339,6 +402,7 @@ def sequence_forward(str cell, x, w_ih, w_hh, b_ih=None, b_hh=None, h0=None, c0=
     cache.has_peephole = apeep is not None
     cache.x = ax; cache.w_ih = aw_ih; cache.w_hh = aw_hh; cache.peephole = apeep
     cache.lengths = alen; cache.xg = xg; cache.hs = hs; cache.cs = cs; cache.hn_cache = hn_cache
+    cache.ready = True
     return out, h_n, c_n, cache
 
 
@@ -351,7 +415,7 @@ def sequence_backward(SequenceCache cache, d_out, d_hn=None, d_cn=None, *, grad_
     gradients are added into the caller's grad_* buffers (same shapes as the parameters).
     Returns (dx (T, B, I), dh0 (B, H), dc0 (B, H) or None).
     """
-    if cache is None:
+    if cache is None or not cache.ready:
         raise TypeError("cache: expected the cache of a training-mode sequence_forward")
     dtype = cache.dtype
     cdef int T = cache.T, B = cache.B, I = cache.n_in, H = cache.H, G = cache.G, GH = G * H
@@ -389,7 +453,7 @@ def sequence_backward(SequenceCache cache, d_out, d_hn=None, d_cn=None, *, grad_
     cdef pt_dims d
     d.cell = code; d.T = T; d.B = B; d.n_in = I; d.H = H; d.G = G
     d.lengths = <const int *>_ptr(alen)
-    d.nthreads = _nthreads
+    d.nthreads = _team_size(B, GH, H)
     cdef bint single = dtype == np.float32
     cdef void *p_ax = _ptr(ax)
     cdef void *p_aw_ih = _ptr(aw_ih)
@@ -450,14 +514,13 @@ def cell_step(str cell, x, h, c, w_ih, w_hh, b_ih, b_hh, h_out, c_out, work, pee
     """
     cdef int code = _cell_code(cell)
     dtype = _float_dtype(x, "x")
-    if x.ndim != 2:
-        raise ValueError(f"x: expected 2 dimensions (B, input), got shape {x.shape}")
     cdef int G = pt_gate_count(code)
-    _float_dtype(w_hh, "w_hh")
-    if w_hh.ndim != 2 or w_hh.shape[0] != G * w_hh.shape[1]:
-        raise ValueError(f"w_hh: expected shape ({G}*hidden, hidden), got {w_hh.shape}")
-    cdef int B = x.shape[0], I = x.shape[1], H = w_hh.shape[1], GH = G * H
-    _check_dims(1, B, I, H, G)
+    xs = _array_shape(x, "x", 2, "(B, input)")
+    ws = _array_shape(w_hh, "w_hh", 2, f"({G}*hidden, hidden)")
+    if ws[0] != G * ws[1]:
+        raise ValueError(f"w_hh: expected shape ({G}*hidden, hidden), got {ws}")
+    _check_sizes("w_hh", 1, xs[0], xs[1], ws[1], 2 * G)
+    cdef int B = xs[0], I = xs[1], H = ws[1], GH = G * H
     cdef cnp.ndarray ax = _check(x, "x", dtype, (B, I))
     cdef cnp.ndarray ah = _check(h, "h", dtype, (B, H))
     cdef cnp.ndarray aw_ih = _check(w_ih, "w_ih", dtype, (GH, I))
@@ -480,7 +543,7 @@ def cell_step(str cell, x, h, c, w_ih, w_hh, b_ih, b_hh, h_out, c_out, work, pee
     cdef cnp.ndarray apeep = _opt(peephole, "peephole", dtype, (3, H))
     cdef cnp.ndarray awork = _check(work, "work", dtype,
                                     (B, 2 * GH if code == _GRU else GH), True)
-    cdef int nthreads = _nthreads
+    cdef int nthreads = _team_size(B, GH, I + H)
     cdef bint single = dtype == np.float32
     cdef void *p_ax = _ptr(ax)
     cdef void *p_ah = _ptr(ah)
@@ -517,9 +580,10 @@ def reverse_sequences(x, lengths=None, out=None):
     back the same way (the operation is its own inverse on the valid steps).
     """
     dtype = _float_dtype(x, "x")
-    if x.ndim != 3:
-        raise ValueError(f"x: expected 3 dimensions (T, B, F), got shape {x.shape}")
-    cdef int T = x.shape[0], B = x.shape[1], F = x.shape[2]
+    xs = _array_shape(x, "x", 3, "(T, B, F)")
+    if xs[0] * xs[1] > _INT_MAX or max(xs) > _INT_MAX:
+        raise ValueError(f"x: shape {xs} exceeds 32-bit sizes")
+    cdef int T = xs[0], B = xs[1], F = xs[2]
     cdef cnp.ndarray ax = _check(x, "x", dtype, (T, B, F))
     cdef cnp.ndarray alen = _check_lengths(lengths, T, B)
     cdef cnp.ndarray aout = (np.empty((T, B, F), dtype) if out is None
@@ -542,7 +606,7 @@ def reverse_sequences(x, lengths=None, out=None):
 
 def sigmoid_f32(x):
     """The float32 sigmoid the kernels use (for tests of its accuracy)."""
-    cdef cnp.ndarray a = np.ascontiguousarray(x, dtype=np.float32)
+    cdef cnp.ndarray a = _as_float32(x)
     cdef cnp.ndarray y = np.empty_like(a)
     pt_sigmoid_array_f(a.size, <float *>_ptr(a), <float *>_ptr(y))
     return y
@@ -550,7 +614,14 @@ def sigmoid_f32(x):
 
 def tanh_f32(x):
     """The float32 tanh the kernels use (for tests of its accuracy)."""
-    cdef cnp.ndarray a = np.ascontiguousarray(x, dtype=np.float32)
+    cdef cnp.ndarray a = _as_float32(x)
     cdef cnp.ndarray y = np.empty_like(a)
     pt_tanh_array_f(a.size, <float *>_ptr(a), <float *>_ptr(y))
     return y
+
+
+cdef cnp.ndarray _as_float32(x):
+    try:
+        return np.ascontiguousarray(x, dtype=np.float32)
+    except (ValueError, TypeError) as e:
+        raise TypeError(f"x: expected numbers convertible to float32 ({e})") from None

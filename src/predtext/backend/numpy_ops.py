@@ -2,8 +2,17 @@
 
 import numpy
 
+from predtext import _core
+
 
 class NumpyOps:
+    """The CPU backend. Recurrent methods are thin pass-throughs to ``predtext._core``.
+
+    A GPU backend implements the same methods with the same arguments and return values,
+    so recurrent layers run unchanged on either. Arrays are time-major ``(T, B, F)`` and
+    C-contiguous, and every array of one call shares the dtype (float32 or float64).
+    """
+
     name = "cpu"
     xp = numpy
 
@@ -12,3 +21,59 @@ class NumpyOps:
 
     def to_numpy(self, a):
         return numpy.asarray(a)
+
+    def set_num_threads(self, n):
+        """How many threads the recurrent kernels use (BLAS stays single-threaded inside).
+
+        One thread is faster for small batches and hidden sizes, where a step is too short
+        to share, and on machines where other processes hold the cores.
+        """
+        _core.set_num_threads(n)
+
+    def get_num_threads(self):
+        return _core.get_num_threads()
+
+    # -- recurrent kernels -------------------------------------------------------------
+
+    def rnn_forward(self, cell, x_tbi, w_ih, w_hh, b_ih=None, b_hh=None, h0_bh=None,
+                    c0_bh=None, lengths=None, peephole=None, training=False):
+        """One layer, one direction, over whole sequences.
+
+        ``cell`` is "rnn_tanh", "rnn_relu", "lstm" or "gru". Returns
+        ``(out_tbh, h_n_bh, c_n_bh or None, cache or None)``; the cache (training only) is
+        what ``rnn_backward`` needs. Steps past a sequence's length give zero output and
+        leave its state unchanged.
+        """
+        return _core.sequence_forward(cell, x_tbi, w_ih, w_hh, b_ih, b_hh, h0_bh, c0_bh,
+                                      lengths, peephole, training)
+
+    def rnn_backward(self, cache, d_out_tbh, d_hn_bh=None, d_cn_bh=None, *, grad_w_ih,
+                     grad_w_hh, grad_b_ih=None, grad_b_hh=None, grad_peephole=None):
+        """Backpropagation through time for one ``rnn_forward(training=True)`` call.
+
+        Adds the parameter gradients into the ``grad_*`` buffers and returns
+        ``(dx_tbi, dh0_bh, dc0_bh or None)``.
+        """
+        return _core.sequence_backward(cache, d_out_tbh, d_hn_bh, d_cn_bh,
+                                       grad_w_ih=grad_w_ih, grad_w_hh=grad_w_hh,
+                                       grad_b_ih=grad_b_ih, grad_b_hh=grad_b_hh,
+                                       grad_peephole=grad_peephole)
+
+    def rnn_step_workspace(self, cell, batch, hidden, dtype=numpy.float32):
+        """A scratch buffer for ``rnn_step``; allocate it once and reuse it every step."""
+        return numpy.empty(_core.step_workspace_shape(cell, batch, hidden), dtype=dtype)
+
+    def rnn_step(self, cell, x_bi, h_bh, c_bh, w_ih, w_hh, b_ih, b_hh, h_out, c_out, work,
+                 peephole=None):
+        """Advance a batch of states one step into ``h_out`` (and ``c_out``); may be in place."""
+        _core.cell_step(cell, x_bi, h_bh, c_bh, w_ih, w_hh, b_ih, b_hh, h_out, c_out, work,
+                        peephole)
+        return h_out, c_out
+
+    def reverse_sequences(self, x_tbf, lengths=None, out=None):
+        """Reverse each sequence in time within its own length; zeros past the end.
+
+        Its own inverse on the valid steps, so a reverse-direction layer applies it to its
+        input before the forward kernel and to the kernel's output after.
+        """
+        return _core.reverse_sequences(x_tbf, lengths, out)

@@ -13,11 +13,11 @@ from predtext.nn.clip import clip_grad_norm_, clip_grad_value_, total_grad_norm
 from predtext.nn.init import manual_seed, get_rng
 from predtext.nn import init
 
-# ---- Recurrent layers: `from predtext.nn.rnn import RNN, LSTM, GRU` goes on the line
-# ---- below, with "RNN", "LSTM", "GRU" added to __all__, when rnn.py lands.
+from predtext.nn.rnn import RNN, LSTM, GRU
 
 __all__ = [
     "Module", "Parameter", "IncompatibleKeys", "check_dtype",
+    "RNN", "LSTM", "GRU",
     "Linear", "Embedding", "Dropout", "LockedDropout", "Sequential",
     "CrossEntropyLoss", "MSELoss", "softmax_cross_entropy", "mse_loss",
     "Optimizer", "SGD", "RMSprop", "Adam", "AdamW",
