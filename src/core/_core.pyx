@@ -17,7 +17,7 @@ import numpy as np
 
 cimport cython
 cimport numpy as cnp
-from scipy.linalg.cython_blas cimport sgemm, dgemm
+from scipy.linalg.cython_blas cimport dgemm, dgemv, sgemm, sgemv
 
 cnp.import_array()
 
@@ -33,7 +33,11 @@ cdef extern from "kernels.h" nogil:
         const int *lengths
         int nthreads
 
-    void pt_set_blas(pt_sgemm_fn sgemm, pt_dgemm_fn dgemm)
+    ctypedef void (*pt_sgemv_fn)(char *, int *, int *, float *, float *, int *, float *, int *,
+                                 float *, float *, int *)
+    ctypedef void (*pt_dgemv_fn)(char *, int *, int *, double *, double *, int *, double *,
+                                 int *, double *, double *, int *)
+    void pt_set_blas(pt_sgemm_fn sgemm, pt_dgemm_fn dgemm, pt_sgemv_fn sgemv, pt_dgemv_fn dgemv)
     int pt_gate_count(int cell)
     int pt_max_threads()
     int pt_have_openmp()
@@ -78,7 +82,7 @@ cdef extern from "kernels.h" nogil:
     void pt_reverse_d(int T, int B, int F, const int *lengths, const double *src, double *dst)
 
 
-pt_set_blas(sgemm, dgemm)
+pt_set_blas(sgemm, dgemm, sgemv, dgemv)
 
 
 def _register_openblas_thread_controls():

@@ -29,11 +29,15 @@ int pt_have_openmp(void) { return 0; }
 
 static pt_sgemm_fn pt_sgemm;
 static pt_dgemm_fn pt_dgemm;
+static pt_sgemv_fn pt_sgemv;
+static pt_dgemv_fn pt_dgemv;
 
-void pt_set_blas(pt_sgemm_fn sgemm, pt_dgemm_fn dgemm)
+void pt_set_blas(pt_sgemm_fn sgemm, pt_dgemm_fn dgemm, pt_sgemv_fn sgemv, pt_dgemv_fn dgemv)
 {
     pt_sgemm = sgemm;
     pt_dgemm = dgemm;
+    pt_sgemv = sgemv;
+    pt_dgemv = dgemv;
 }
 
 int pt_gate_count(int cell) { return cell == PT_LSTM ? 4 : (cell == PT_GRU ? 3 : 1); }
@@ -55,24 +59,28 @@ static void pt_slice(int n, int np, int p, int align, int *lo, int *hi)
 #define SIGMOID pt_sigmoidf
 #define TANH pt_tanhf
 #define GEMM pt_sgemm
+#define GEMV pt_sgemv
 #include "kernels_impl.h"
 #undef REAL
 #undef SFX
 #undef SIGMOID
 #undef TANH
 #undef GEMM
+#undef GEMV
 
 #define REAL double
 #define SFX d
 #define SIGMOID pt_sigmoidd
 #define TANH pt_tanhd
 #define GEMM pt_dgemm
+#define GEMV pt_dgemv
 #include "kernels_impl.h"
 #undef REAL
 #undef SFX
 #undef SIGMOID
 #undef TANH
 #undef GEMM
+#undef GEMV
 
 PT_CLONES void pt_sigmoid_array_f(size_t n, const float *x, float *y)
 {

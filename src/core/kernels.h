@@ -23,6 +23,11 @@ typedef void (*pt_sgemm_fn)(char *, char *, int *, int *, int *, float *, float 
 typedef void (*pt_dgemm_fn)(char *, char *, int *, int *, int *, double *, double *, int *,
                             double *, int *, double *, double *, int *);
 
+typedef void (*pt_sgemv_fn)(char *, int *, int *, float *, float *, int *, float *, int *,
+                            float *, float *, int *);
+typedef void (*pt_dgemv_fn)(char *, int *, int *, double *, double *, int *, double *, int *,
+                            double *, double *, int *);
+
 typedef struct {
     int cell;           /* enum pt_cell */
     int T, B, n_in, H; /* n_in: input size (I clashes with complex.h) */
@@ -31,7 +36,7 @@ typedef struct {
     int nthreads;
 } pt_dims;
 
-void pt_set_blas(pt_sgemm_fn sgemm, pt_dgemm_fn dgemm);
+void pt_set_blas(pt_sgemm_fn sgemm, pt_dgemm_fn dgemm, pt_sgemv_fn sgemv, pt_dgemv_fn dgemv);
 int pt_gate_count(int cell);
 int pt_max_threads(void);
 int pt_have_openmp(void);

@@ -5,12 +5,25 @@
 #define PT_CAT(a, b) PT_CAT2(a, b)
 #define NAME(x) PT_CAT(x, SFX)
 
-/* Row-major C = op(A) op(B) expressed through column-major BLAS by the caller; this
- * wrapper only skips empty products, which some BLAS builds reject. */
+/* Column-major C = alpha op(A) op(B) + beta C (callers express row-major products this
+ * way).  Empty products are skipped, which some BLAS builds reject; a one-column product
+ * goes to GEMV, since OpenBLAS's GEMM is many times slower there (a batch of one, as in
+ * incremental inference). */
 static void NAME(gemm)(char ta, char tb, int m, int n, int k, REAL alpha, const REAL *a,
                        int lda, const REAL *b, int ldb, REAL beta, REAL *c, int ldc)
 {
     if (m <= 0 || n <= 0) return;
+    if (n == 1 && k > 0) {
+        int inc_b = tb == 'N' ? 1 : ldb, one = 1;
+        if (ta == 'N') {
+            char t = 'N';
+            GEMV(&t, &m, &k, &alpha, (REAL *)a, &lda, (REAL *)b, &inc_b, &beta, c, &one);
+        } else {
+            char t = 'T';
+            GEMV(&t, &k, &m, &alpha, (REAL *)a, &lda, (REAL *)b, &inc_b, &beta, c, &one);
+        }
+        return;
+    }
     GEMM(&ta, &tb, &m, &n, &k, &alpha, (REAL *)a, &lda, (REAL *)b, &ldb, &beta, c, &ldc);
 }
 
