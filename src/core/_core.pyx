@@ -39,6 +39,8 @@ cdef extern from "kernels.h" nogil:
                                  int *, double *, double *, int *)
     void pt_set_blas(pt_sgemm_fn sgemm, pt_dgemm_fn dgemm, pt_sgemv_fn sgemv, pt_dgemv_fn dgemv)
     int pt_gate_count(int cell)
+    void pt_set_step_rows(int which, int rows)
+    int pt_get_step_rows(int which)
     int pt_max_threads()
     int pt_have_openmp()
     int pt_add_blas_threads_fns(void *set_fn, void *get_fn)
@@ -159,6 +161,16 @@ cdef int _team_size(long long B, long long GH, long long K):
     return <int>min(<long long>_nthreads, per_thread)
 
 
+def _set_step_rows(int forward, int backward):
+    """Rows per BLAS call in the per-step products (0: one call); for benchmarking."""
+    pt_set_step_rows(1, forward)
+    pt_set_step_rows(0, backward)
+
+
+def _get_step_rows():
+    return pt_get_step_rows(1), pt_get_step_rows(0)
+
+
 def has_openmp():
     """True when the core was compiled with OpenMP."""
     return bool(pt_have_openmp())
@@ -267,6 +279,12 @@ cdef cnp.ndarray _check_lengths(object lengths, T, B):
     return np.ascontiguousarray(arr, dtype=np.int32)
 
 
+cdef tuple _layout(tuple arrays):
+    return tuple([None if a is None else
+                  (<size_t>cnp.PyArray_DATA(<cnp.ndarray>a), _shape(<cnp.ndarray>a))
+                  for a in arrays])
+
+
 cdef inline void *_ptr(cnp.ndarray a):
     return NULL if a is None else cnp.PyArray_DATA(a)
 
@@ -294,6 +312,10 @@ cdef class SequenceCache:
     cdef readonly object dtype
     cdef readonly bint has_bias, has_peephole
     cdef object x, w_ih, w_hh, peephole, lengths, xg, hs, cs, hn_cache
+
+    # Where the caller's arrays were at forward time: backward refuses arrays that were
+    # resized or reallocated since (ndarray.resize(refcheck=False) can do that).
+    cdef tuple layout
 
     def __reduce__(self):
         raise TypeError("SequenceCache cannot be pickled")
@@ -406,6 +428,7 @@ def sequence_forward(str cell, x, w_ih, w_hh, b_ih=None, b_hh=None, h0=None, c0=
     cache.has_peephole = apeep is not None
     cache.x = ax; cache.w_ih = aw_ih; cache.w_hh = aw_hh; cache.peephole = apeep
     cache.lengths = alen; cache.xg = xg; cache.hs = hs; cache.cs = cs; cache.hn_cache = hn_cache
+    cache.layout = _layout((ax, aw_ih, aw_hh, apeep))
     cache.ready = True
     return out, h_n, c_n, cache
 
@@ -421,6 +444,8 @@ def sequence_backward(SequenceCache cache, d_out, d_hn=None, d_cn=None, *, grad_
     """
     if cache is None or not cache.ready:
         raise TypeError("cache: expected the cache of a training-mode sequence_forward")
+    if _layout((cache.x, cache.w_ih, cache.w_hh, cache.peephole)) != cache.layout:
+        raise ValueError("cache: x or the weights were resized since the forward pass")
     dtype = cache.dtype
     cdef int T = cache.T, B = cache.B, I = cache.n_in, H = cache.H, G = cache.G, GH = G * H
     cdef int code = cache.code

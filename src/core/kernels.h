@@ -38,6 +38,8 @@ typedef struct {
 
 void pt_set_blas(pt_sgemm_fn sgemm, pt_dgemm_fn dgemm, pt_sgemv_fn sgemv, pt_dgemv_fn dgemv);
 int pt_gate_count(int cell);
+void pt_set_step_rows(int which, int rows);
+int pt_get_step_rows(int which);
 int pt_max_threads(void);
 int pt_have_openmp(void);
 

@@ -1,0 +1,183 @@
+"""predtext suggestions for any prompt_toolkit application: a Completer and an AutoSuggest.
+
+    from prompt_toolkit import PromptSession
+    from prompt_toolkit.auto_suggest import ThreadedAutoSuggest
+    from prompt_toolkit.completion import ThreadedCompleter
+    from predtext import Engine
+    from predtext.repl import PredtextAutoSuggest, PredtextCompleter, Suggester
+
+    suggester = Suggester(Engine.load(), k=6)       # one engine query per keystroke, shared
+    session = PromptSession(completer=ThreadedCompleter(PredtextCompleter(suggester)),
+                            auto_suggest=ThreadedAutoSuggest(PredtextAutoSuggest(suggester)),
+                            complete_while_typing=True)
+    text = session.prompt("> ")
+
+The completion menu lists the engine's suggestions for the text before the cursor, with their
+source and score in the meta column; accepting one replaces the typed part of the word. The
+auto-suggestion shows the best suggestion that continues what was typed as grey text after the
+cursor (→ or Ctrl-F accepts it).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Callable, Iterable, List, Optional, Sequence
+
+from prompt_toolkit.auto_suggest import AutoSuggest
+from prompt_toolkit.auto_suggest import Suggestion as InlineSuggestion
+from prompt_toolkit.completion import CompleteEvent, Completer, Completion
+from prompt_toolkit.document import Document
+
+__all__ = ["Suggester", "PredtextCompleter", "PredtextAutoSuggest", "SuggestionCompletion",
+           "InlineEngineSuggestion", "describe_source"]
+
+DEFAULT_K = 6
+MAX_K = 50
+
+
+def _checked_k(k) -> int:
+    if isinstance(k, bool) or not isinstance(k, int):
+        raise TypeError(f"k must be an int, got {type(k).__name__}")
+    if not 1 <= k <= MAX_K:
+        raise ValueError(f"k must be between 1 and {MAX_K}, got k={k}")
+    return k
+
+
+class Suggester:
+    """Asks an engine for ``k`` suggestions, once per distinct text, and times the answer.
+
+    The completer and the auto-suggestion of one prompt ask about the same text on every
+    keystroke; sharing a Suggester makes that one engine call. ``engine`` is anything with
+    ``suggest(text_before_cursor, k)`` (an :class:`~predtext.engine.Engine`). Safe to call from
+    several threads (prompt_toolkit's threaded completer and auto-suggest run in a pool).
+
+    ``on_answer(text, suggestions)`` is called after each answer (the terminal uses it to time
+    key-to-screen latency).
+    """
+
+    def __init__(self, engine, k: int = DEFAULT_K,
+                 on_answer: Optional[Callable[[str, List], None]] = None):
+        if not callable(getattr(engine, "suggest", None)):
+            raise TypeError(f"engine must have suggest(text, k), got {type(engine).__name__}")
+        self.engine = engine
+        self._k = _checked_k(k)
+        self.on_answer = on_answer
+        self.last_latency_ms: Optional[float] = None
+        self._lock = threading.Lock()
+        self._cached_key = None
+        self._cached: List = []
+
+    @property
+    def k(self) -> int:
+        """How many suggestions to ask for (1..50)."""
+        return self._k
+
+    @k.setter
+    def k(self, value: int) -> None:
+        self._k = _checked_k(value)
+        self.invalidate()
+
+    def invalidate(self) -> None:
+        """Forget the cached answer (after the engine learned, or was replaced)."""
+        with self._lock:
+            self._cached_key = None
+
+    def suggest(self, text_before_cursor: str) -> List:
+        """The engine's suggestions for ``text_before_cursor`` (best first)."""
+        with self._lock:
+            key = (text_before_cursor, self._k)
+            if key == self._cached_key:
+                return list(self._cached)
+            started = time.perf_counter()
+            suggestions = list(self.engine.suggest(text_before_cursor, self._k))
+            self.last_latency_ms = (time.perf_counter() - started) * 1000.0
+            self._cached_key, self._cached = key, suggestions
+        if self.on_answer is not None:
+            self.on_answer(text_before_cursor, suggestions)
+        return list(suggestions)
+
+
+def _as_suggester(engine_or_suggester, k: int) -> Suggester:
+    if isinstance(engine_or_suggester, Suggester):
+        return engine_or_suggester
+    return Suggester(engine_or_suggester, k)
+
+
+def describe_source(suggestion) -> str:
+    """The meta-column text: the predictors that proposed it and its score, e.g. ``ngram+history 0.41``."""
+    sources = getattr(suggestion, "sources", None)
+    if sources is None:
+        source = getattr(suggestion, "source", "")
+        sources = (source,) if isinstance(source, str) else tuple(source)
+    return f"{'+'.join(sources) or '?'} {suggestion.score:.2f}"
+
+
+class SuggestionCompletion(Completion):
+    """A menu entry that remembers the engine suggestion it shows (``.suggestion``)."""
+
+    def __init__(self, suggestion):
+        super().__init__(suggestion.text, start_position=-suggestion.replace,
+                         display_meta=describe_source(suggestion))
+        self.suggestion = suggestion
+
+
+class PredtextCompleter(Completer):
+    """Completes with the engine's suggestions for the text before the cursor.
+
+    ``engine`` is an :class:`~predtext.engine.Engine` (asked for ``k`` suggestions) or a
+    :class:`Suggester` shared with a :class:`PredtextAutoSuggest`. Each completion replaces the
+    typed part of the current word (``start_position = -suggestion.replace``) and carries the
+    suggestion's source and score in its meta column. The engine does real work per keystroke:
+    wrap this in ``ThreadedCompleter`` so typing never waits for it.
+    """
+
+    def __init__(self, engine, k: int = DEFAULT_K):
+        self.suggester = _as_suggester(engine, k)
+
+    def get_completions(self, document: Document,
+                        complete_event: CompleteEvent) -> Iterable[Completion]:
+        for suggestion in self.suggester.suggest(document.text_before_cursor):
+            if suggestion.replace <= len(document.text_before_cursor):
+                yield SuggestionCompletion(suggestion)
+
+
+class InlineEngineSuggestion(InlineSuggestion):
+    """Grey inline text that remembers the engine suggestion it continues (``.suggestion``)."""
+
+    def __init__(self, text: str, suggestion):
+        super().__init__(text)
+        self.suggestion = suggestion
+
+
+def continuation(text_before_cursor: str, suggestions: Sequence) -> Optional[InlineEngineSuggestion]:
+    """The best suggestion that extends exactly what was typed, as the text still to insert.
+
+    Grey text can only be appended after the cursor, so a suggestion that rewrites the typed
+    part (an abbreviation's expansion, a different case) stays in the menu only.
+    """
+    for suggestion in suggestions:
+        if suggestion.replace > len(text_before_cursor):
+            continue
+        typed = text_before_cursor[len(text_before_cursor) - suggestion.replace:]
+        if suggestion.text.startswith(typed) and len(suggestion.text) > len(typed):
+            return InlineEngineSuggestion(suggestion.text[len(typed):], suggestion)
+    return None
+
+
+class PredtextAutoSuggest(AutoSuggest):
+    """Shows the best suggestion as grey text after the cursor; → or Ctrl-F accepts it.
+
+    ``engine`` is an :class:`~predtext.engine.Engine` or a :class:`Suggester` (share one with
+    the :class:`PredtextCompleter` so both cost one engine call). Wrap it in
+    ``ThreadedAutoSuggest`` to keep the engine off the UI thread.
+    """
+
+    def __init__(self, engine, k: int = DEFAULT_K):
+        self.suggester = _as_suggester(engine, k)
+
+    def get_suggestion(self, buffer, document: Document) -> Optional[InlineSuggestion]:
+        if not document.is_cursor_at_the_end:
+            return None
+        text = document.text_before_cursor
+        return continuation(text, self.suggester.suggest(text))

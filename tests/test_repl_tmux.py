@@ -1,0 +1,139 @@
+"""`predtext repl` end to end in a real terminal: tmux sends the keys and reads the screen.
+
+The terminal runs on a private tmux server (its own socket), with its own data and config
+directories and a small n-gram model, so its suggestions are fixed and nothing of the user's
+is read or written. Skipped only when tmux is not installed.
+"""
+
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+import pytest
+
+from predtext.engine import NGramModel
+
+pytestmark = pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
+
+TEXT = ("the apple and the application of the apple pie. the apple tree. an apple a day. "
+        "the application form. the cat sat on the mat. the cat ran.")
+CONFIG = "[engine]\ntime_budget_ms = 2000\n[predictors.ngram]\nweight = 1.0\n"
+
+
+class Tmux:
+    """One tmux session on a private server; ``close`` kills the server and everything in it."""
+
+    def __init__(self, directory, command, width=100, height=24):
+        # A short socket path: unix sockets are limited to about 100 characters.
+        self.socket = os.path.join(directory, "tmux.sock")
+        self.session = "predtext-test"
+        self._tmux("new-session", "-d", "-s", self.session, "-x", str(width), "-y", str(height),
+                   command)
+
+    def _tmux(self, *args, check=True):
+        return subprocess.run(["tmux", "-S", self.socket, *args], capture_output=True,
+                              text=True, timeout=20, check=check)
+
+    def send(self, *keys, literal=False):
+        self._tmux("send-keys", "-t", self.session, *(("-l",) if literal else ()), *keys)
+
+    def screen(self):
+        return self._tmux("capture-pane", "-p", "-t", self.session).stdout
+
+    def cursor_x(self):
+        return int(self._tmux("display-message", "-p", "-t", self.session,
+                              "#{cursor_x}").stdout.strip())
+
+    def wait_for(self, condition, timeout=30.0, what="the screen"):
+        """Poll the screen until ``condition(screen)`` holds; fails with the last screen."""
+        deadline = time.monotonic() + timeout
+        while True:
+            screen = self.screen()
+            if condition(screen):
+                return screen
+            if time.monotonic() > deadline:
+                pytest.fail(f"timed out waiting for {what}; the screen was:\n{screen}")
+            time.sleep(0.05)
+
+    def alive(self):
+        return self._tmux("has-session", "-t", self.session, check=False).returncode == 0
+
+    def close(self):
+        self._tmux("kill-server", check=False)
+
+
+@pytest.fixture
+def terminal():
+    directory = tempfile.mkdtemp(prefix="pt-tmux-")   # short path, for the socket
+    model = os.path.join(directory, "model.safetensors")
+    NGramModel.from_text(TEXT).save(model)
+    config = os.path.join(directory, "config.toml")
+    with open(config, "w") as handle:
+        handle.write(CONFIG)
+    environment = {"PREDTEXT_DATA_DIR": os.path.join(directory, "data"),
+                   "XDG_CONFIG_HOME": os.path.join(directory, "xdg"),
+                   "TERM": "xterm-256color"}
+    command = " ".join(
+        ["env"] + [f"{k}={shlex.quote(v)}" for k, v in environment.items()]
+        + [shlex.quote(a) for a in (sys.executable, "-m", "predtext.cli", "repl",
+                                    "--model", model, "--config", config)]
+        + ["2>" + shlex.quote(os.path.join(directory, "stderr.txt"))])
+    tmux = Tmux(directory, command)
+    try:
+        yield tmux, directory
+    finally:
+        tmux.close()
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def prompt_line(screen):
+    """The line holding the prompt (capture-pane drops its trailing space when empty)."""
+    return next((line for line in screen.splitlines() if line.startswith(">")), None)
+
+
+def test_menu_shows_suggestions_and_right_arrow_accepts_the_grey_text(terminal):
+    tmux, directory = terminal
+    tmux.wait_for(lambda s: prompt_line(s) is not None and "model.safetensors" in s,
+                  what="the prompt and toolbar")
+    tmux.send("the app", literal=True)
+    screen = tmux.wait_for(lambda s: "application" in s and "apple" in s and "ngram" in s
+                           and "ms suggest" in s, what="the completion menu")
+    menu = [line for line in screen.splitlines() if "ngram 0." in line]
+    assert {line.split()[0] for line in menu} == {"application", "apple"}
+    # The best suggestion shows after the cursor as grey text, not typed text.
+    assert prompt_line(screen).rstrip() in ("> the application", "> the apple")
+    grey = prompt_line(screen).rstrip()
+    assert tmux.cursor_x() == len("> the app")
+
+    tmux.send("Right")
+    tmux.wait_for(lambda s: tmux.cursor_x() == len(grey), what="→ to accept the grey text")
+    tmux.send("Enter")
+    screen = tmux.wait_for(lambda s: "saved" in s, what="the committed line and the savings")
+    assert f"8 keys → {len(grey) - 2} chars" in screen
+    assert grey[2:] in screen.splitlines()     # the transcript line, above the prompt
+    assert prompt_line(screen).rstrip() == ">"
+
+    tmux.send("C-d")
+    deadline = time.monotonic() + 20
+    while tmux.alive() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not tmux.alive(), "Ctrl-D did not end the terminal"
+    with open(os.path.join(directory, "stderr.txt")) as handle:
+        assert "Traceback" not in handle.read()
+
+
+def test_tab_selects_from_the_menu_and_ctrl_c_clears(terminal):
+    tmux, _ = terminal
+    tmux.wait_for(lambda s: prompt_line(s) is not None, what="the prompt")
+    tmux.send("the cat ", literal=True)
+    tmux.wait_for(lambda s: "ngram 0." in s, what="next-word suggestions")
+    tmux.send("Tab")
+    tmux.wait_for(lambda s: prompt_line(s).rstrip() in ("> the cat sat", "> the cat ran"),
+                           what="Tab to select the first suggestion")
+    tmux.send("C-c")
+    tmux.wait_for(lambda s: prompt_line(s).rstrip() == ">", what="Ctrl-C to clear the line")
+    assert tmux.alive()
