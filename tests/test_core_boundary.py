@@ -121,7 +121,8 @@ def corrupt(name, value, nominal, dtype, sources, data):
     if kind == "present":
         return nominal, {name}
     if kind == "dtype":
-        return a.astype(data.draw(st.sampled_from(BAD_DTYPES))), {name}
+        with np.errstate(all="ignore"):  # output buffers hold np.empty's garbage
+            return a.astype(data.draw(st.sampled_from(BAD_DTYPES))), {name}
     if kind == "float":  # the other accepted float dtype, not the call's
         other = np.float64 if dtype == np.float32 else np.float32
         return a.astype(other), (ALL if name in sources else {name})
@@ -435,7 +436,7 @@ def test_small_entry_points_fuzz(data):
     n = data.draw(count(high=3))
     try:
         run_or_named_error(lambda: _core.set_num_threads(n),
-                           set() if type(n) is int and n >= 1 else {"n"}, ["n"])
+                           set() if type(n) is int and 1 <= n <= 3 else {"n"}, ["n"])
     finally:
         _core.set_num_threads(before)
 
@@ -468,7 +469,6 @@ def fwd(base="lstm", **over):
 
 
 LSTM = valid("lstm")
-GRU = valid("gru")
 F64 = valid("lstm", np.float64)
 
 FORWARD_ERRORS = [
