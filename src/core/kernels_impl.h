@@ -334,9 +334,10 @@ void NAME(pt_backward)(const pt_dims *d, const REAL *x, const REAL *w_ih, const 
 #pragma omp parallel num_threads(d->nthreads)
     {
         int p = pt_thread_num(), np = pt_num_threads();
-        int j0, j1, r0, r1;
+        int j0, j1, r0, r1, m0, m1;
         pt_slice(H, np, p, 8, &j0, &j1);
         pt_slice(TB, np, p, 1, &r0, &r1);
+        pt_slice(GH, np, p, 16, &m0, &m1);
         const int hp = j1 - j0;
 
         for (int b = 0; b < B; b++) {
@@ -393,19 +394,19 @@ void NAME(pt_backward)(const pt_dims *d, const REAL *x, const REAL *w_ih, const 
             memcpy(dh0 + sb, dh + sb, hp * sizeof(REAL));
             if (cell == PT_LSTM) memcpy(dc0 + sb, dc + sb, hp * sizeof(REAL));
         }
-        /* Parameter gradients over all steps at once: rows of the own units. */
-        if (hp > 0) {
-            for (int g = 0; g < G; g++) {
-                const size_t col = (size_t)g * H + j0;
-                NAME(gemm)('N', 'T', H, hp, TB, 1, hs, H, dgh + col, GH, 1, dw_hh + col * H, H);
-                NAME(gemm)('N', 'T', I, hp, TB, 1, x, I, dgx + col, GH, 1, dw_ih + col * I, I);
-                for (int r = 0; r < TB; r++) {
-                    const REAL *gx = dgx + (size_t)r * GH + col, *gh = dgh + (size_t)r * GH + col;
-                    if (db_ih)
-                        for (int j = 0; j < hp; j++) db_ih[col + j] += gx[j];
-                    if (db_hh)
-                        for (int j = 0; j < hp; j++) db_hh[col + j] += gh[j];
-                }
+        /* Parameter gradients over all steps at once, one GEMM per weight and thread over
+         * a contiguous block of gate rows (one call, so the states are packed once). */
+        if (m1 > m0) {
+            NAME(gemm)('N', 'T', H, m1 - m0, TB, 1, hs, H, dgh + m0, GH, 1, dw_hh + (size_t)m0 * H,
+                       H);
+            NAME(gemm)('N', 'T', I, m1 - m0, TB, 1, x, I, dgx + m0, GH, 1, dw_ih + (size_t)m0 * I,
+                       I);
+            for (int r = 0; r < TB; r++) {
+                const REAL *gx = dgx + (size_t)r * GH, *gh = dgh + (size_t)r * GH;
+                if (db_ih)
+                    for (int k = m0; k < m1; k++) db_ih[k] += gx[k];
+                if (db_hh)
+                    for (int k = m0; k < m1; k++) db_hh[k] += gh[k];
             }
         }
         /* dx rows r0..r1 = dgates @ W_ih; every thread's gate columns are final after the
