@@ -295,7 +295,7 @@ cdef tuple _layout(tuple arrays):
                   for a in arrays])
 
 
-cdef inline void *_ptr(cnp.ndarray a):
+cdef inline void *_ptr(cnp.ndarray a) noexcept nogil:
     return NULL if a is None else cnp.PyArray_DATA(a)
 
 
@@ -394,38 +394,22 @@ def sequence_forward(str cell, x, w_ih, w_hh, b_ih=None, b_hh=None, h0=None, c0=
     d.nthreads = _team_size(B, GH, H)
     cdef int train = training
     cdef bint single = dtype == np.float32
-    cdef void *p_ax = _ptr(ax)
-    cdef void *p_aw_ih = _ptr(aw_ih)
-    cdef void *p_aw_hh = _ptr(aw_hh)
-    cdef void *p_ab_ih = _ptr(ab_ih)
-    cdef void *p_ab_hh = _ptr(ab_hh)
-    cdef void *p_apeep = _ptr(apeep)
-    cdef void *p_ah0 = _ptr(ah0)
-    cdef void *p_ac0 = _ptr(ac0)
-    cdef void *p_xg = _ptr(xg)
-    cdef void *p_hs = _ptr(hs)
-    cdef void *p_cs = _ptr(cs)
-    cdef void *p_hn_cache = _ptr(hn_cache)
-    cdef void *p_hh_work = _ptr(hh_work)
-    cdef void *p_out = _ptr(out)
-    cdef void *p_h_n = _ptr(h_n)
-    cdef void *p_c_n = _ptr(c_n)
     with nogil:
         pt_blas_single_enter()
         if single:
-            pt_forward_f(&d, train, <float *>p_ax, <float *>p_aw_ih,
-                         <float *>p_aw_hh, <float *>p_ab_ih, <float *>p_ab_hh,
-                         <float *>p_apeep, <float *>p_ah0, <float *>p_ac0,
-                         <float *>p_xg, <float *>p_hs, <float *>p_cs,
-                         <float *>p_hn_cache, <float *>p_hh_work, <float *>p_out,
-                         <float *>p_h_n, <float *>p_c_n)
+            pt_forward_f(&d, train, <float *>_ptr(ax), <float *>_ptr(aw_ih),
+                         <float *>_ptr(aw_hh), <float *>_ptr(ab_ih), <float *>_ptr(ab_hh),
+                         <float *>_ptr(apeep), <float *>_ptr(ah0), <float *>_ptr(ac0),
+                         <float *>_ptr(xg), <float *>_ptr(hs), <float *>_ptr(cs),
+                         <float *>_ptr(hn_cache), <float *>_ptr(hh_work), <float *>_ptr(out),
+                         <float *>_ptr(h_n), <float *>_ptr(c_n))
         else:
-            pt_forward_d(&d, train, <double *>p_ax, <double *>p_aw_ih,
-                         <double *>p_aw_hh, <double *>p_ab_ih, <double *>p_ab_hh,
-                         <double *>p_apeep, <double *>p_ah0, <double *>p_ac0,
-                         <double *>p_xg, <double *>p_hs, <double *>p_cs,
-                         <double *>p_hn_cache, <double *>p_hh_work,
-                         <double *>p_out, <double *>p_h_n, <double *>p_c_n)
+            pt_forward_d(&d, train, <double *>_ptr(ax), <double *>_ptr(aw_ih),
+                         <double *>_ptr(aw_hh), <double *>_ptr(ab_ih), <double *>_ptr(ab_hh),
+                         <double *>_ptr(apeep), <double *>_ptr(ah0), <double *>_ptr(ac0),
+                         <double *>_ptr(xg), <double *>_ptr(hs), <double *>_ptr(cs),
+                         <double *>_ptr(hn_cache), <double *>_ptr(hh_work),
+                         <double *>_ptr(out), <double *>_ptr(h_n), <double *>_ptr(c_n))
         pt_blas_single_exit()
 
     if not training:
@@ -494,50 +478,27 @@ def sequence_backward(SequenceCache cache, d_out, d_hn=None, d_cn=None, *, grad_
     d.lengths = <const int *>_ptr(alen)
     d.nthreads = _team_size(B, GH, H)
     cdef bint single = dtype == np.float32
-    cdef void *p_ax = _ptr(ax)
-    cdef void *p_aw_ih = _ptr(aw_ih)
-    cdef void *p_aw_hh = _ptr(aw_hh)
-    cdef void *p_apeep = _ptr(apeep)
-    cdef void *p_xg = _ptr(xg)
-    cdef void *p_hs = _ptr(hs)
-    cdef void *p_cs = _ptr(cs)
-    cdef void *p_hn_cache = _ptr(hn_cache)
-    cdef void *p_ad_out = _ptr(ad_out)
-    cdef void *p_ad_hn = _ptr(ad_hn)
-    cdef void *p_ad_cn = _ptr(ad_cn)
-    cdef void *p_dgx = _ptr(dgx)
-    cdef void *p_dgh = _ptr(dgh)
-    cdef void *p_dh = _ptr(dh)
-    cdef void *p_dc = _ptr(dc)
-    cdef void *p_dx = _ptr(dx)
-    cdef void *p_dh0 = _ptr(dh0)
-    cdef void *p_dc0 = _ptr(dc0)
-    cdef void *p_gw_ih = _ptr(gw_ih)
-    cdef void *p_gw_hh = _ptr(gw_hh)
-    cdef void *p_gb_ih = _ptr(gb_ih)
-    cdef void *p_gb_hh = _ptr(gb_hh)
-    cdef void *p_gpeep = _ptr(gpeep)
     with nogil:
         pt_blas_single_enter()
         if single:
-            pt_backward_f(&d, <float *>p_ax, <float *>p_aw_ih, <float *>p_aw_hh,
-                          <float *>p_apeep, <float *>p_xg, <float *>p_hs,
-                          <float *>p_cs, <float *>p_hn_cache, <float *>p_ad_out,
-                          <float *>p_ad_hn, <float *>p_ad_cn, <float *>p_dgx,
-                          <float *>p_dgh, <float *>p_dh, <float *>p_dc,
-                          <float *>p_dx, <float *>p_dh0, <float *>p_dc0,
-                          <float *>p_gw_ih, <float *>p_gw_hh, <float *>p_gb_ih,
-                          <float *>p_gb_hh, <float *>p_gpeep)
+            pt_backward_f(&d, <float *>_ptr(ax), <float *>_ptr(aw_ih), <float *>_ptr(aw_hh),
+                          <float *>_ptr(apeep), <float *>_ptr(xg), <float *>_ptr(hs),
+                          <float *>_ptr(cs), <float *>_ptr(hn_cache), <float *>_ptr(ad_out),
+                          <float *>_ptr(ad_hn), <float *>_ptr(ad_cn), <float *>_ptr(dgx),
+                          <float *>_ptr(dgh), <float *>_ptr(dh), <float *>_ptr(dc),
+                          <float *>_ptr(dx), <float *>_ptr(dh0), <float *>_ptr(dc0),
+                          <float *>_ptr(gw_ih), <float *>_ptr(gw_hh), <float *>_ptr(gb_ih),
+                          <float *>_ptr(gb_hh), <float *>_ptr(gpeep))
         else:
-            pt_backward_d(&d, <double *>p_ax, <double *>p_aw_ih,
-                          <double *>p_aw_hh, <double *>p_apeep, <double *>p_xg,
-                          <double *>p_hs, <double *>p_cs, <double *>p_hn_cache,
-                          <double *>p_ad_out, <double *>p_ad_hn,
-                          <double *>p_ad_cn, <double *>p_dgx, <double *>p_dgh,
-                          <double *>p_dh, <double *>p_dc, <double *>p_dx,
-                          <double *>p_dh0, <double *>p_dc0, <double *>p_gw_ih,
-                          <double *>p_gw_hh, <double *>p_gb_ih, <double *>p_gb_hh,
-                          <double *>p_gpeep)
+            pt_backward_d(&d, <double *>_ptr(ax), <double *>_ptr(aw_ih),
+                          <double *>_ptr(aw_hh), <double *>_ptr(apeep), <double *>_ptr(xg),
+                          <double *>_ptr(hs), <double *>_ptr(cs), <double *>_ptr(hn_cache),
+                          <double *>_ptr(ad_out), <double *>_ptr(ad_hn),
+                          <double *>_ptr(ad_cn), <double *>_ptr(dgx), <double *>_ptr(dgh),
+                          <double *>_ptr(dh), <double *>_ptr(dc), <double *>_ptr(dx),
+                          <double *>_ptr(dh0), <double *>_ptr(dc0), <double *>_ptr(gw_ih),
+                          <double *>_ptr(gw_hh), <double *>_ptr(gb_ih), <double *>_ptr(gb_hh),
+                          <double *>_ptr(gpeep))
         pt_blas_single_exit()
     return dx, dh0, dc0
 
@@ -584,29 +545,18 @@ def cell_step(str cell, x, h, c, w_ih, w_hh, b_ih, b_hh, h_out, c_out, work, pee
                                     (B, 2 * GH if code == _GRU else GH), True)
     cdef int nthreads = _team_size(B, GH, I + H)
     cdef bint single = dtype == np.float32
-    cdef void *p_ax = _ptr(ax)
-    cdef void *p_ah = _ptr(ah)
-    cdef void *p_ac = _ptr(ac)
-    cdef void *p_aw_ih = _ptr(aw_ih)
-    cdef void *p_aw_hh = _ptr(aw_hh)
-    cdef void *p_ab_ih = _ptr(ab_ih)
-    cdef void *p_ab_hh = _ptr(ab_hh)
-    cdef void *p_apeep = _ptr(apeep)
-    cdef void *p_ah_out = _ptr(ah_out)
-    cdef void *p_ac_out = _ptr(ac_out)
-    cdef void *p_awork = _ptr(awork)
     with nogil:
         pt_blas_single_enter()
         if single:
-            pt_step_f(code, B, I, H, nthreads, <float *>p_ax, <float *>p_ah,
-                      <float *>p_ac, <float *>p_aw_ih, <float *>p_aw_hh,
-                      <float *>p_ab_ih, <float *>p_ab_hh, <float *>p_apeep,
-                      <float *>p_ah_out, <float *>p_ac_out, <float *>p_awork)
+            pt_step_f(code, B, I, H, nthreads, <float *>_ptr(ax), <float *>_ptr(ah),
+                      <float *>_ptr(ac), <float *>_ptr(aw_ih), <float *>_ptr(aw_hh),
+                      <float *>_ptr(ab_ih), <float *>_ptr(ab_hh), <float *>_ptr(apeep),
+                      <float *>_ptr(ah_out), <float *>_ptr(ac_out), <float *>_ptr(awork))
         else:
-            pt_step_d(code, B, I, H, nthreads, <double *>p_ax, <double *>p_ah,
-                      <double *>p_ac, <double *>p_aw_ih, <double *>p_aw_hh,
-                      <double *>p_ab_ih, <double *>p_ab_hh, <double *>p_apeep,
-                      <double *>p_ah_out, <double *>p_ac_out, <double *>p_awork)
+            pt_step_d(code, B, I, H, nthreads, <double *>_ptr(ax), <double *>_ptr(ah),
+                      <double *>_ptr(ac), <double *>_ptr(aw_ih), <double *>_ptr(aw_hh),
+                      <double *>_ptr(ab_ih), <double *>_ptr(ab_hh), <double *>_ptr(apeep),
+                      <double *>_ptr(ah_out), <double *>_ptr(ac_out), <double *>_ptr(awork))
         pt_blas_single_exit()
 
 
@@ -630,16 +580,13 @@ def reverse_sequences(x, lengths=None, out=None):
     if aout is ax or np.shares_memory(aout, ax):
         raise ValueError("out: must not overlap x")
     cdef bint single = dtype == np.float32
-    cdef void *p_alen = _ptr(alen)
-    cdef void *p_ax = _ptr(ax)
-    cdef void *p_aout = _ptr(aout)
     with nogil:
         if single:
-            pt_reverse_f(T, B, F, <const int *>p_alen, <float *>p_ax,
-                         <float *>p_aout)
+            pt_reverse_f(T, B, F, <const int *>_ptr(alen), <float *>_ptr(ax),
+                         <float *>_ptr(aout))
         else:
-            pt_reverse_d(T, B, F, <const int *>p_alen, <double *>p_ax,
-                         <double *>p_aout)
+            pt_reverse_d(T, B, F, <const int *>_ptr(alen), <double *>_ptr(ax),
+                         <double *>_ptr(aout))
     return aout
 
 
