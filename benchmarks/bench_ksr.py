@@ -1,12 +1,27 @@
 """Keystroke savings and suggest() latency: presage beside predtext, same text, same protocol.
 
-    python benchmarks/bench_ksr.py [--corpus PATH] [--chars 3000] [-k 6] [--json]
+    python benchmarks/bench_ksr.py [--model PATH | --train] [--chars 3000] [-k 6] [--json]
+    python benchmarks/bench_ksr.py --english [--model PATH]
+    python benchmarks/bench_ksr.py --tune --model PATH_TRAINED_ON_THE_FIRST_80_PERCENT
 
-Both engines are trained on the first 90% of the corpus (tinyshakespeare by default) and type the
+tinyshakespeare (the default): both engines learn from the first 90% of the corpus and type the
 first ``--chars`` characters of the last 10% under the protocol of
 ``predtext.engine.ksr.simulate``: before each character of a word, k suggestions; a suggestion
 that completes the word (case-insensitive) costs one keystroke and the following space comes
-free; each finished line goes to the engine's learning (as on Enter).
+free; each finished line goes to the engine's learning (as on Enter). ``--model`` is a model
+file from ``predtext train`` on that 90% (``--train`` makes one: ``predtext train CORPUS
+--time-budget 300``, whose default split holds out exactly the last 10%); without either, the
+predtext rows have no neural model.
+
+``--english``: the third target. The text is ``benchmarks/data/english_original.txt``, written
+for this benchmark (no corpus holds it). presage's n-gram database is built from every shared
+corpus; predtext is the default engine: ``Engine.load()`` with the packaged default model (or
+``--model``), and, when no model is installed, an n-gram of the same corpora.
+
+``--tune``: the combination (policy and weights) on the tinyshakespeare *training* part: the
+3,000 characters from 80% of the corpus on, typed with a model trained on the first 80% only
+(``--train --tune`` trains one), so the text tuned on is new to every predictor. Prints the
+grid sorted by KSR.
 
 presage (Debian: ``apt-get install presage libpresage-data libpresage-dev``) is driven through
 its C API (``libpresage.so``) with ctypes, so it runs in this process under exactly the same
@@ -24,6 +39,7 @@ When presage is not installed its rows are left out and predtext still runs.
 from __future__ import annotations
 
 import argparse
+import copy
 import ctypes
 import ctypes.util
 import json
@@ -43,6 +59,7 @@ from predtext.engine.suggestion import Suggestion  # noqa: E402
 
 DEFAULT_CORPUS = Path("/work/shared/corpora/tinyshakespeare.txt")
 PRESAGE_CONFIG = Path("/etc/presage.xml")
+ENGLISH_TEXT = ROOT / "benchmarks" / "data" / "english_original.txt"
 
 _PAST_STREAM = ctypes.CFUNCTYPE(ctypes.c_void_p, ctypes.c_void_p)
 
@@ -138,8 +155,8 @@ def run_presage(workdir: Path, train: str, test: str, k: int, predictors: str = 
         presage.close()
 
 
-def run_predtext(train: str, test: str, k: int, config: dict):
-    model = NGramModel.from_text(train)
+def run_predtext(test: str, k: int, config: dict, model=None):
+    """Type ``test`` with an engine over ``model`` (a model file, an NGramModel or None)."""
     engine = Engine.load(model=model, config=config)
     try:
         return simulate(test, engine.suggest, k, learn=engine.learn)
@@ -147,10 +164,129 @@ def run_predtext(train: str, test: str, k: int, config: dict):
         engine.close()
 
 
-PREDTEXT_NGRAM_ONLY = {"predictors": {"ngram": {"weight": 1.0}}}
+def _config(weights: dict, policy: str = None) -> dict:
+    """The default configuration restricted to ``weights`` (name -> weight), history in memory."""
+    config = copy.deepcopy(PREDTEXT_DEFAULT)
+    config["predictors"] = {name: dict(config["predictors"][name], weight=weight)
+                            for name, weight in weights.items()}
+    if policy:
+        config["engine"]["combination"] = policy
+    return config
+
+
 # The default configuration, with the history kept in memory (no file in the user's home).
 PREDTEXT_DEFAULT = tomllib.loads(DEFAULT_CONFIG_TOML)
 PREDTEXT_DEFAULT["predictors"]["history"]["persist"] = False
+DEFAULT_WEIGHTS = {name: table["weight"] for name, table in PREDTEXT_DEFAULT["predictors"].items()}
+NO_NEURAL = {name: w for name, w in DEFAULT_WEIGHTS.items() if name != "neural"}
+
+
+def train_model(corpus: Path, out: Path, seconds: float) -> Path:
+    """``predtext train CORPUS --out OUT --time-budget SECONDS`` (its split holds out the last 10%)."""
+    print(f"training {out.name} on the first 90% of {corpus.name} for {seconds:g} s ...",
+          file=sys.stderr)
+    subprocess.run([sys.executable, "-m", "predtext.cli", "train", str(corpus), "--out", str(out),
+                    "--time-budget", str(seconds), "--quiet", "--no-plot"], check=True)
+    return out
+
+
+def have_presage() -> bool:
+    return bool(shutil.which("text2ngram") and ctypes.util.find_library("presage")
+                and PRESAGE_CONFIG.exists())
+
+
+def shakespeare_rows(args, tmp: Path):
+    text = args.corpus.read_text(encoding="utf-8")
+    cut = int(len(text) * 0.9)
+    train, test = text[:cut], text[cut:cut + args.chars]
+    model = args.model
+    if args.train:
+        model = train_model(args.corpus, args.train_out or tmp / "model.safetensors", args.seconds)
+    rows = []
+    if have_presage():
+        rows.append(("presage (default predictors)", run_presage(tmp, train, test, args.k)))
+        rows.append(("presage (smoothed n-gram alone)",
+                     run_presage(tmp, train, test, args.k, "DefaultSmoothedNgramPredictor")))
+    else:
+        print("presage is not installed (apt-get install presage libpresage-data "
+              "libpresage-dev): its rows are left out", file=sys.stderr)
+    rows.append(("predtext (n-gram alone)",
+                 run_predtext(test, args.k, _config({"ngram": 1.0}), NGramModel.from_text(train))))
+    rows.append(("predtext (default config, no neural LM)",
+                 run_predtext(test, args.k, _config(NO_NEURAL), NGramModel.from_text(train))))
+    if model is not None:
+        rows.append(("predtext (neural LM alone)",
+                     run_predtext(test, args.k, _config({"neural": 1.0}), model)))
+        rows.append(("predtext (default config, model file)",
+                     run_predtext(test, args.k, _config(DEFAULT_WEIGHTS), model)))
+    title = (f"KSR on the first {len(test)} characters of the held-out 10% of {args.corpus.name}, "
+             f"k={args.k}, case-insensitive" + (f"; model {Path(model).name}" if model else ""))
+    return title, rows
+
+
+def all_corpora() -> list:
+    root = DEFAULT_CORPUS.parent
+    return [DEFAULT_CORPUS] + sorted((root / "gutenberg").glob("*.txt"))
+
+
+def english_rows(args, tmp: Path):
+    test = ENGLISH_TEXT.read_text(encoding="utf-8")
+    corpora = all_corpora()
+    train = "\n\n".join(path.read_text(encoding="utf-8") for path in corpora)
+    rows = []
+    if have_presage():
+        rows.append(("presage (default predictors)", run_presage(tmp, train, test, args.k)))
+    else:
+        print("presage is not installed: its rows are left out", file=sys.stderr)
+    from predtext.engine.engine import default_model
+
+    model = args.model or default_model()
+    if model is not None:
+        rows.append(("predtext (default engine)", run_predtext(test, args.k, PREDTEXT_DEFAULT, model)))
+    else:
+        print("no packaged default model: predtext runs on an n-gram of the same corpora",
+              file=sys.stderr)
+        ngram = NGramModel.from_text([path.read_text(encoding="utf-8") for path in corpora])
+        rows.append(("predtext (default, n-gram of the corpora)",
+                     run_predtext(test, args.k, PREDTEXT_DEFAULT, ngram)))
+    title = (f"KSR on {ENGLISH_TEXT.name} ({len(test)} characters, in no corpus), k={args.k}, "
+             f"case-insensitive; trained on {len(corpora)} corpora"
+             + (f"; model {Path(model).name}" if model else ""))
+    return title, rows
+
+
+TUNING_GRID = [("linear", {"neural": n, "ngram": g, "history": 0.35, "dictionary": 0.02,
+                           "abbreviations": 1.0})
+               for n in (0.25, 0.5, 0.75, 1.0) for g in (0.35, 0.65, 1.0)] + \
+              [("max", {"neural": n, "ngram": 0.65, "history": 0.35, "dictionary": 0.02,
+                        "abbreviations": 1.0}) for n in (0.5, 0.65, 0.8, 1.0)]
+
+
+def tuning_rows(args, tmp: Path):
+    text = args.corpus.read_text(encoding="utf-8")
+    start = int(len(text) * 0.8)
+    tune = text[start:start + args.chars]
+    model = args.model
+    if args.train:
+        first = tmp / "first80.txt"
+        first.write_text(text[:start], encoding="utf-8")
+        model = train_model(first, args.train_out or tmp / "model80.safetensors", args.seconds)
+    if model is None:
+        raise SystemExit("--tune needs --model (trained on the first 80%) or --train")
+    from predtext.engine.engine import load_models
+
+    language_model, ngram = load_models(model)
+    rows = []
+    for policy, weights in TUNING_GRID:
+        language_model.ngram = copy.deepcopy(ngram)      # each run learns from a fresh copy
+        name = f"{policy:6} " + " ".join(f"{k[:4]}={v:g}" for k, v in weights.items()
+                                         if k in ("neural", "ngram"))
+        rows.append((name, run_predtext(tune, args.k, _config(weights, policy), language_model)))
+        print(f"{name:42} {rows[-1][1].ksr * 100:5.1f}", file=sys.stderr)
+    rows.sort(key=lambda row: -row[1].ksr)
+    title = (f"combination tuned on {len(tune)} characters from 80% of {args.corpus.name} "
+             f"(training part), k={args.k}")
+    return title, rows
 
 
 def main(argv=None) -> int:
@@ -158,33 +294,31 @@ def main(argv=None) -> int:
     parser.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS)
     parser.add_argument("--chars", type=int, default=3000, help="characters of the held-out part to type")
     parser.add_argument("-k", type=int, default=6, help="suggestions offered per keystroke")
+    parser.add_argument("--model", help="model file from predtext train (on the first 90%%)")
+    parser.add_argument("--train", action="store_true",
+                        help="train the model first (predtext train --time-budget SECONDS)")
+    parser.add_argument("--train-out", type=Path, help="where --train writes the model (default: a temporary file)")
+    parser.add_argument("--seconds", type=float, default=300, help="training time budget for --train")
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--english", action="store_true",
+                      help="the original English text, engines trained on all shared corpora")
+    mode.add_argument("--tune", action="store_true",
+                      help="grid-search the combination on the training part")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     args = parser.parse_args(argv)
 
-    text = args.corpus.read_text(encoding="utf-8")
-    cut = int(len(text) * 0.9)
-    train, test = text[:cut], text[cut:cut + args.chars]
-
-    rows = []
-    have_presage = (shutil.which("text2ngram") and ctypes.util.find_library("presage")
-                    and PRESAGE_CONFIG.exists())
     with tempfile.TemporaryDirectory(prefix="bench_ksr_") as tmp:
-        if have_presage:
-            rows.append(("presage (default predictors)", run_presage(Path(tmp), train, test, args.k)))
-            rows.append(("presage (smoothed n-gram alone)",
-                         run_presage(Path(tmp), train, test, args.k, "DefaultSmoothedNgramPredictor")))
+        if args.english:
+            title, rows = english_rows(args, Path(tmp))
+        elif args.tune:
+            title, rows = tuning_rows(args, Path(tmp))
         else:
-            print("presage is not installed (apt-get install presage libpresage-data "
-                  "libpresage-dev): its rows are left out", file=sys.stderr)
-        rows.append(("predtext (n-gram alone)", run_predtext(train, test, args.k, PREDTEXT_NGRAM_ONLY)))
-        rows.append(("predtext (default config, no neural LM)",
-                     run_predtext(train, test, args.k, PREDTEXT_DEFAULT)))
+            title, rows = shakespeare_rows(args, Path(tmp))
 
     if args.json:
         print(json.dumps({name: report.summary() for name, report in rows}, indent=2))
         return 0
-    print(f"KSR on the first {len(test)} characters of the held-out 10% of {args.corpus.name}, "
-          f"k={args.k}, case-insensitive\n")
+    print(title + "\n")
     header = f"{'engine':42} {'KSR %':>6} {'typed':>6} {'select':>6} {'chars':>6} {'p50 ms':>7} {'p99 ms':>7}"
     print(header)
     print("-" * len(header))

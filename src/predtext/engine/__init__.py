@@ -1,7 +1,8 @@
 """The predictive-text engine: predictors, their combination, and keystroke-savings measurement.
 
     from predtext.engine import Engine, NGramModel
-    engine = Engine.load(model=NGramModel.from_text(open("my_text.txt").read()))
+    engine = Engine.load(model="notes.safetensors")    # a model file from `predtext train`
+    engine = Engine.load(model=NGramModel.from_text(open("my_text.txt").read()))  # n-gram only
     engine.suggest("I would like to ")       # next words
     engine.suggest("I would like to rea")    # completions of "rea"
     engine.learn("a line the user wrote")
@@ -34,6 +35,7 @@ _EXPORTS = {
     "HistoryPredictor": "predtext.engine.history",
     "forget_history": "predtext.engine.history",
     "AbbreviationPredictor": "predtext.engine.abbreviations",
+    "NeuralPredictor": "predtext.engine.neural",
     "KsrReport": "predtext.engine.ksr",
     "simulate": "predtext.engine.ksr",
 }

@@ -25,6 +25,11 @@ combination = "linear"    # "linear" (weighted sum) or "max" (meritocracy)
 time_budget_ms = 40       # a predictor slower than this is skipped for that keystroke
 repeat_suggestions = false  # offer again what was passed over for the word being typed?
 learn = true              # learn from what you write (Engine.learn)
+# model = "~/models/notes.safetensors"   # model file to load (default: the packaged model)
+
+[predictors.neural]       # the language model: beam search over characters, or next words
+weight = 1.0
+unknown_weight = 0.2      # a spelled-out word the vocabulary does not know counts less
 
 [predictors.ngram]        # n-gram of the loaded model's corpus
 weight = 0.65
@@ -90,6 +95,7 @@ class EngineConfig:
     time_budget_ms: Optional[float] = 40.0
     repeat_suggestions: bool = False
     learn: bool = True
+    model: Optional[str] = None
     predictors: List[PredictorConfig] = field(default_factory=list)
     source: str = "<defaults>"
 
@@ -115,6 +121,10 @@ class EngineConfig:
                 if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
                     fail(f"engine.time_budget_ms must be a positive number, got {value!r}")
                 config.time_budget_ms = float(value)
+            elif key == "model":
+                if not isinstance(value, str) or not value.strip():
+                    fail(f"engine.model must be the path of a model file, got {value!r}")
+                config.model = value
             elif key in ("repeat_suggestions", "learn"):
                 if not isinstance(value, bool):
                     fail(f"engine.{key} must be true or false, got {value!r}")

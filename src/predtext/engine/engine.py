@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from pathlib import Path
 from typing import Any, List, Mapping, Optional, Sequence, Tuple, Union
 
 from predtext.engine.combiner import combine
@@ -38,6 +39,9 @@ class Engine:
     def __init__(self, predictors: Sequence[Union[Predictor, Tuple[Predictor, float]]],
                  config: Optional[EngineConfig] = None):
         self.config = config if config is not None else EngineConfig()
+        #: The language model and n-gram model the engine was loaded with (None when not).
+        self.language_model = None
+        self.ngram = None
         self._weights = {}
         chosen = []
         for item in predictors:
@@ -64,43 +68,50 @@ class Engine:
     def load(cls, model=None, config=None) -> "Engine":
         """The engine the config describes, over ``model``.
 
-        ``model`` is an :class:`~predtext.engine.ngram.NGramModel` (e.g. built with
-        ``NGramModel.from_text``) or the path of a saved n-gram file; ``None`` gives an engine
-        without a corpus model (dictionary, history and abbreviations only) until the embedded
-        default model ships. The neural language-model predictor will plug in here through the
-        same Predictor protocol. ``config`` is an :class:`EngineConfig`, a path to a TOML file,
-        a dict, or ``None`` for the user's config file (or the defaults).
+        ``model`` is one of:
+
+        * the path of a model file made by ``predtext train``: the full engine for its corpus
+          (the neural predictor on the network; the n-gram and the dictionary on the word
+          n-gram counts and vocabulary stored beside it; history and abbreviations);
+        * the path of an n-gram file (``predtext ngram build``), or an
+          :class:`~predtext.engine.ngram.NGramModel`: everything but the neural predictor;
+        * a :class:`~predtext.lm.model.LanguageModel` object;
+        * ``None``: the model named by the config's ``engine.model``, else the packaged default
+          model when it is installed, else no corpus model (dictionary, history and
+          abbreviations only).
+
+        ``config`` is an :class:`EngineConfig`, a path to a TOML file, a dict, or ``None`` for
+        the user's config file (or the defaults).
 
         A predictor that cannot be built (unknown type, broken plugin, missing data) is skipped
-        with a warning in the log; a bad config file raises ``ConfigError`` naming it.
+        with a warning in the log; a bad config file raises ``ConfigError`` naming it, and a
+        missing or unreadable model file ``ModelFileError`` naming it.
         """
-        from predtext.engine.ngram import NGramModel
-
-        if config is None:
-            config = load_config()
-        elif isinstance(config, (str, os.PathLike)):
-            config = load_config(config)
-        elif isinstance(config, Mapping):
-            config = EngineConfig.from_dict(config)
-        elif not isinstance(config, EngineConfig):
-            raise TypeError(f"config must be an EngineConfig, a path, a dict or None, "
-                            f"got {type(config).__name__}")
-        if isinstance(model, (str, os.PathLike)):
-            model = NGramModel.load(model)
-        elif model is None:
-            log.info("no model given: running without a corpus model")
-        elif not isinstance(model, NGramModel):
-            raise TypeError(f"model must be an NGramModel, a path or None, got {type(model).__name__}")
-        resources = Resources(ngram=model, vocabulary=model.word_frequencies() if model else None)
+        config = _as_config(config)
+        language_model, ngram = load_models(model if model is not None else default_model(config))
+        if ngram is None and language_model is not None:
+            ngram = getattr(language_model, "ngram", None)
+        resources = Resources(ngram=ngram, vocabulary=_vocabulary(ngram, language_model),
+                              extra={"language_model": language_model})
+        _register_neural()
         predictors = []
         for spec in config.predictors:
             if not spec.enabled:
+                continue
+            if spec.type == "neural" and language_model is None and not spec.options.get("path"):
+                log.info("predictor %r: no language model loaded, left out", spec.name)
+                continue
+            if spec.type == "ngram" and ngram is None and not spec.options.get("path"):
+                log.info("predictor %r: no n-gram model loaded, left out", spec.name)
                 continue
             try:
                 predictors.append((create_predictor(spec.type, spec.options, resources), spec.weight))
             except Exception as exc:     # one bad predictor must not take the engine down
                 log.warning("predictor %r (type %r) skipped: %s", spec.name, spec.type, exc)
-        return cls(predictors, config)
+        engine = cls(predictors, config)
+        engine.language_model = language_model
+        engine.ngram = ngram
+        return engine
 
     @property
     def predictors(self) -> List[Predictor]:
@@ -215,3 +226,83 @@ def _checked_k(k) -> int:
     if k <= 0:
         raise ValueError(f"k must be a positive number of suggestions, got k={k}")
     return min(k, MAX_K)
+
+
+def _as_config(config) -> EngineConfig:
+    if config is None:
+        return load_config()
+    if isinstance(config, (str, os.PathLike)):
+        return load_config(config)
+    if isinstance(config, Mapping):
+        return EngineConfig.from_dict(config)
+    if isinstance(config, EngineConfig):
+        return config
+    raise TypeError(f"config must be an EngineConfig, a path, a dict or None, "
+                    f"got {type(config).__name__}")
+
+
+def default_model(config: Optional[EngineConfig] = None) -> Optional[Path]:
+    """The model file ``Engine.load(model=None)`` uses: the config's ``engine.model``, else the
+    packaged default model when it is installed, else None."""
+    if config is not None and config.model:
+        return Path(os.path.expanduser(config.model))
+    from predtext.lm.model import default_model_path
+
+    path = default_model_path()
+    return path if path.is_file() else None
+
+
+def load_models(model) -> Tuple[Any, Any]:
+    """``(language_model, ngram_model)`` from what ``Engine.load`` was given (either may be None).
+
+    A path is read as a language-model file when it is one (its embedded n-gram comes with
+    it), else as an n-gram file; a file that is neither raises ``ModelFileError`` naming it.
+    """
+    from predtext.engine.ngram import NGramModel
+
+    if model is None:
+        return None, None
+    if isinstance(model, NGramModel):
+        return None, model
+    if isinstance(model, (str, os.PathLike)):
+        from predtext.errors import ModelFileError
+        from predtext.lm.modelfile import read_meta
+
+        try:
+            document = read_meta(model)
+        except ModelFileError as error:
+            if error.problem.startswith("not a predtext model file"):
+                return None, NGramModel.load(model)      # an n-gram file has its own metadata
+            raise
+        if document.get("meta", {}).get("model_format") is None:
+            raise ModelFileError(model, "holds no language model")
+        from predtext.lm.model import LanguageModel
+
+        language_model = LanguageModel.load(model)
+        return language_model, language_model.ngram
+    if callable(getattr(model, "step", None)) and getattr(model, "tokenizer", None) is not None:
+        return model, getattr(model, "ngram", None)
+    raise TypeError(f"model must be a model file path, a LanguageModel, an NGramModel or None, "
+                    f"got {type(model).__name__}")
+
+
+def _vocabulary(ngram, language_model) -> Optional[Mapping[str, float]]:
+    """Words for the dictionary: the n-gram's counted words, else a word model's vocabulary."""
+    if ngram is not None:
+        return ngram.word_frequencies()
+    tokenizer = getattr(language_model, "tokenizer", None)
+    if tokenizer is not None and getattr(tokenizer, "kind", "") == "word":
+        from predtext.engine.context import is_word
+
+        return {token: 1.0 for token in tokenizer.id_to_token[1:] if is_word(token)}
+    return None
+
+
+def _register_neural() -> None:
+    """Make the built-in ``neural`` predictor type known (beside the other built-ins)."""
+    from predtext.engine import neural, predictor
+
+    with predictor._registry_lock:
+        known = "neural" in predictor._registry
+    if not known:
+        predictor.register_predictor("neural", neural.make_predictor)

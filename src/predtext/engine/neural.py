@@ -1,0 +1,660 @@
+"""Neural language-model predictor: what a recurrent network expects the user to write next.
+
+Two kinds of model, one predictor:
+
+character level
+    The network reads the text before the cursor one character at a time. A beam search over
+    characters then completes the word being typed (each hypothesis stops at a space or
+    punctuation) or, at a word boundary, spells out the likeliest next words. A candidate's
+    probability is the product of its characters' probabilities, the stop character included.
+word level
+    The network reads the finished tokens; its next-token distribution, restricted to the
+    words that start with the typed prefix, is the answer.
+
+Why it is fast enough for every keystroke
+-----------------------------------------
+:class:`TextReader` keeps the recurrent state of the text typed so far. A keystroke that
+extends the text costs one batched cell step; a backspace or an edit rewinds to a saved
+checkpoint and steps forward from there; only a jump elsewhere reads the text again, and
+then only a bounded tail of it (see :class:`TextReader` for how that tail is chosen so that
+the state is a function of the text alone, whatever way it was typed).
+
+:class:`CompletionSearch` memoises the nodes of its search tree (the state after each
+explored continuation). The search for the next keystroke starts one character further down
+the same tree, so most of the nodes it needs were computed for the previous keystroke; the
+rest are stepped together, the whole beam in one ``step`` call per character position,
+into buffers allocated once.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+import os
+import threading
+import unicodedata
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+
+import numpy as np
+
+from predtext.engine.context import MARKERS, Context, normalize_word
+from predtext.engine.predictor import Candidate, Resources
+
+# Characters that may sit inside a word besides letters, digits and combining marks; the
+# same notion of a word as predtext.engine.context. Any other character ends a completion.
+_INNER_JOINERS = "'\u2019-\u2010\u2011"
+
+
+def is_word_character(char: str) -> bool:
+    """Whether ``char`` can be part of a word (so a completion goes on through it)."""
+    return len(char) == 1 and (char.isalnum() or char in _INNER_JOINERS
+                               or unicodedata.category(char)[0] == "M")
+
+
+class ModelAdapter:
+    """What the predictor needs of a language model, in one place.
+
+    Wraps a :class:`predtext.lm.model.LanguageModel` (anything with ``tokenizer``,
+    ``initial_state(batch)``, ``step(ids, state) -> (log_probs, state)`` and ``start_id``)
+    and counts the cell steps it performs: ``steps`` (calls, each one cell step per layer for
+    the whole batch) and ``step_rows`` (rows stepped). Tests use them to check that a
+    keystroke costs a bounded amount of work.
+    """
+
+    def __init__(self, model):
+        tokenizer = getattr(model, "tokenizer", None)
+        if tokenizer is None:
+            raise ValueError("the language model has no tokenizer, so it cannot read text")
+        for method in ("initial_state", "step"):
+            if not callable(getattr(model, method, None)):
+                raise TypeError(f"the language model has no {method}()")
+        self.model = model
+        self.tokenizer = tokenizer
+        self.level = getattr(tokenizer, "kind", "char")
+        if self.level not in ("char", "word"):
+            raise ValueError(f"unsupported tokenizer kind {self.level!r} (expected char or word)")
+        self.vocab_size = int(tokenizer.vocab_size)
+        self.start_id = int(getattr(model, "start_id", 0))
+        self.tokens: List[str] = list(tokenizer.id_to_token)
+        self.token_ids: Dict[str, int] = dict(tokenizer.token_to_id)
+        self.steps = 0
+        self.step_rows = 0
+
+    def initial_state(self, batch: int):
+        return self.model.initial_state(batch)
+
+    def step(self, ids: np.ndarray, state) -> np.ndarray:
+        """One cell step of every row of ``state`` (in place); the (B, V) log-probabilities."""
+        self.steps += 1
+        self.step_rows += len(ids)
+        log_probs, _ = self.model.step(ids, state)
+        return log_probs
+
+    def encode(self, text: str) -> List[int]:
+        return np.asarray(self.tokenizer.encode(text)).tolist()
+
+
+# ---------------------------------------------------------------------------- the text state
+
+
+def _zero_rows(state, rows) -> None:
+    state.h[:, rows] = 0
+    if state.c is not None:
+        state.c[:, rows] = 0
+
+
+class TextReader:
+    """The recurrent state after a token stream, kept up to date as the stream changes.
+
+    Positions are absolute (the index of a token in the user's whole text), so a caller that
+    only sees a tail window of the text still gets the same answers.
+
+    Bounded context, chosen so that the state depends on the text alone: tokens are read
+    from an *anchor*, a multiple of ``span``, between ``span`` and ``2 * span`` tokens back
+    (or from the start of the text when it is shorter). Two rows are stepped together: the
+    current anchor's, used for prediction, and the next anchor's, which takes over when the
+    text has grown by ``span``. A fresh reader given the whole text does exactly that: it
+    steps the same two rows over the same tokens. So typing a text one character at a time,
+    jumping into the middle of it, or pasting it all give the same state.
+
+    Each row starts by reading the model's start token (a newline for character models):
+    texts begin after a line break.
+
+    Costs of ``read(tokens, offset)``: one batched step per token appended; for an edit, a
+    rewind to the nearest checkpoint (each of the last ``recent`` positions, and every
+    ``checkpoint_every``-th one) and a step per token after it; at most ``2 * span + 1``
+    steps whatever happened.
+
+    ``generation`` changes whenever the state stops being a plain continuation of the
+    previous one (a rewind, a fresh read, or the switch to a new anchor), which tells
+    :class:`CompletionSearch` when its memo no longer applies.
+    """
+
+    def __init__(self, lm: ModelAdapter, span: int = 128, checkpoint_every: int = 16,
+                 recent: int = 8):
+        if span < 1 or checkpoint_every < 1 or recent < 0:
+            raise ValueError("span and checkpoint_every must be positive, recent >= 0")
+        self.lm = lm
+        self.span = int(span)
+        self.checkpoint_every = int(checkpoint_every)
+        self.recent = int(recent)
+        self.generation = 0
+        self._rows = lm.initial_state(2)     # row 0: current anchor; row 1: the next one
+        self._ids = np.empty(2, dtype=np.int64)
+        self._length = -1                    # tokens read (absolute); -1: nothing yet
+        self._tokens: List[int] = []         # the tokens read, from absolute position _start
+        self._start = 0
+        self._checkpoints: Dict[int, tuple] = {}
+
+    def anchor(self, length: int) -> int:
+        """Where the predicting row starts reading, for a text of ``length`` tokens."""
+        return self.span * max(0, length // self.span - 1)
+
+    @property
+    def length(self) -> int:
+        """Tokens read (the absolute position of the end), -1 before the first read."""
+        return self._length
+
+    @property
+    def log_probs(self) -> np.ndarray:
+        """(V,) log-probabilities of the next token after the text read."""
+        return self._rows.log_probs[0]
+
+    @property
+    def state(self):
+        """The batch-of-two state; row 0 is the one that predicts."""
+        return self._rows
+
+    def last_tokens(self, count: int) -> List[int]:
+        """The last ``count`` tokens read (fewer near the anchor)."""
+        return self._tokens[-count:] if count > 0 else []
+
+    def clear(self) -> None:
+        """Forget everything read (the next ``read`` starts afresh)."""
+        self._length = -1
+        self._tokens, self._checkpoints = [], {}
+        self.generation += 1
+
+    # -- reading
+
+    def read(self, tokens: Sequence[int], offset: int = 0) -> np.ndarray:
+        """Bring the state to the stream whose tokens from ``offset`` on are ``tokens``.
+
+        ``tokens`` must reach back ``2 * span`` tokens before its end (or to the start of
+        the stream): a fresh read needs that much. Returns ``log_probs``.
+        """
+        if isinstance(tokens, np.ndarray):
+            tokens = tokens.tolist()
+        length = offset + len(tokens)
+        if self._length < 0:
+            self._reset(tokens, offset, length)
+            return self.log_probs
+        same = self._common_length(tokens, offset)
+        if same == self._length and length >= self._length:
+            if length - self._length <= 2 * self.span + 1:
+                self._extend(tokens[self._length - offset:])
+            else:
+                self._reset(tokens, offset, length)
+            return self.log_probs
+        # The text changed before our end (a backspace, an edit): rewind, then step forward.
+        usable = [p for p in self._checkpoints if p <= same]
+        rewind = max(usable) if usable else -1
+        if rewind >= 0 and length - rewind <= length - self.anchor(length) + 1:
+            self._restore(rewind)
+            self._extend(tokens[rewind - offset:])
+        else:
+            self._reset(tokens, offset, length)
+        return self.log_probs
+
+    def _common_length(self, tokens: List[int], offset: int) -> int:
+        """The absolute length up to which ``tokens`` agrees with what was read."""
+        begin = max(self._start, offset)
+        end = min(self._length, offset + len(tokens))
+        if begin >= end:
+            return end
+        old = self._tokens[begin - self._start:end - self._start]
+        new = tokens[begin - offset:end - offset]
+        if old == new:
+            return end
+        lo, hi = 0, len(old)          # old[:lo] == new[:lo] and old[:hi] != new[:hi]
+        while hi - lo > 1:
+            middle = (lo + hi) // 2
+            if old[:middle] == new[:middle]:
+                lo = middle
+            else:
+                hi = middle
+        return begin + lo
+
+    def _reset(self, tokens: List[int], offset: int, length: int) -> None:
+        """Read the bounded tail afresh, stepping both rows as the incremental path would."""
+        anchor = self.anchor(length)
+        if anchor < offset:
+            raise ValueError(f"tokens from position {offset} do not reach back to the anchor "
+                             f"at {anchor}; pass more of the text")
+        self.generation += 1
+        rows = self._rows
+        _zero_rows(rows, slice(None))
+        self._length = self._start = anchor
+        self._tokens, self._checkpoints = [], {}
+        self._ids[:] = self.lm.start_id
+        rows.log_probs = self.lm.step(self._ids, rows)
+        self._extend(tokens[anchor - offset:])
+
+    def _extend(self, tokens: Sequence[int]) -> None:
+        rows, ids, span = self._rows, self._ids, self.span
+        for token in tokens:
+            after = self._length + 1
+            ids[0] = token
+            if after % span == 0:
+                # A new anchor begins: the second row becomes the predicting one (except at
+                # the first anchor, where row 0 keeps reading from the start of the text),
+                # and a fresh second row reads the start token.
+                if after // span >= 2:
+                    rows.h[:, 0] = rows.h[:, 1]
+                    if rows.c is not None:
+                        rows.c[:, 0] = rows.c[:, 1]
+                    self.generation += 1
+                _zero_rows(rows, 1)
+                ids[1] = self.lm.start_id
+            else:
+                ids[1] = token     # row 1 reads along (its anchor may not have begun yet)
+            rows.log_probs = self.lm.step(ids, rows)
+            self._length = after
+            self._tokens.append(token)
+            self._checkpoint()
+
+    def _checkpoint(self) -> None:
+        position, rows, checkpoints = self._length, self._rows, self._checkpoints
+        checkpoints[position] = (rows.h.copy(), None if rows.c is None else rows.c.copy(),
+                                 rows.log_probs.copy())
+        # Keep the last few positions (backspaces) and a sparse trail (edits further back),
+        # and nothing from before the predicting row's anchor.
+        stale = position - self.recent - 1
+        if stale in checkpoints and stale % self.checkpoint_every:
+            del checkpoints[stale]
+        floor = self.anchor(position)
+        if floor > self._start:
+            for old in [p for p in checkpoints if p < floor]:
+                del checkpoints[old]
+            del self._tokens[:floor - self._start]
+            self._start = floor
+
+    def _restore(self, position: int) -> None:
+        h, c, log_probs = self._checkpoints[position]
+        rows = self._rows
+        rows.h[...] = h
+        if c is not None:
+            rows.c[...] = c
+        rows.log_probs = log_probs.copy()
+        for later in [p for p in self._checkpoints if p > position]:
+            del self._checkpoints[later]
+        del self._tokens[position - self._start:]
+        self._length = position
+        self.generation += 1
+
+
+# ---------------------------------------------------------------------------- the search
+
+
+class _NodePool:
+    """Preallocated recurrent states of search-tree nodes, and the batches they are stepped in.
+
+    Node 0 is the root. ``log_probs[i]`` is the distribution of the token after node i.
+    """
+
+    def __init__(self, lm: ModelAdapter, capacity: int):
+        template = lm.initial_state(1)
+        layers, _, hidden = template.h.shape
+        dtype = template.h.dtype
+        self.capacity = capacity
+        self.h = np.zeros((layers, capacity, hidden), dtype=dtype)
+        self.c = None if template.c is None else np.zeros((layers, capacity, hidden), dtype=dtype)
+        self.log_probs = np.zeros((capacity, lm.vocab_size), dtype=np.float64)
+        self._lm = lm
+        self._batches: Dict[int, Any] = {}    # one working state per batch size, reused
+        self.free: List[int] = []
+        self.clear()
+
+    def clear(self) -> None:
+        self.free = list(range(self.capacity - 1, 0, -1))
+
+    def set_root(self, rows, row: int, log_probs: np.ndarray) -> None:
+        self.h[:, 0] = rows.h[:, row]
+        if self.c is not None:
+            self.c[:, 0] = rows.c[:, row]
+        self.log_probs[0] = log_probs
+
+    def expand(self, parents: List[int], tokens: List[int]) -> List[int]:
+        """Step each parent node by its token, all in one call; the new nodes' indices."""
+        size = len(parents)
+        state = self._batches.get(size)
+        if state is None:
+            state = self._batches[size] = self._lm.initial_state(size)
+        index = np.asarray(parents, dtype=np.intp)
+        np.take(self.h, index, axis=1, out=state.h)
+        if self.c is not None:
+            np.take(self.c, index, axis=1, out=state.c)
+        log_probs = self._lm.step(np.asarray(tokens, dtype=np.int64), state)
+        nodes = [self.free.pop() for _ in range(size)]
+        where = np.asarray(nodes, dtype=np.intp)
+        self.h[:, where] = state.h
+        if self.c is not None:
+            self.c[:, where] = state.c
+        self.log_probs[where] = log_probs
+        return nodes
+
+
+class CompletionSearch:
+    """Beam search over characters from a :class:`TextReader`'s state, memoised.
+
+    :meth:`search` gives the likeliest ways to finish the word being typed, as
+    ``(continuation, log_probability)`` pairs: the continuation stops before its stop
+    character (a space or punctuation), and the probability includes that stop, summed over
+    the stop characters that end the same word.
+
+    The tree of explored continuations is kept between calls. When the next search starts
+    one or a few characters further down (the user typed them), the subtree below them is
+    kept and hung from the new root, so only the nodes the earlier searches did not reach are
+    stepped. Memoised or not, the search explores the same hypotheses.
+    """
+
+    def __init__(self, lm: ModelAdapter, beam_width: int = 6, max_length: int = 12,
+                 n_best: int = 12, capacity: int = 1024):
+        if beam_width < 1 or max_length < 1 or n_best < 1:
+            raise ValueError("beam_width, max_length and n_best must be positive")
+        self.lm = lm
+        self.beam_width = int(beam_width)
+        self.max_length = int(max_length)
+        self.n_best = int(n_best)
+        self._pool = _NodePool(lm, max(int(capacity), 4 * beam_width * max_length + 2))
+        self._children: Dict[int, Dict[int, int]] = {}   # node -> {token: child node}
+        self._root: Optional[Tuple[int, int]] = None     # (reader generation, length)
+        vocab = lm.vocab_size
+        self.stop = np.zeros(vocab, dtype=bool)
+        for token_id, token in enumerate(lm.tokens):
+            self.stop[token_id] = token_id > 0 and not is_word_character(token)
+        # The unknown token has no text: never part of a completion, nor a stop.
+        self.stop[0] = False
+        self._banned = np.zeros(vocab, dtype=bool)
+        self._banned[0] = True
+        self._at_word_start = self._banned | self.stop
+
+    # -- the memo
+
+    def _hang_from(self, reader: TextReader) -> None:
+        """Root the tree at the reader's state, keeping the subtree already explored there."""
+        root = (reader.generation, reader.length)
+        kept = None
+        if self._root is not None and self._root[0] == root[0]:
+            moved = root[1] - self._root[1]
+            if moved == 0:
+                kept = 0
+            elif 0 < moved <= self.max_length:
+                kept = 0
+                for token in reader.last_tokens(moved):
+                    kept = self._children.get(kept, {}).get(token, -1)
+                    if kept < 0:
+                        kept = None
+                        break
+        pool = self._pool
+        if kept is None:
+            self._children = {}
+            pool.clear()
+        elif kept > 0:
+            # The kept node becomes the root; everything outside its subtree is freed.
+            children = {}
+            frontier = [kept]
+            while frontier:
+                node = frontier.pop()
+                below = self._children.get(node)
+                if below:
+                    children[0 if node == kept else node] = below
+                    frontier.extend(below.values())
+            used = {child for below in children.values() for child in below.values()}
+            self._children = children
+            pool.free = [i for i in range(pool.capacity - 1, 0, -1) if i not in used]
+        pool.set_root(reader.state, 0, reader.log_probs)
+        self._root = root
+
+    # -- searching
+
+    def search(self, reader: TextReader, word_start: bool) -> List[Tuple[str, float]]:
+        """Continuations of the text ``reader`` holds, best first, with log-probabilities.
+
+        ``word_start``: nothing of the word is typed yet, so the first character must be a
+        word character (next-word prediction); otherwise a hypothesis may stop at once.
+        """
+        self._hang_from(reader)
+        pool, tokens, stop = self._pool, self.lm.tokens, self.stop
+        width, vocab = self.beam_width, self.lm.vocab_size
+        open_nodes, open_text, open_scores = [0], [""], np.zeros(1)
+        ended: Dict[str, float] = {}
+        ended_scores: List[float] = []
+        for depth in range(1, self.max_length + 1):
+            scores = open_scores[:, None] + pool.log_probs[open_nodes]
+            scores[:, self._at_word_start if depth == 1 and word_start else self._banned] = -np.inf
+            flat_scores = scores.ravel()
+            n_candidates = min(flat_scores.size, 2 * width + self.n_best)
+            top = np.argpartition(-flat_scores, n_candidates - 1)[:n_candidates]
+            top = top[np.argsort(-flat_scores[top], kind="stable")]
+            next_parents, next_tokens, next_text, next_scores = [], [], [], []
+            for flat, score in zip(top.tolist(), flat_scores[top].tolist()):
+                if score == -math.inf:
+                    break
+                row, token = divmod(flat, vocab)
+                if stop[token]:
+                    word = open_text[row]
+                    if word:
+                        previous = ended.get(word)
+                        ended[word] = score if previous is None else np.logaddexp(previous, score)
+                        ended_scores.append(score)
+                elif len(next_parents) < width:
+                    next_parents.append(open_nodes[row])
+                    next_tokens.append(token)
+                    next_text.append(open_text[row] + tokens[token])
+                    next_scores.append(score)
+            if not next_parents or depth == self.max_length:
+                break
+            # Every further character only lowers a probability: stop when no open
+            # hypothesis can still beat the n_best-th ended one.
+            if len(ended_scores) >= self.n_best:
+                ended_scores.sort(reverse=True)
+                if next_scores[0] <= ended_scores[self.n_best - 1]:
+                    break
+            open_nodes = self._nodes_for(next_parents, next_tokens)
+            open_text, open_scores = next_text, np.array(next_scores)
+        return sorted(ended.items(), key=lambda item: -item[1])
+
+    def _nodes_for(self, parents: List[int], tokens: List[int]) -> List[int]:
+        """The child nodes, from the memo where known; the others stepped in one batch."""
+        children = self._children
+        nodes = [children.get(p, {}).get(t, -1) for p, t in zip(parents, tokens)]
+        missing = [i for i, node in enumerate(nodes) if node < 0]
+        if missing:
+            if len(self._pool.free) < len(missing):
+                self._forget_all_but(set(parents))
+            new = self._pool.expand([parents[i] for i in missing], [tokens[i] for i in missing])
+            for i, node in zip(missing, new):
+                nodes[i] = node
+                self._children.setdefault(parents[i], {})[tokens[i]] = node
+        return nodes
+
+    def _forget_all_but(self, keep: set) -> None:
+        """The memo is full: keep only the nodes this search still stands on."""
+        keep = set(keep) | {0}
+        self._children = {}
+        self._pool.free = [i for i in range(self._pool.capacity - 1, 0, -1) if i not in keep]
+
+
+# ---------------------------------------------------------------------------- the predictor
+
+
+class NeuralPredictor:
+    """Predictor over a character- or word-level :class:`~predtext.lm.model.LanguageModel`.
+
+    Character level: the memoised beam search of :class:`CompletionSearch` from the state of
+    the text before the cursor (kept by :class:`TextReader`). Word level: the model's next-word
+    distribution over the words that start with the typed prefix.
+
+    Options: ``beam_width`` (hypotheses kept per character position), ``max_length``
+    (characters looked ahead), ``span`` (context: ``span`` to ``2 * span`` tokens are read),
+    ``normalize`` (renormalise the probabilities over the candidates found, instead of the
+    probability of each completion given everything typed).
+
+    ``known_words`` (words of the corpus, e.g. the n-gram vocabulary) and ``unknown_weight``:
+    a character model also spells words that do not exist; a completion that is neither a
+    known word nor one the user has written (see :meth:`learn`) has its probability
+    multiplied by ``unknown_weight``.
+    """
+
+    def __init__(self, model, name: str = "neural", beam_width: int = 6, max_length: int = 12,
+                 span: int = 128, normalize: bool = False, n_best: int = 12,
+                 known_words=None, unknown_weight: float = 1.0):
+        self.name = name
+        self.lm = model if isinstance(model, ModelAdapter) else ModelAdapter(model)
+        self.level = self.lm.level
+        self.normalize = bool(normalize)
+        if not 0.0 <= unknown_weight <= 1.0:
+            raise ValueError(f"unknown_weight must be in [0, 1], got {unknown_weight!r}")
+        self.unknown_weight = float(unknown_weight)
+        self.known_words = {normalize_word(w) for w in known_words} if known_words else set()
+        self.reader = TextReader(self.lm, span=span)
+        self._lock = threading.Lock()
+        if self.level == "char":
+            self.search = CompletionSearch(self.lm, beam_width=beam_width, max_length=max_length,
+                                           n_best=max(n_best, beam_width))
+        else:
+            self._words = _WordIndex(self.lm.tokens)
+            self._window: Tuple[int, str, List[int]] = (-1, "", [])
+
+    @property
+    def language_model(self):
+        """The wrapped language model."""
+        return self.lm.model
+
+    @property
+    def steps(self) -> int:
+        """Cell-step calls made so far (each steps one batch through every layer)."""
+        return self.lm.steps
+
+    def learn(self, text: str) -> None:
+        """Words the user wrote count as known words from now on."""
+        from predtext.engine.context import tokenize
+
+        with self._lock:
+            self.known_words.update(normalize_word(w) for w in tokenize(text) if w not in MARKERS)
+
+    def predict(self, context: Context, k: int) -> List[Candidate]:
+        with self._lock:
+            if self.level == "char":
+                return self._predict_characters(context, k)
+            return self._predict_words(context, k)
+
+    # -- character level
+
+    def _predict_characters(self, context: Context, k: int) -> List[Candidate]:
+        text, prefix = context.text, context.prefix
+        if not prefix and text and not text[-1].isspace():
+            # Just after punctuation ("lord,"): the next word comes after a space not yet
+            # typed, and a suggestion now would be glued to the mark.
+            return []
+        tail = text[-(2 * self.reader.span + 1):]
+        self.reader.read(self.lm.encode(tail), context.offset + len(text) - len(tail))
+        found = self.search.search(self.reader, word_start=not prefix)
+        candidates = []
+        for continuation, log_prob in found:
+            word = prefix + continuation
+            probability = math.exp(log_prob)
+            if self.unknown_weight < 1.0 and self.known_words \
+                    and normalize_word(word) not in self.known_words:
+                probability *= self.unknown_weight
+            candidates.append((word, probability))
+        if self.unknown_weight < 1.0:
+            candidates.sort(key=lambda item: -item[1])
+        candidates = candidates[:k]
+        total = sum(p for _, p in candidates)
+        if self.normalize and total > 0:
+            candidates = [(w, p / total) for w, p in candidates]
+        return [Candidate(w, min(p, 1.0)) for w, p in candidates]
+
+    # -- word level
+
+    def _predict_words(self, context: Context, k: int) -> List[Candidate]:
+        before = context.text_before_word
+        offset, cached_before, tokens = self._window
+        if (offset, cached_before) != (context.offset, before):
+            if offset != context.offset:
+                # The window moved: token positions changed, so read afresh.
+                self.reader.clear()
+            tokens = self.lm.encode(before) if before else []
+            self._window = (context.offset, before, tokens)
+        start = max(0, len(tokens) - (2 * self.reader.span + 1))
+        log_probs = self.reader.read(tokens[start:], start)
+        ids = self._words.matching(context.prefix)
+        if not len(ids):
+            return []
+        scores = np.exp(log_probs[ids].astype(np.float64))
+        mass = scores.sum()
+        if not mass > 0:
+            return []
+        top = np.argsort(-scores, kind="stable")[:k]
+        # Given a typed prefix, the distribution is over the words that match it.
+        scale = mass if (self.normalize or context.prefix) else 1.0
+        return [Candidate(self.lm.tokens[int(ids[i])], float(scores[i] / scale))
+                for i in top if scores[i] > 0]
+
+
+class _WordIndex:
+    """Word tokens of a vocabulary in sorted (lower-case) order: the ids for a typed prefix."""
+
+    def __init__(self, tokens: Sequence[str]):
+        words = sorted((normalize_word(t), i) for i, t in enumerate(tokens)
+                       if i > 0 and t not in MARKERS and any(is_word_character(c) for c in t))
+        self._keys = [w for w, _ in words]
+        self._ids = np.array([i for _, i in words], dtype=np.intp)
+
+    def matching(self, prefix: str) -> np.ndarray:
+        """Ids of the words that start with ``prefix`` and are longer than it."""
+        key = normalize_word(prefix)
+        lo = bisect.bisect_left(self._keys, key)
+        if key and lo < len(self._keys) and self._keys[lo] == key:
+            lo += 1          # the typed word itself is no suggestion
+        hi = bisect.bisect_left(self._keys, key + "\U0010ffff", lo)
+        return self._ids[lo:hi]
+
+
+def make_predictor(options: Mapping[str, Any], resources: Resources) -> NeuralPredictor:
+    """Factory for ``type = "neural"``: the loaded language model, or ``path`` to a model file.
+
+    Options: ``beam_width``, ``max_length``, ``span``, ``normalize``, ``n_best``,
+    ``unknown_weight`` (see :class:`NeuralPredictor`); the known words are the loaded
+    vocabulary.
+    """
+    path = options.get("path")
+    if path:
+        from predtext.lm.model import LanguageModel
+        model = LanguageModel.load(os.path.expanduser(str(path)))
+    else:
+        model = resources.extra.get("language_model")
+    if model is None:
+        raise ValueError("the neural predictor needs a language model: load one, or give it a `path`")
+    settings: Dict[str, Any] = {}
+    for option, kind in (("beam_width", int), ("max_length", int), ("span", int),
+                         ("n_best", int)):
+        if option in options:
+            value = options[option]
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"predictors.{options.get('name', 'neural')}.{option} must be "
+                                 f"a positive integer, got {value!r}")
+            settings[option] = kind(value)
+    if "unknown_weight" in options:
+        value = options["unknown_weight"]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+            raise ValueError(f"unknown_weight must be a number in [0, 1], got {value!r}")
+        settings["unknown_weight"] = float(value)
+    if "normalize" in options:
+        if not isinstance(options["normalize"], bool):
+            raise ValueError(f"normalize must be true or false, got {options['normalize']!r}")
+        settings["normalize"] = options["normalize"]
+    return NeuralPredictor(model, name=str(options.get("name", "neural")),
+                           known_words=resources.vocabulary, **settings)

@@ -1,0 +1,279 @@
+"""The neural predictor: completions from a trained model, the incremental text state, the
+memoised search, word-level models, and Engine.load from a model file."""
+
+import math
+
+import numpy as np
+import pytest
+
+from predtext.engine.context import parse_context
+from predtext.engine.engine import Engine
+from predtext.engine.neural import (CompletionSearch, ModelAdapter, NeuralPredictor, TextReader,
+                                    make_predictor)
+from predtext.engine.predictor import Resources
+from predtext.errors import ModelFileError
+from predtext.lm.model import LanguageModel
+from predtext.lm.train import TrainConfig, train
+
+LINES = ["the cat sat on the mat.", "the dog ate the bone.", "a cat and a dog met on the mat.",
+         "the bird sang a song.", "the dog sat on the log."]
+
+
+def quiet(_line):
+    pass
+
+
+def tiny_config(**overrides):
+    settings = dict(hidden_size=32, embed_size=16, num_layers=1, seq_len=32, batch_size=8,
+                    max_steps=200, lr=0.01, eval_interval=1000.0, patience=0, plot=False,
+                    progress=False)
+    settings.update(overrides)
+    return TrainConfig(**settings)
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    path = tmp_path_factory.mktemp("corpus") / "lines.txt"
+    path.write_text("\n".join(LINES * 40) + "\n", encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def model_file(corpus, tmp_path_factory):
+    """A character model trained for a fraction of a second: it knows the five lines."""
+    out = tmp_path_factory.mktemp("model") / "tiny.safetensors"
+    train([corpus], out, tiny_config(), log=quiet)
+    return out
+
+
+@pytest.fixture(scope="module")
+def model(model_file):
+    return LanguageModel.load(model_file)
+
+
+@pytest.fixture
+def user_dirs(tmp_path, monkeypatch):
+    monkeypatch.setenv("PREDTEXT_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("PREDTEXT_CONFIG", str(tmp_path / "absent.toml"))
+    return tmp_path
+
+
+def words(candidates):
+    return [c.text for c in candidates]
+
+
+def suggest(predictor, text, k=6):
+    return predictor.predict(parse_context(text), k)
+
+
+# ---------------------------------------------------------------- completions
+
+
+def test_completes_the_word_being_typed(model):
+    predictor = NeuralPredictor(model)
+    assert words(suggest(predictor, "the c"))[0] == "cat"
+    assert "sat" in words(suggest(predictor, "the cat s"))[:2]
+    assert words(suggest(predictor, "the bird sang a s"))[0] == "song"
+
+
+def test_proposes_next_words_after_a_space(model):
+    predictor = NeuralPredictor(model)
+    found = words(suggest(predictor, "a cat and a dog met on the "))
+    assert found[0] == "mat"
+    assert all(w and w[0].isalpha() for w in found)      # whole words, never a bare stop
+
+
+def test_probabilities_are_products_of_character_probabilities(model):
+    predictor = NeuralPredictor(model)
+    found = suggest(predictor, "the c", k=6)
+    probabilities = [c.probability for c in found]
+    assert probabilities == sorted(probabilities, reverse=True)
+    assert 0 < sum(probabilities) <= 1.0 + 1e-6
+    # The best completion's probability is P("a") P("t") P(stop | "cat") summed over stops.
+    state = model.feed_text("\nthe c")[1]
+    total = 0.0
+    log_probs = state.log_probs[0]
+    for char in "at":
+        total += float(log_probs[model.encode(char)[0]])
+        log_probs, state = model.step(model.encode(char), state)
+        log_probs = log_probs[0]
+    stops = [i for i, token in enumerate(model.tokenizer.id_to_token)
+             if i > 0 and not (token.isalnum() or token in "'-")]
+    expected = math.exp(total) * float(np.exp(log_probs[stops].astype(np.float64)).sum())
+    assert found[0].text == "cat"
+    assert found[0].probability == pytest.approx(expected, rel=0.02)
+
+
+def test_normalize_rescales_over_the_candidates(model):
+    predictor = NeuralPredictor(model, normalize=True)
+    found = suggest(predictor, "the c", k=4)
+    assert sum(c.probability for c in found) == pytest.approx(1.0)
+
+
+def test_nothing_is_offered_right_after_punctuation(model):
+    predictor = NeuralPredictor(model)
+    assert suggest(predictor, "the cat sat on the mat.") == []
+
+
+def test_odd_text_does_not_break_it(model):
+    predictor = NeuralPredictor(model)
+    for text in ["", " ", "\x00\x01", "\ud800 the c", "Ω≈ç√ the c", "x" * 70, "the c" * 2000]:
+        for candidate in suggest(predictor, text):
+            assert isinstance(candidate.text, str) and 0 < candidate.probability <= 1
+
+
+# ---------------------------------------------------------------- the text state
+
+
+def test_reader_state_does_not_depend_on_how_the_text_arrived(model):
+    lm = ModelAdapter(model)
+    ids = lm.encode("\n".join(LINES * 6))          # ~600 tokens: several anchors
+    incremental = TextReader(lm, span=64)
+    for end in range(1, len(ids) + 1):
+        incremental.read(ids[:end], 0)
+    fresh = TextReader(lm, span=64)
+    fresh.read(ids, 0)
+    np.testing.assert_allclose(incremental.log_probs, fresh.log_probs, atol=1e-5)
+    np.testing.assert_allclose(incremental.state.h[:, 0], fresh.state.h[:, 0], atol=1e-5)
+    # Only a bounded tail is ever needed: the same from a window of the text.
+    windowed = TextReader(lm, span=64)
+    windowed.read(ids[-200:], len(ids) - 200)
+    np.testing.assert_allclose(windowed.log_probs, fresh.log_probs, atol=1e-5)
+
+
+def test_reader_rewinds_to_a_checkpoint_on_backspace_and_edits(model):
+    lm = ModelAdapter(model)
+    ids = lm.encode("\n".join(LINES * 3))
+    reader = TextReader(lm, span=64)
+    reader.read(ids, 0)
+    before = lm.steps
+    reader.read(ids[:-3], 0)                   # three backspaces: a saved position
+    assert lm.steps == before
+    fresh = TextReader(lm, span=64)
+    fresh.read(ids[:-3], 0)
+    np.testing.assert_allclose(reader.log_probs, fresh.log_probs, atol=1e-5)
+    edited = ids[:-20] + lm.encode("the bird sang")
+    before = lm.steps
+    reader.read(edited, 0)
+    assert lm.steps - before <= 16 + len("the bird sang")   # from a sparse checkpoint
+    fresh = TextReader(lm, span=64)
+    fresh.read(edited, 0)
+    np.testing.assert_allclose(reader.log_probs, fresh.log_probs, atol=1e-5)
+
+
+def test_typing_char_by_char_gives_what_a_fresh_predictor_gives(model):
+    text = "\n".join(LINES[::-1] * 3) + "\nthe dog sat on the l"
+    typed = NeuralPredictor(model, span=64)
+    for end in range(len(text) - 40, len(text) + 1):
+        got = suggest(typed, text[:end])
+        expected = suggest(NeuralPredictor(model, span=64), text[:end])
+        assert words(got) == words(expected), text[:end][-20:]
+        for a, b in zip(got, expected):
+            assert a.probability == pytest.approx(b.probability, rel=1e-3, abs=1e-6)
+
+
+def test_a_keystroke_costs_the_same_after_100000_characters_as_after_10(model):
+    def keystroke_cost(history):
+        predictor = NeuralPredictor(model)
+        suggest(predictor, history + "the d")
+        before = predictor.steps, predictor.lm.step_rows
+        suggest(predictor, history + "the do")
+        return predictor.steps - before[0], predictor.lm.step_rows - before[1]
+
+    short = "the cat s."                                     # 10 characters
+    long = ("\n".join(LINES) + "\n") * (100_000 // 117 + 1)
+    long = long[-100_000 + len(short):] + short
+    assert len(long) == 100_000
+    short_steps, short_rows = keystroke_cost(short + " ")
+    long_steps, long_rows = keystroke_cost(long + " ")
+    # One step to read the typed character, then at most one batched step per character of
+    # look-ahead that the previous search did not already take.
+    assert long_steps <= 1 + NeuralPredictor(model).search.max_length
+    assert abs(long_steps - short_steps) <= 2
+    assert long_rows <= 2 + 6 * 12
+
+
+def test_the_search_reuses_what_the_previous_keystroke_explored(model):
+    predictor = NeuralPredictor(model)
+    suggest(predictor, "the cat sat on the mat.\nthe b")
+    steps, rows = predictor.steps, predictor.lm.step_rows
+    suggest(predictor, "the cat sat on the mat.\nthe bi")
+    # The text step plus the few nodes the last search did not reach.
+    assert predictor.lm.step_rows - rows < (predictor.steps - steps) * 6
+    cold = NeuralPredictor(model)
+    assert words(suggest(cold, "the cat sat on the mat.\nthe bi")) == \
+        words(suggest(predictor, "the cat sat on the mat.\nthe bi"))
+
+
+def test_search_options_are_checked(model):
+    with pytest.raises(ValueError):
+        CompletionSearch(ModelAdapter(model), beam_width=0)
+    with pytest.raises(ValueError):
+        make_predictor({"beam_width": -1}, Resources(extra={"language_model": model}))
+    with pytest.raises(ValueError):
+        make_predictor({}, Resources())
+
+
+# ---------------------------------------------------------------- word level
+
+
+def test_word_level_model_filters_its_next_word_distribution_by_the_prefix(corpus, tmp_path):
+    out = tmp_path / "words.safetensors"
+    train([corpus], out, tiny_config(level="word", hidden_size=32, embed_size=32,
+                                     tie_weights=True, max_steps=300, seq_len=16), log=quiet)
+    predictor = NeuralPredictor(LanguageModel.load(out))
+    found = suggest(predictor, "the bird sang a s")
+    assert found and all(w.lower().startswith("s") and w.lower() != "s" for w in words(found))
+    assert words(found)[0] == "song"
+    assert sum(c.probability for c in found) <= 1.0 + 1e-6
+    after_space = suggest(predictor, "the cat sat on the ")
+    assert after_space and all(w.strip() and w[0].isalpha() for w in words(after_space))
+
+
+# ---------------------------------------------------------------- Engine.load
+
+
+def test_engine_load_from_a_model_file_is_the_full_engine(model_file, user_dirs):
+    with Engine.load(model=model_file) as engine:
+        names = [p.name for p in engine.predictors]
+        assert names[:2] == ["neural", "ngram"] and "dictionary" in names
+        assert engine.language_model is not None and engine.ngram is not None
+        found = engine.suggest("the bird sang a s")
+        assert found[0].text == "song" and found[0].replace == 1
+        assert "neural" in found[0].sources
+        assert engine.suggest("the C")[0].text == "Cat"       # the user's case
+
+
+def test_engine_load_takes_a_language_model_object(model, user_dirs):
+    with Engine.load(model=model) as engine:
+        assert "neural" in [p.name for p in engine.predictors]
+        assert engine.suggest("the c")[0].text == "cat"
+
+
+def test_engine_without_a_model_leaves_the_neural_predictor_out(user_dirs, monkeypatch):
+    import predtext.engine.engine as engine_module
+    monkeypatch.setattr(engine_module, "default_model", lambda config=None: None)
+    with Engine.load() as engine:
+        assert "neural" not in [p.name for p in engine.predictors]
+
+
+def test_engine_load_rejects_a_corrupt_model_file(tmp_path, user_dirs):
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json at all}")
+    with pytest.raises(ModelFileError) as error:
+        Engine.load(model=bad)
+    assert str(bad) in str(error.value)
+    with pytest.raises(ModelFileError):
+        Engine.load(model=tmp_path / "missing.safetensors")
+
+
+def test_config_names_the_model_file(model_file, tmp_path, monkeypatch):
+    config = tmp_path / "config.toml"
+    config.write_text(f'[engine]\nmodel = "{model_file}"\n[predictors.neural]\nbeam_width = 4\n'
+                      '[predictors.ngram]\n', encoding="utf-8")
+    monkeypatch.setenv("PREDTEXT_CONFIG", str(config))
+    monkeypatch.setenv("PREDTEXT_DATA_DIR", str(tmp_path / "data"))
+    with Engine.load() as engine:
+        neural = engine.predictors[0]
+        assert neural.name == "neural" and neural.search.beam_width == 4
+        assert engine.suggest("the c")[0].text == "cat"
