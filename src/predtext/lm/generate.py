@@ -1,0 +1,207 @@
+"""Reading a language model's predictions: sampling, and beam search over continuations.
+
+Both work on the incremental interface of ``LanguageModel`` (``feed`` for the prompt, then
+one ``step`` per token), so generating N tokens costs N cell steps per layer.
+
+* ``generate(model, prompt, length, temperature, top_k, top_p, seed)``: sampled text.
+* ``beam_search(model, state, ...)``: the likeliest continuations of the text a state has
+  read, each ending at a stop token (e.g. the end of the word being typed) or at
+  ``max_length``. The engine completes the current word with it at character level
+  (``stop_ids=word_boundary_ids(tokenizer)``) and runs it again from a word's end to
+  propose the next word.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from typing import NamedTuple
+
+import numpy
+
+from predtext.lm.tokenizers import UNKNOWN_ID, is_word
+
+
+class Continuation(NamedTuple):
+    """One result of ``beam_search``.
+
+    ``ids``: the continuation's tokens (without the stop token); ``text``: their text;
+    ``log_prob``: natural-log probability of ``ids`` and, when ``stop_id`` is set, of the
+    stop token after them; ``stop_id``: the stop token that ended it, or None when it was
+    cut at ``max_length``.
+    """
+
+    ids: tuple
+    text: str
+    log_prob: float
+    stop_id: int | None
+
+    @property
+    def probability(self):
+        return math.exp(self.log_prob)
+
+
+def _check_sampling(temperature, top_k, top_p):
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) \
+            or not temperature >= 0:
+        raise ValueError(f"temperature: expected a number >= 0, got {temperature!r}")
+    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 0):
+        raise ValueError(f"top_k: expected a non-negative int (0 or None: no limit), got {top_k!r}")
+    if top_p is not None and (isinstance(top_p, bool) or not isinstance(top_p, (int, float))
+                              or not 0 < top_p <= 1):
+        raise ValueError(f"top_p: expected a number in (0, 1], got {top_p!r}")
+
+
+def sampling_distribution(log_probs_v, temperature=1.0, top_k=None, top_p=None,
+                          banned_ids=(UNKNOWN_ID,)):
+    """The probabilities (float64, summing to 1) that sampling draws the next id from.
+
+    ``temperature`` divides the log-probabilities (0 means greedy: all mass on the best
+    id); ``top_k`` keeps the k likeliest ids; ``top_p`` keeps the smallest set of likeliest
+    ids whose probability reaches ``top_p`` (nucleus sampling). ``banned_ids`` (by default
+    the unknown token, which has no text of its own) never come out.
+    """
+    _check_sampling(temperature, top_k, top_p)
+    scores = numpy.array(log_probs_v, dtype=numpy.float64)
+    for banned in banned_ids:
+        if 0 <= banned < len(scores) and len(scores) > 1:
+            scores[banned] = -numpy.inf
+    if temperature == 0:
+        probs = numpy.zeros_like(scores)
+        probs[int(numpy.argmax(scores))] = 1.0
+        return probs
+    scores = scores / temperature
+    if top_k and top_k < len(scores):
+        threshold = numpy.partition(scores, -top_k)[-top_k]
+        scores[scores < threshold] = -numpy.inf
+    probs = numpy.exp(scores - scores.max())
+    probs /= probs.sum()
+    if top_p is not None and top_p < 1:
+        order = numpy.argsort(-probs, kind="stable")
+        cumulative = numpy.cumsum(probs[order])
+        # Keep every id up to and including the one that reaches top_p.
+        keep = int(numpy.searchsorted(cumulative, top_p)) + 1
+        mask = numpy.zeros(len(probs), dtype=bool)
+        mask[order[:keep]] = True
+        probs[~mask] = 0.0
+        probs /= probs.sum()
+    return probs
+
+
+def generate(model, prompt="", length=200, temperature=1.0, top_k=None, top_p=None,
+             seed=None, stop=None):
+    """Sample ``length`` tokens after ``prompt`` and return their text (prompt excluded).
+
+    ``temperature``, ``top_k`` and ``top_p`` shape the distribution (see
+    ``sampling_distribution``); ``seed`` makes the result reproducible. ``stop``: a string
+    at which to end early (the text returned ends with it).
+    """
+    if isinstance(length, bool) or not isinstance(length, int) or length < 0:
+        raise ValueError(f"length: expected a non-negative int, got {length!r}")
+    _check_sampling(temperature, top_k, top_p)
+    rng = numpy.random.default_rng(seed)
+    log_probs, state = model.feed_text(prompt)
+    pieces = []
+    text_so_far = ""
+    for _ in range(length):
+        probs = sampling_distribution(log_probs[0], temperature, top_k, top_p)
+        token_id = int(rng.choice(len(probs), p=probs))
+        piece = model.decode([token_id])
+        pieces.append(piece)
+        if stop:
+            text_so_far += piece
+            if text_so_far.endswith(stop):
+                break
+        log_probs, state = model.step([token_id], state)
+    return "".join(pieces)
+
+
+def word_boundary_ids(tokenizer):
+    """Ids of the character tokens that end a word (whitespace, punctuation other than an
+    apostrophe, and the unknown token): the ``stop_ids`` that make ``beam_search``
+    complete the word being typed."""
+    ids = {UNKNOWN_ID}
+    for token, token_id in tokenizer.token_to_id.items():
+        if not (is_word(token) or token in ("'", "\u2019")):
+            ids.add(token_id)
+    return frozenset(ids)
+
+
+def beam_search(model, state, beam_width=8, max_length=20, stop_ids=(), n_best=None,
+                banned_ids=(UNKNOWN_ID,)):
+    """The likeliest continuations of the text that ``state`` has read, best first.
+
+    ``state``: an ``LMState`` of one text whose ``log_probs`` are set (from ``feed``,
+    ``feed_text`` or ``step``); it is not modified. A hypothesis ends when it emits one of
+    ``stop_ids`` or reaches ``max_length`` tokens; ``beam_width`` hypotheses are kept per
+    length. Returns up to ``n_best`` (default ``beam_width``) ``Continuation`` objects:
+    ended ones sorted by probability, then, if fewer ended, the best cut ones.
+
+    Search ends as soon as no open hypothesis can beat the ``n_best``-th ended one (every
+    extra token only lowers a probability), so a short word costs a few batched steps.
+    """
+    if state is None or state.log_probs is None:
+        raise ValueError("state: expected a state that has read some text (its log_probs "
+                         "are set); use model.feed_text(text) to make one")
+    if state.batch_size != 1:
+        raise ValueError(f"state: expected the state of one text, got a batch of {state.batch_size}")
+    for name, value in (("beam_width", beam_width), ("max_length", max_length)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name}: expected a positive int, got {value!r}")
+    n_best = beam_width if n_best is None else n_best
+    stop = numpy.zeros(model.vocab_size, dtype=bool)
+    stop[[i for i in stop_ids if 0 <= i < model.vocab_size]] = True
+    banned = [i for i in banned_ids if 0 <= i < model.vocab_size and not stop[i]]
+
+    open_ids = [()]                       # the open hypotheses' tokens
+    open_scores = numpy.zeros(1)          # and their log-probabilities
+    log_probs = state.log_probs.astype(numpy.float64)
+    beams = state                         # batched state of the open hypotheses
+    ended = []                            # (log_prob, ids, stop_id), a min-heap of size n_best
+    for length in range(1, max_length + 1):
+        scores = open_scores[:, None] + log_probs
+        scores[:, banned] = -numpy.inf
+        # Enough candidates to refill the beam even if many of them end here.
+        n_candidates = min(scores.size, 2 * beam_width + n_best)
+        flat = numpy.argpartition(-scores.ravel(), n_candidates - 1)[:n_candidates]
+        flat = flat[numpy.argsort(-scores.ravel()[flat], kind="stable")]
+        rows, tokens = numpy.divmod(flat, model.vocab_size)
+        next_rows, next_tokens, next_scores = [], [], []
+        for row, token, score in zip(rows.tolist(), tokens.tolist(), scores.ravel()[flat].tolist()):
+            if score == -numpy.inf:
+                break
+            if stop[token]:
+                _push(ended, n_best, (score, open_ids[row], token))
+            elif len(next_rows) < beam_width:
+                next_rows.append(row)
+                next_tokens.append(token)
+                next_scores.append(score)
+        if not next_rows:
+            break
+        open_ids = [open_ids[row] + (token,) for row, token in zip(next_rows, next_tokens)]
+        open_scores = numpy.array(next_scores)
+        worst_kept = ended[0][0] if len(ended) >= n_best else -numpy.inf
+        if length == max_length or open_scores.max() <= worst_kept:
+            break
+        beams = beams.select(next_rows)
+        log_probs, beams = model.step(numpy.array(next_tokens), beams)
+        log_probs = log_probs.astype(numpy.float64)
+
+    results = sorted(ended, key=lambda item: -item[0])
+    if len(results) < n_best:
+        cut = sorted(zip(open_scores.tolist(), open_ids), key=lambda item: -item[0])
+        results += [(score, ids, None) for score, ids in cut[:n_best - len(results)]]
+    return [Continuation(tuple(ids), _decode(model, ids), float(score), stop_id)
+            for score, ids, stop_id in results]
+
+
+def _push(heap, size, item):
+    """Keep the ``size`` best items of a min-heap keyed on the first element."""
+    if len(heap) < size:
+        heapq.heappush(heap, item)
+    elif item[0] > heap[0][0]:
+        heapq.heapreplace(heap, item)
+
+
+def _decode(model, ids):
+    return model.decode(list(ids)) if model.tokenizer is not None else ""

@@ -1,0 +1,602 @@
+"""The recurrent language model: embedding -> stacked RNN/LSTM/GRU -> dropout -> softmax.
+
+``LanguageModel`` is a ``predtext.nn.Module`` with three ways to run it:
+
+* training: ``begin_update(ids_tb, state)`` returns the logits and a ``backprop``;
+  ``begin_update_loss(ids_tb, targets_tb, state)`` fuses the softmax cross-entropy in, so
+  a training step is ``(loss, state), backprop = ...; backprop()``. The recurrent state
+  returned by one chunk is the starting state of the next (truncated BPTT): gradients stop
+  at the chunk border, the state does not.
+* whole sequences: ``forward(ids_tb, state)`` -> ``(logits_tbv, state)``; ``feed(ids, state)``
+  reads a prompt in one sequence call and keeps only the last step's distribution.
+* incremental inference for the engine: ``initial_state(batch)`` then ``step(ids, state)``,
+  one cell step per layer into buffers that live in the state, so a keystroke costs a few
+  small GEMMs and no allocation beyond the returned log-probabilities.
+
+A model file is the model's tensors plus JSON metadata (see ``save``), optionally with a
+word n-gram model counted from the same training text, which the engine uses beside the
+network. Loading never unpickles.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy
+
+from predtext.errors import ModelFileError
+from predtext.lm import modelfile
+from predtext.lm.tokenizers import tokenizer_from_json
+from predtext.nn import GRU, LSTM, RNN, Dropout, Embedding, Linear, Module, check_dtype
+
+#: Names the model-specific metadata carries, inside the model file's metadata document.
+MODEL_FORMAT = "predtext.lm"
+MODEL_FORMAT_VERSION = 1
+#: Metadata key of the optional n-gram description (the key ``NGramModel`` itself uses).
+NGRAM_META_KEY = "predtext.ngram"
+NGRAM_TENSOR_PREFIX = "ngram."
+
+CELLS = ("lstm", "gru", "rnn")
+
+#: The packaged default model, in ``predtext/models/``.
+DEFAULT_MODEL_FILE = "default.safetensors"
+
+#: Every config key with its default; ``LanguageModel.config`` holds all of them.
+DEFAULT_CONFIG = {
+    "vocab_size": None,      # required
+    "embed_size": 64,
+    "hidden_size": 512,
+    "num_layers": 2,
+    "cell": "lstm",          # "lstm", "gru" or "rnn"
+    "nonlinearity": "tanh",  # for cell="rnn": "tanh" or "relu"
+    "bias": True,
+    "peephole": False,       # LSTM only
+    "dropout": 0.0,          # on the embedding output, between layers and before the decoder
+    "tie_weights": False,    # decoder.weight is embedding.weight (needs embed_size == hidden_size)
+    "forget_bias": 0.0,      # LSTM: initial forget-gate bias (added to bias_ih)
+}
+
+
+class LMState:
+    """The recurrent state of a batch of texts, and what it predicts next.
+
+    ``h`` (and ``c`` for an LSTM, else None) have shape ``(num_layers, B, hidden_size)``.
+    ``log_probs`` is the ``(B, V)`` next-token distribution after the last token read,
+    or None when unknown (a fresh state, or one carried between training chunks).
+
+    ``LanguageModel.step`` advances a state in place, reusing the buffers kept here; call
+    ``copy()`` first to keep the old state (the engine does so to undo a keystroke).
+    """
+
+    __slots__ = ("h", "c", "log_probs", "_buffers")
+
+    def __init__(self, h, c=None, log_probs=None):
+        self.h = h
+        self.c = c
+        self.log_probs = log_probs
+        self._buffers = None
+
+    @property
+    def batch_size(self):
+        return self.h.shape[1]
+
+    def copy(self):
+        """An independent copy (the step buffers are not shared, and made again on use)."""
+        return LMState(self.h.copy(), None if self.c is None else self.c.copy(),
+                       None if self.log_probs is None else self.log_probs.copy())
+
+    def select(self, rows):
+        """A new state made of the given batch rows (repeats allowed): beam search uses it."""
+        rows = numpy.asarray(rows, dtype=numpy.intp)
+        return LMState(self.h[:, rows], None if self.c is None else self.c[:, rows],
+                       None if self.log_probs is None else self.log_probs[rows])
+
+    def layer_state(self):
+        """The state in the recurrent layer's own form: ``h`` or ``(h, c)``."""
+        return self.h if self.c is None else (self.h, self.c)
+
+    def __repr__(self):
+        kind = "h, c" if self.c is not None else "h"
+        return f"LMState({kind}: {tuple(self.h.shape)})"
+
+
+class _StepBuffers:
+    """Scratch arrays for one batch size, allocated on the first step and reused."""
+
+    __slots__ = ("embedded", "work", "scratch_v")
+
+    def __init__(self, model, batch):
+        xp, dtype = model.ops.xp, model.dtype
+        self.embedded = xp.empty((batch, model.config["embed_size"]), dtype=dtype)
+        self.work = model.ops.rnn_step_workspace(model.rnn.cell, batch, model.rnn.hidden_size,
+                                                 dtype)
+        self.scratch_v = xp.empty((batch, model.vocab_size), dtype=dtype)
+
+
+def check_config(config):
+    """A complete, validated config dict: defaults filled in; ValueError names a bad key."""
+    if not isinstance(config, dict):
+        raise TypeError(f"config: expected a dict, got {type(config).__name__}")
+    unknown = set(config) - set(DEFAULT_CONFIG)
+    if unknown:
+        raise ValueError(f"config: unknown keys {sorted(unknown)}; known: {sorted(DEFAULT_CONFIG)}")
+    full = dict(DEFAULT_CONFIG)
+    full.update(config)
+    for key in ("vocab_size", "embed_size", "hidden_size", "num_layers"):
+        value = full[key]
+        if isinstance(value, bool) or not isinstance(value, (int, numpy.integer)) or value < 1:
+            raise ValueError(f"{key}: expected a positive int, got {value!r}")
+        full[key] = int(value)
+    if full["cell"] not in CELLS:
+        raise ValueError(f"cell: expected one of {CELLS}, got {full['cell']!r}")
+    if full["nonlinearity"] not in ("tanh", "relu"):
+        raise ValueError(f"nonlinearity: expected 'tanh' or 'relu', got {full['nonlinearity']!r}")
+    if full["peephole"] and full["cell"] != "lstm":
+        raise ValueError(f"peephole: only an LSTM has peephole weights (cell={full['cell']!r})")
+    dropout = full["dropout"]
+    if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
+        raise ValueError(f"dropout: expected a probability in [0, 1), got {dropout!r}")
+    full["dropout"] = float(dropout)
+    if full["tie_weights"] and full["embed_size"] != full["hidden_size"]:
+        raise ValueError(
+            f"tie_weights: needs embed_size == hidden_size, got {full['embed_size']} and "
+            f"{full['hidden_size']}")
+    for key in ("bias", "peephole", "tie_weights"):
+        full[key] = bool(full[key])
+    full["forget_bias"] = float(full["forget_bias"])
+    return full
+
+
+class LanguageModel(Module):
+    """Embedding -> stacked recurrent layers -> dropout -> linear decoder over the vocabulary.
+
+    ``LanguageModel(vocab_size, embed_size=64, hidden_size=512, num_layers=2, cell="lstm",
+    ...)`` takes the keys of ``DEFAULT_CONFIG`` as keyword arguments, plus ``tokenizer``
+    (kept with the model and stored in its file), ``dtype`` (float32, or float64 for
+    gradient checks) and ``seed`` (initial weights and dropout masks; the generator is
+    ``self.rng``, whose state a checkpoint saves).
+
+    Parameters are named ``embedding.weight``, ``rnn.weight_ih_l0``... (the recurrent
+    layer's own names, as in torch), ``decoder.weight`` and ``decoder.bias``. With
+    ``tie_weights`` the decoder's weight is the embedding's Parameter object.
+    """
+
+    def __init__(self, vocab_size=None, *, tokenizer=None, dtype=numpy.float32, seed=None,
+                 **config):
+        super().__init__()
+        if vocab_size is None and tokenizer is not None:
+            vocab_size = tokenizer.vocab_size
+        config = check_config(dict(config, vocab_size=vocab_size))
+        if tokenizer is not None and tokenizer.vocab_size != config["vocab_size"]:
+            raise ValueError(f"tokenizer: has {tokenizer.vocab_size} tokens, the model's "
+                             f"vocab_size is {config['vocab_size']}")
+        self.config = config
+        self.tokenizer = tokenizer
+        self.dtype = check_dtype(dtype)
+        self.rng = numpy.random.default_rng(seed)
+        self._ngram_parts = None      # (arrays, meta) of an n-gram model read from a file
+        self._ngram = None
+        self.training_record = {}
+
+        V, E, H, L = (config[k] for k in ("vocab_size", "embed_size", "hidden_size", "num_layers"))
+        p = config["dropout"]
+        self.embedding = Embedding(V, E, dtype=self.dtype, rng=self.rng)
+        self.embedding_dropout = Dropout(p, rng=self.rng)
+        layer_options = dict(bias=config["bias"], dropout=p if L > 1 else 0.0,
+                             dtype=self.dtype, rng=self.rng)
+        if config["cell"] == "lstm":
+            self.rnn = LSTM(E, H, L, peephole=config["peephole"], **layer_options)
+        elif config["cell"] == "gru":
+            self.rnn = GRU(E, H, L, **layer_options)
+        else:
+            self.rnn = RNN(E, H, L, nonlinearity=config["nonlinearity"], **layer_options)
+        self.output_dropout = Dropout(p, rng=self.rng)
+        self.decoder = Linear(H, V, dtype=self.dtype, rng=self.rng)
+        if config["tie_weights"]:
+            # N(0, 1) rows would give logits of size sqrt(H) through the shared decoder;
+            # the small uniform range usual for tied models keeps the first steps sane.
+            bound = 0.1
+            self.embedding.weight.data[...] = self.rng.uniform(-bound, bound, (V, E))
+            self.decoder.weight = self.embedding.weight
+        if config["cell"] == "lstm" and config["bias"] and config["forget_bias"]:
+            for k in range(L):
+                getattr(self.rnn, f"bias_ih_l{k}").data[H:2 * H] = config["forget_bias"]
+
+    # -- sizes and text ----------------------------------------------------------------
+
+    @property
+    def vocab_size(self):
+        return self.config["vocab_size"]
+
+    @property
+    def num_layers(self):
+        return self.config["num_layers"]
+
+    @property
+    def hidden_size(self):
+        return self.config["hidden_size"]
+
+    def num_parameters(self):
+        return sum(int(p.size) for p in self.parameters())
+
+    def encode(self, text):
+        """Token ids of ``text`` through the model's tokenizer."""
+        return self._need_tokenizer().encode(text)
+
+    def decode(self, ids):
+        return self._need_tokenizer().decode(ids)
+
+    def _need_tokenizer(self):
+        if self.tokenizer is None:
+            raise ValueError("this model has no tokenizer: pass tokenizer= when creating it")
+        return self.tokenizer
+
+    @property
+    def start_id(self):
+        """The token read before a text with no context: a newline when the vocabulary has
+        one (texts and documents start after line breaks), else the unknown token."""
+        if self.tokenizer is not None:
+            for token in ("\n", "\n\n"):
+                token_id = self.tokenizer.token_to_id.get(token)
+                if token_id is not None:
+                    return token_id
+        return 0
+
+    # -- training and whole sequences ---------------------------------------------------
+
+    def _check_ids(self, ids_tb):
+        ids_tb = numpy.asarray(ids_tb)
+        if ids_tb.ndim == 1:
+            ids_tb = ids_tb[:, None]
+        if ids_tb.ndim != 2 or ids_tb.shape[0] < 1 or ids_tb.shape[1] < 1:
+            raise ValueError(f"ids_tb: expected a (T, B) array of token ids with T, B >= 1, "
+                             f"got shape {ids_tb.shape}")
+        return ids_tb
+
+    def _layer_state(self, state, batch):
+        if state is None:
+            return None
+        if not isinstance(state, LMState):
+            raise TypeError(f"state: expected an LMState or None, got {type(state).__name__}")
+        if state.batch_size != batch:
+            raise ValueError(f"state: holds {state.batch_size} sequences, the input has {batch}")
+        return state.layer_state()
+
+    def _as_lm_state(self, layer_state):
+        if isinstance(layer_state, tuple):
+            return LMState(layer_state[0], layer_state[1])
+        return LMState(layer_state)
+
+    def forward(self, ids_tb, state=None):
+        """Logits ``(T, B, V)`` for token ids ``(T, B)`` (or ``(T,)``) and the final state.
+
+        ``state`` is an ``LMState`` (the zero state when None). Nothing is cached.
+        """
+        ids_tb = self._check_ids(ids_tb)
+        T, B = ids_tb.shape
+        x_tbe = self.embedding_dropout(self.embedding(ids_tb))
+        out_tbh, layer_state = self.rnn(x_tbe, self._layer_state(state, B))
+        out_nh = self.output_dropout(out_tbh).reshape(T * B, -1)
+        logits = self.decoder(out_nh).reshape(T, B, -1)
+        return logits, self._as_lm_state(layer_state)
+
+    def begin_update(self, ids_tb, state=None):
+        """Training forward: ``((logits_tbv, state), backprop)``.
+
+        ``backprop(d_logits_tbv, d_state=None)`` adds every parameter's gradient into its
+        ``.grad`` and returns the gradient of the initial state as ``(dh0, dc0 or None)``.
+        """
+        ids_tb = self._check_ids(ids_tb)
+        T, B = ids_tb.shape
+        emb_tbe, backprop_embedding = self.embedding.begin_update(ids_tb)
+        emb_tbe, backprop_embedding_dropout = self.embedding_dropout.begin_update(emb_tbe)
+        (out_tbh, layer_state), backprop_rnn = self.rnn.begin_update(
+            emb_tbe, self._layer_state(state, B))
+        out_tbh, backprop_output_dropout = self.output_dropout.begin_update(out_tbh)
+        # The decoder sees (T*B, H): one plain GEMM instead of a batched matmul.
+        logits_nv, backprop_decoder = self.decoder.begin_update(out_tbh.reshape(T * B, -1))
+        new_state = self._as_lm_state(layer_state)
+
+        def backprop(d_logits_tbv, d_state=None):
+            d_out_nh = backprop_decoder(d_logits_tbv.reshape(T * B, -1))
+            d_out_tbh = backprop_output_dropout(d_out_nh.reshape(T, B, -1))
+            d_layer_state = None if d_state is None else d_state.layer_state()
+            d_emb_tbe, d_state0 = backprop_rnn(d_out_tbh, d_layer_state)
+            backprop_embedding(backprop_embedding_dropout(d_emb_tbe))
+            return d_state0 if isinstance(d_state0, tuple) else (d_state0, None)
+
+        return (logits_nv.reshape(T, B, -1), new_state), backprop
+
+    def begin_update_loss(self, ids_tb, targets_tb, state=None, ignore_index=-100):
+        """Training forward with the loss: ``((mean_loss, state), backprop)``.
+
+        The loss is the mean cross-entropy (nats per token) of ``targets_tb`` over the
+        targets that are not ``ignore_index``; ``backprop(d_loss=1.0)`` adds the parameter
+        gradients of ``d_loss * loss`` and returns the initial state's gradient.
+        """
+        from predtext.nn import softmax_cross_entropy
+
+        (logits_tbv, new_state), backprop_logits = self.begin_update(ids_tb, state)
+        loss, d_logits = softmax_cross_entropy(logits_tbv, numpy.asarray(targets_tb),
+                                               ignore_index=ignore_index)
+
+        def backprop(d_loss=1.0):
+            if d_loss != 1.0:
+                d_logits[...] *= d_logits.dtype.type(d_loss)
+            return backprop_logits(d_logits)
+
+        return (loss, new_state), backprop
+
+    # -- incremental inference ------------------------------------------------------------
+
+    def initial_state(self, batch=1):
+        """The zero state for ``batch`` texts, with its step buffers ready.
+
+        Its ``log_probs`` is None: the model has read nothing yet. ``feed`` the start of a
+        text (or ``[model.start_id]``) to get a first distribution.
+        """
+        if isinstance(batch, bool) or not isinstance(batch, (int, numpy.integer)) or batch < 1:
+            raise ValueError(f"batch: expected a positive int, got {batch!r}")
+        xp = self.ops.xp
+        shape = (self.num_layers, int(batch), self.hidden_size)
+        h = xp.zeros(shape, dtype=self.dtype)
+        c = xp.zeros(shape, dtype=self.dtype) if self.rnn.cell == "lstm" else None
+        state = LMState(h, c)
+        state._buffers = _StepBuffers(self, int(batch))
+        return state
+
+    def _layer_arrays(self, k):
+        rnn = self.rnn
+        bias = rnn.bias
+        peephole = getattr(rnn, f"weight_ch_l{k}").data if rnn.peephole else None
+        return (getattr(rnn, f"weight_ih_l{k}").data, getattr(rnn, f"weight_hh_l{k}").data,
+                getattr(rnn, f"bias_ih_l{k}").data if bias else None,
+                getattr(rnn, f"bias_hh_l{k}").data if bias else None, peephole)
+
+    def step(self, token_ids, state):
+        """Read one token per text: ``(log_probs (B, V), state)``, the state advanced in place.
+
+        ``token_ids`` has one id per text of the state's batch. Each layer is one
+        ``cell_step`` of the compiled core into the state's own arrays; the only array made
+        per step is the returned ``log_probs`` (also kept as ``state.log_probs``).
+        Inference mode: no dropout, whatever ``self.training`` says.
+        """
+        if not isinstance(state, LMState):
+            raise TypeError(f"state: expected an LMState, got {type(state).__name__}")
+        ids = numpy.asarray(token_ids)
+        if ids.ndim == 0:
+            ids = ids[None]
+        B = state.batch_size
+        if ids.shape != (B,) or ids.dtype.kind not in "iu":
+            raise ValueError(f"token_ids: expected {B} integer ids (one per text of the state), "
+                             f"got {ids.dtype} array of shape {ids.shape}")
+        if int(ids.min()) < 0 or int(ids.max()) >= self.vocab_size:
+            raise ValueError(f"token_ids: ids must lie in [0, {self.vocab_size}), "
+                             f"got values from {int(ids.min())} to {int(ids.max())}")
+        if state.h.dtype != self.dtype or state.h.shape != (self.num_layers, B, self.hidden_size):
+            raise ValueError(f"state: expected h of shape {(self.num_layers, B, self.hidden_size)} "
+                             f"and dtype {self.dtype}, got {state.h.shape} {state.h.dtype}")
+        if not (state.h.flags.c_contiguous and (state.c is None or state.c.flags.c_contiguous)):
+            state.h = numpy.ascontiguousarray(state.h)
+            state.c = None if state.c is None else numpy.ascontiguousarray(state.c)
+        buffers = state._buffers
+        if buffers is None or buffers.embedded.shape[0] != B:
+            buffers = state._buffers = _StepBuffers(self, B)
+
+        xp = self.ops.xp
+        xp.take(self.embedding.weight.data, ids, axis=0, out=buffers.embedded)
+        layer_input = buffers.embedded
+        cell = self.rnn.cell
+        for k in range(self.num_layers):
+            w_ih, w_hh, b_ih, b_hh, peephole = self._layer_arrays(k)
+            h_k = state.h[k]
+            c_k = None if state.c is None else state.c[k]
+            # In place: h_out is h and c_out is c, which the core allows.
+            self.ops.rnn_step(cell, layer_input, h_k, c_k, w_ih, w_hh, b_ih, b_hh, h_k, c_k,
+                              buffers.work, peephole)
+            layer_input = h_k
+        log_probs = xp.empty((B, self.vocab_size), dtype=self.dtype)
+        self._log_softmax_into(layer_input, log_probs, buffers.scratch_v)
+        state.log_probs = log_probs
+        return log_probs, state
+
+    def _log_softmax_into(self, h_bh, out_bv, scratch_bv):
+        """``out = log_softmax(h @ W.T + b)``, computed in ``out`` with one scratch array."""
+        xp = self.ops.xp
+        xp.matmul(h_bh, self.decoder.weight.data.T, out=out_bv)
+        if self.decoder.bias is not None:
+            out_bv += self.decoder.bias.data
+        out_bv -= out_bv.max(axis=1, keepdims=True)
+        xp.exp(out_bv, out=scratch_bv)
+        out_bv -= xp.log(scratch_bv.sum(axis=1, keepdims=True))
+        return out_bv
+
+    def feed(self, ids, state=None):
+        """Read a whole sequence of ids (one text, or ``(T, B)`` for B texts) at once.
+
+        Returns ``(log_probs (B, V), state)``: the distribution of the token after the
+        last one read. Uses the sequence kernel, so a long prompt costs one call per layer.
+        ``state`` is continued (not modified); None starts from the zero state. With no
+        ids, the state's own ``log_probs`` are returned (the start token is read into a
+        fresh state first).
+        """
+        ids = numpy.asarray(ids)
+        if ids.dtype.kind not in "iu" and ids.size:
+            raise TypeError(f"ids: expected integer token ids, got dtype {ids.dtype}")
+        if ids.size == 0:
+            if state is not None and state.log_probs is not None:
+                return state.log_probs, state
+            ids = numpy.array([self.start_id])
+        ids_tb = self._check_ids(ids.astype(numpy.int64, copy=False))
+        T, B = ids_tb.shape
+        if ids_tb.min() < 0 or ids_tb.max() >= self.vocab_size:
+            raise ValueError(f"ids: must lie in [0, {self.vocab_size})")
+        was_training = self.training
+        self.eval()
+        try:
+            x_tbe = self.embedding(ids_tb)
+            out_tbh, layer_state = self.rnn(x_tbe, self._layer_state(state, B))
+        finally:
+            self.train(was_training)
+        new_state = self._as_lm_state(layer_state)
+        log_probs = self.ops.xp.empty((B, self.vocab_size), dtype=self.dtype)
+        scratch = self.ops.xp.empty_like(log_probs)
+        self._log_softmax_into(numpy.ascontiguousarray(out_tbh[-1]), log_probs, scratch)
+        new_state.log_probs = log_probs
+        return log_probs, new_state
+
+    def feed_text(self, text, state=None):
+        """``feed`` the tokens of ``text``; an empty text with no state reads the start token."""
+        return self.feed(self.encode(text), state)
+
+    def next_token_distribution(self, text, state=None):
+        """Probabilities ``(V,)`` of the next token after ``text`` (index = token id)."""
+        log_probs, _ = self.feed_text(text, state)
+        return numpy.exp(log_probs[0].astype(numpy.float64))
+
+    def generate(self, prompt="", length=200, **options):
+        """Sampled continuation of ``prompt``; see ``predtext.lm.generate.generate``."""
+        from predtext.lm.generate import generate
+
+        return generate(self, prompt, length, **options)
+
+    def beam_search(self, state, **options):
+        """Likeliest continuations from ``state``; see ``predtext.lm.generate.beam_search``."""
+        from predtext.lm.generate import beam_search
+
+        return beam_search(self, state, **options)
+
+    # -- files --------------------------------------------------------------------------
+
+    def tensors(self, dtype=None):
+        """The parameters as a name -> NumPy array dict (a tied weight appears once)."""
+        state = self.state_dict()
+        if dtype is not None:
+            state = {name: array.astype(dtype) for name, array in state.items()}
+        return dict(state)
+
+    def file_meta(self, training=None):
+        """The JSON metadata a model file carries (config, tokenizer, training record)."""
+        return {
+            "model_format": MODEL_FORMAT,
+            "model_format_version": MODEL_FORMAT_VERSION,
+            "config": dict(self.config),
+            "tokenizer": None if self.tokenizer is None else self.tokenizer.to_json(),
+            "training": dict(self.training_record if training is None else training),
+        }
+
+    def save(self, path, ngram=None, training=None, weights_dtype=None):
+        """Write the model file at ``path`` atomically (a temporary file, then a rename).
+
+        ``ngram``: an ``NGramModel`` to store beside the network (its arrays under
+        ``ngram.*``, its description under the ``predtext.ngram`` metadata key); by default
+        the one this model was loaded with, if any. ``training``: the training record (by
+        default ``self.training_record``). ``weights_dtype``: e.g. ``numpy.float16`` to
+        halve the file; loading casts back to the model's dtype.
+        """
+        tensors = self.tensors(weights_dtype)
+        meta = self.file_meta(training)
+        arrays, ngram_meta = self._ngram_arrays(ngram)
+        if ngram_meta is not None:
+            tensors.update(arrays)
+            meta[NGRAM_META_KEY] = ngram_meta
+        modelfile.save_model(path, tensors, meta)
+
+    def _ngram_arrays(self, ngram):
+        if ngram is not None:
+            arrays, meta = ngram.to_arrays()
+        elif self._ngram is not None:
+            arrays, meta = self._ngram.to_arrays()
+        elif self._ngram_parts is not None:
+            arrays, meta = self._ngram_parts
+        else:
+            return {}, None
+        return {name: _narrowest_int(array) for name, array in arrays.items()}, meta
+
+    @property
+    def ngram(self):
+        """The word n-gram model stored with this model (built on first use), or None."""
+        if self._ngram is None and self._ngram_parts is not None:
+            from predtext.engine.ngram import NGramModel
+
+            self._ngram = NGramModel.from_arrays(*self._ngram_parts)
+        return self._ngram
+
+    @ngram.setter
+    def ngram(self, model):
+        self._ngram, self._ngram_parts = model, None
+
+    @classmethod
+    def load(cls, path, dtype=numpy.float32):
+        """Read a model file (or the model part of a training checkpoint).
+
+        Raises ``ModelFileError`` naming the file for a missing, truncated, corrupt,
+        foreign or inconsistent file.
+        """
+        tensors, meta = modelfile.load_model(path)
+        return cls.from_tensors(tensors, meta, path, dtype)
+
+    @classmethod
+    def from_tensors(cls, tensors, meta, path="<memory>", dtype=numpy.float32):
+        """The model that ``tensors`` and ``meta`` (as ``save`` writes them) describe."""
+        if meta.get("model_format") != MODEL_FORMAT:
+            raise ModelFileError(path, "holds no language model (it may be another predtext file)")
+        version = meta.get("model_format_version")
+        if not isinstance(version, int) or version > MODEL_FORMAT_VERSION:
+            raise ModelFileError(path, f"language-model format version {version!r} is not one "
+                                       f"this predtext reads (up to {MODEL_FORMAT_VERSION})")
+        try:
+            config = check_config(meta.get("config"))
+            tokenizer = None
+            if meta.get("tokenizer") is not None:
+                tokenizer = tokenizer_from_json(meta["tokenizer"])
+            model = cls(tokenizer=tokenizer, dtype=dtype, seed=0, **config)
+            weights = {k: v for k, v in tensors.items() if not k.startswith(NGRAM_TENSOR_PREFIX)}
+            model.load_state_dict(weights)
+        except (TypeError, ValueError) as exc:
+            raise ModelFileError(path, f"inconsistent language model: {exc}") from None
+        model.training_record = meta.get("training") or {}
+        if meta.get(NGRAM_META_KEY) is not None:
+            arrays = {k: v for k, v in tensors.items() if k.startswith(NGRAM_TENSOR_PREFIX)}
+            model._ngram_parts = (arrays, meta[NGRAM_META_KEY])
+        model.eval()
+        return model
+
+    def extra_repr(self):
+        c = self.config
+        return (f"vocab_size={c['vocab_size']}, cell={c['cell']!r}, layers={c['num_layers']}, "
+                f"hidden={c['hidden_size']}, embed={c['embed_size']}, dropout={c['dropout']}, "
+                f"tie_weights={c['tie_weights']}")
+
+
+def default_model_path():
+    """Where the packaged default model lives (the file may be absent in a source tree)."""
+    from pathlib import Path
+
+    import predtext.models
+
+    return Path(predtext.models.__file__).resolve().parent / DEFAULT_MODEL_FILE
+
+
+def load_ngram(path):
+    """The word n-gram model stored in a model file, or None when it has none."""
+    model = LanguageModel.load(path)
+    return model.ngram
+
+
+def _narrowest_int(array):
+    """Integer arrays in the smallest dtype that holds their values (lossless, smaller
+    files; ``NGramModel.from_arrays`` casts them back)."""
+    if array.dtype.kind not in "iu" or array.size == 0:
+        return array
+    low, high = int(array.min()), int(array.max())
+    for dtype in (numpy.uint8, numpy.int8, numpy.uint16, numpy.int16, numpy.uint32, numpy.int32):
+        info = numpy.iinfo(dtype)
+        if info.min <= low and high <= info.max:
+            return array.astype(dtype)
+    return array
+
+
+def perplexity(loss):
+    """``exp(loss)``, inf rather than an overflow error for a huge loss."""
+    return math.exp(loss) if loss < 700 else math.inf

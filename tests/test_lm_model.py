@@ -1,0 +1,255 @@
+"""LanguageModel: gradients, files, incremental inference, sampling and beam search."""
+
+import itertools
+import math
+
+import numpy
+import pytest
+import safetensors.numpy
+
+from predtext.errors import ModelFileError
+from predtext.lm.generate import (Continuation, beam_search, generate, sampling_distribution,
+                                  word_boundary_ids)
+from predtext.lm.model import LanguageModel, LMState, check_config
+from predtext.lm.tokenizers import CharTokenizer
+
+TEXT = "the cat sat on the mat. the dog sat on the log.\n"
+
+
+def tiny_model(cell="lstm", dtype=numpy.float32, **options):
+    tokenizer = CharTokenizer.from_text(TEXT)
+    config = dict(embed_size=3, hidden_size=4, num_layers=2, cell=cell)
+    config.update(options)
+    return LanguageModel(tokenizer=tokenizer, dtype=dtype, seed=7, **config)
+
+
+# ---------------------------------------------------------------- gradients
+
+
+def numeric_gradient(f, array, index, eps=1e-6):
+    saved = array[index]
+    array[index] = saved + eps
+    up = f()
+    array[index] = saved - eps
+    down = f()
+    array[index] = saved
+    return (up - down) / (2 * eps)
+
+
+@pytest.mark.parametrize("cell,options", [
+    ("lstm", {}),
+    ("gru", {}),
+    ("rnn", {"nonlinearity": "tanh"}),
+    ("lstm", {"tie_weights": True, "embed_size": 4, "peephole": True}),
+])
+def test_gradients_match_finite_differences(cell, options):
+    model = tiny_model(cell, numpy.float64, **options)
+    rng = numpy.random.default_rng(0)
+    ids = rng.integers(0, model.vocab_size, (5, 2))
+    targets = rng.integers(0, model.vocab_size, (5, 2))
+    targets[2, 1] = -100  # an ignored target takes no part
+    h0 = rng.normal(size=(2, 2, 4)) * 0.5
+    c0 = rng.normal(size=(2, 2, 4)) * 0.5 if cell == "lstm" else None
+    state0 = LMState(h0, c0)
+
+    def loss():
+        (value, _), _ = model.begin_update_loss(ids, targets, state0)
+        return value
+
+    model.zero_grad()
+    (_, _), backprop = model.begin_update_loss(ids, targets, state0)
+    dh0, dc0 = backprop()
+    for name, param in model.named_parameters():
+        for _ in range(3):
+            index = tuple(rng.integers(0, n) for n in param.shape)
+            if name == "embedding.weight" and not options.get("tie_weights"):
+                index = (int(ids[rng.integers(0, 5), rng.integers(0, 2)]),) + index[1:]
+            expected = numeric_gradient(loss, param.data, index)
+            assert param.grad[index] == pytest.approx(expected, rel=1e-5, abs=1e-8), name
+    for index in [(0, 0, 1), (1, 1, 3)]:
+        assert dh0[index] == pytest.approx(numeric_gradient(loss, h0, index), rel=1e-5, abs=1e-8)
+        if c0 is not None:
+            assert dc0[index] == pytest.approx(numeric_gradient(loss, c0, index), rel=1e-5,
+                                               abs=1e-8)
+
+
+def test_tied_weights_share_one_parameter():
+    model = tiny_model(embed_size=4, tie_weights=True)
+    assert model.decoder.weight is model.embedding.weight
+    assert "decoder.weight" not in dict(model.named_parameters())
+    with pytest.raises(ValueError, match="embed_size == hidden_size"):
+        tiny_model(embed_size=3, tie_weights=True)
+
+
+def test_config_is_checked():
+    with pytest.raises(ValueError, match="hidden_size"):
+        check_config({"vocab_size": 5, "hidden_size": 0})
+    with pytest.raises(ValueError, match="unknown keys"):
+        check_config({"vocab_size": 5, "bidirectional": True})
+    with pytest.raises(ValueError, match="peephole"):
+        check_config({"vocab_size": 5, "cell": "gru", "peephole": True})
+
+
+# ---------------------------------------------------------------- files
+
+
+def test_save_load_round_trip_gives_identical_outputs(tmp_path):
+    from predtext.engine.ngram import NGramModel
+
+    model = tiny_model("gru", dropout=0.2)
+    model.eval()
+    ngram = NGramModel.from_text(TEXT * 3)
+    path = tmp_path / "m.safetensors"
+    model.save(path, ngram=ngram, training={"steps": 3})
+    loaded = LanguageModel.load(path)
+    ids = model.encode("the cat sat")
+    numpy.testing.assert_array_equal(model.forward(ids)[0], loaded.forward(ids)[0])
+    assert loaded.config == model.config
+    assert loaded.tokenizer == model.tokenizer
+    assert loaded.training_record == {"steps": 3}
+    assert loaded.ngram.probability("sat", ["cat"]) == ngram.probability("sat", ["cat"])
+    # float16 storage: half the bytes, the same model to float16 precision
+    small = tmp_path / "half.safetensors"
+    model.save(small, weights_dtype=numpy.float16)
+    numpy.testing.assert_allclose(LanguageModel.load(small).forward(ids)[0],
+                                  model.forward(ids)[0], atol=1e-2)
+    assert LanguageModel.load(small).ngram is None
+
+
+@pytest.mark.parametrize("damage", ["flip", "truncate", "foreign", "missing"])
+def test_bad_files_raise_model_file_error_naming_the_file(tmp_path, damage):
+    path = tmp_path / "m.safetensors"
+    tiny_model().save(path)
+    data = bytearray(path.read_bytes())
+    if damage == "flip":
+        data[-5] ^= 0xFF
+        path.write_bytes(bytes(data))
+    elif damage == "truncate":
+        path.write_bytes(bytes(data[: len(data) // 2]))
+    elif damage == "foreign":
+        path.write_bytes(safetensors.numpy.save({"w": numpy.zeros(3, numpy.float32)}))
+    else:
+        path.unlink()
+    with pytest.raises(ModelFileError, match="m.safetensors"):
+        LanguageModel.load(path)
+
+
+def test_a_file_of_another_kind_is_refused(tmp_path):
+    from predtext.lm.modelfile import save_model
+
+    path = tmp_path / "other.safetensors"
+    save_model(path, {"x": numpy.zeros(2, numpy.float32)}, {"config": {}})
+    with pytest.raises(ModelFileError, match="holds no language model"):
+        LanguageModel.load(path)
+
+
+# ---------------------------------------------------------------- incremental inference
+
+
+@pytest.mark.parametrize("cell,options", [("lstm", {}), ("lstm", {"peephole": True}),
+                                          ("gru", {}), ("rnn", {"nonlinearity": "relu"})])
+def test_steps_equal_the_full_forward(cell, options):
+    model = tiny_model(cell, numpy.float64, **options)
+    model.eval()
+    ids = numpy.array([model.encode("the cat"), model.encode("on the ")]).T  # (T, 2)
+    logits, final = model.forward(ids)
+    expected = logits - numpy.log(numpy.exp(logits).sum(-1, keepdims=True))
+    state = model.initial_state(2)
+    for t in range(ids.shape[0]):
+        log_probs, state = model.step(ids[t], state)
+        numpy.testing.assert_allclose(log_probs, expected[t], atol=1e-12)
+    numpy.testing.assert_allclose(state.h, final.h, atol=1e-12)
+    # feed() reads a whole prompt with the sequence kernel and agrees too
+    fed, fed_state = model.feed(ids)
+    numpy.testing.assert_allclose(fed, expected[-1], atol=1e-12)
+    numpy.testing.assert_allclose(fed_state.h, state.h, atol=1e-12)
+
+
+def test_step_reuses_the_state_buffers():
+    model = tiny_model()
+    state = model.initial_state(1)
+    h_buffer = state.h
+    kept = state.copy()
+    model.step([1], state)
+    assert state.h is h_buffer                       # advanced in place
+    assert not numpy.array_equal(kept.h, state.h)    # the copy kept the old state
+    with pytest.raises(ValueError, match="token_ids"):
+        model.step([model.vocab_size], state)
+    with pytest.raises(ValueError, match="token_ids"):
+        model.step([1, 2], state)
+
+
+def test_next_token_distribution_sums_to_one():
+    model = tiny_model()
+    probs = model.next_token_distribution("the c")
+    assert probs.shape == (model.vocab_size,)
+    assert probs.sum() == pytest.approx(1.0)
+    assert model.next_token_distribution("").sum() == pytest.approx(1.0)
+
+
+# ---------------------------------------------------------------- sampling and beam search
+
+
+def test_sampling_distribution_filters():
+    log_probs = numpy.log(numpy.array([0.05, 0.5, 0.3, 0.1, 0.05]))
+    greedy = sampling_distribution(log_probs, temperature=0)
+    assert greedy.argmax() == 1 and greedy.max() == 1.0
+    top2 = sampling_distribution(log_probs, top_k=2)
+    assert set(numpy.flatnonzero(top2)) == {1, 2}
+    nucleus = sampling_distribution(log_probs, top_p=0.85)
+    assert set(numpy.flatnonzero(nucleus)) == {1, 2, 3}  # 0.5 + 0.3 < 0.85 <= 0.9
+    assert nucleus.sum() == pytest.approx(1.0)
+    assert sampling_distribution(log_probs)[0] == 0.0    # the unknown token never comes out
+    with pytest.raises(ValueError, match="top_p"):
+        sampling_distribution(log_probs, top_p=0)
+
+
+def test_generate_is_reproducible_and_greedy_is_top_k_one():
+    model = tiny_model()
+    first = generate(model, "the ", 20, seed=3)
+    assert len(first) == 20 and first == generate(model, "the ", 20, seed=3)
+    assert generate(model, "the ", 15, temperature=0) == generate(model, "the ", 15, top_k=1,
+                                                                   seed=9)
+
+
+def test_beam_search_finds_the_exact_best_continuations():
+    model = tiny_model("lstm", numpy.float64)
+    model.eval()
+    log_probs, state = model.feed_text("the c")
+    stops = {model.tokenizer.token_to_id[" "], model.tokenizer.token_to_id["."]}
+    found = beam_search(model, state, beam_width=400, max_length=2, stop_ids=stops, n_best=5)
+    # Brute force over every continuation of up to two tokens.
+    scores = []
+    candidates = [i for i in range(1, model.vocab_size)]
+    for first in candidates:
+        lp1 = log_probs[0, first]
+        if first in stops:
+            scores.append((lp1, (), first))
+            continue
+        lp2, _ = model.feed([first], state)
+        for second in candidates:
+            if second in stops:
+                scores.append((lp1 + lp2[0, second], (first,), second))
+            else:
+                scores.append((lp1 + lp2[0, second], (first, second), None))
+    scores.sort(key=lambda item: -item[0])
+    ended = [s for s in scores if s[2] is not None]
+    expected = ended[:5] if len(ended) >= 5 else scores[:5]
+    assert [c.ids for c in found] == [ids for _, ids, _ in expected]
+    for continuation, (score, _, _) in zip(found, expected):
+        assert isinstance(continuation, Continuation)
+        assert continuation.log_prob == pytest.approx(score, abs=1e-9)
+
+
+def test_beam_search_completes_words_at_char_level():
+    model = tiny_model()
+    _, state = model.feed_text("the d")
+    results = model.beam_search(state, beam_width=4, max_length=6,
+                                stop_ids=word_boundary_ids(model.tokenizer))
+    assert results and all(r.stop_id is None or r.stop_id in word_boundary_ids(model.tokenizer)
+                           for r in results)
+    assert all(" " not in r.text for r in results)
+    probs = [r.probability for r in results]
+    assert probs == sorted(probs, reverse=True) or any(r.stop_id is None for r in results)
+    with pytest.raises(ValueError, match="log_probs"):
+        beam_search(model, model.initial_state(1))
