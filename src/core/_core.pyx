@@ -89,10 +89,12 @@ pt_set_blas(sgemm, dgemm, sgemv, dgemv)
 
 def _choose_step_rows(architecture):
     """Per-step products in blocks of 16 rows where OpenBLAS has unpacked small-matrix
-    kernels (its AVX-512 targets; measured 1.3-1.5x faster steps there).  Elsewhere a
+    kernels (its AVX-512 targets; measured up to 1.5x faster steps there).  Elsewhere a
     block would be packed like a large product, so one call per step stays best."""
     small_kernels = {"skylakex", "cooperlake", "sapphirerapids"}
-    pt_set_step_rows(1, 16 if str(architecture).lower() in small_kernels else 0)
+    rows = 16 if str(architecture).lower() in small_kernels else 0
+    pt_set_step_rows(1, rows)
+    pt_set_step_rows(0, rows)
 
 
 def _register_openblas_thread_controls():

@@ -44,6 +44,9 @@ void pt_set_blas(pt_sgemm_fn sgemm, pt_dgemm_fn dgemm, pt_sgemv_fn sgemv, pt_dge
 /* Indexed by whether A is transposed: [0] backward's dh product, [1] forward's.  The
  * shim sets the forward's from the BLAS it finds (see _choose_step_rows). */
 static int pt_step_rows[2] = {0, 0};
+/* Largest block (rows * n * k) OpenBLAS's AVX-512 small-matrix kernels were measured to
+ * take without packing. */
+#define PT_SMALL_GEMM (1LL << 19)
 
 void pt_set_step_rows(int which, int rows) { pt_step_rows[which != 0] = rows < 0 ? 0 : rows; }
 int pt_get_step_rows(int which) { return pt_step_rows[which != 0]; }

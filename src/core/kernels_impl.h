@@ -35,7 +35,9 @@ static void NAME(gemm)(char ta, char tb, int m, int n, int k, REAL alpha, const 
 static void NAME(gemm_rows)(char ta, char tb, int m, int n, int k, REAL alpha, const REAL *a,
                             int lda, const REAL *b, int ldb, REAL beta, REAL *c, int ldc)
 {
-    int rows = pt_step_rows[ta == 'T'] > 0 ? pt_step_rows[ta == 'T'] : m;
+    int rows = pt_step_rows[ta == 'T'];
+    /* Only blocks small enough for those kernels pay; a larger block is packed anyway. */
+    if (rows <= 0 || (long long)rows * n * k > PT_SMALL_GEMM) rows = m;
     for (int i = 0; i < m; i += rows) {
         int mm = m - i < rows ? m - i : rows;
         const REAL *ai = ta == 'T' ? a + (size_t)i * lda : a + i;
