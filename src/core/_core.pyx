@@ -545,7 +545,9 @@ def cell_step(str cell, x, h, c, w_ih, w_hh, b_ih, b_hh, h_out, c_out, work, pee
     cdef cnp.ndarray apeep = _opt(peephole, "peephole", dtype, (3, H))
     cdef cnp.ndarray awork = _check(work, "work", dtype,
                                     (B, 2 * GH if code == _GRU else GH), True)
-    cdef int nthreads = _team_size(B, GH, I + H)
+    # A single step is bound by reading the weights, which two cores do faster than one
+    # well below the work at which a sequence step pays for a second thread.
+    cdef int nthreads = _team_size(4 * B, GH, I + H)
     cdef bint single = dtype == np.float32
     with nogil:
         pt_blas_single_enter()

@@ -37,7 +37,7 @@ static void NAME(gemm_rows)(char ta, char tb, int m, int n, int k, REAL alpha, c
 {
     int rows = pt_step_rows[ta == 'T'];
     /* Only blocks small enough for those kernels pay; a larger block is packed anyway. */
-    if (rows <= 0 || (long long)rows * n * k > PT_SMALL_GEMM) rows = m;
+    if (rows <= 0 || n == 1 || (long long)rows * n * k > PT_SMALL_GEMM) rows = m;
     for (int i = 0; i < m; i += rows) {
         int mm = m - i < rows ? m - i : rows;
         const REAL *ai = ta == 'T' ? a + (size_t)i * lda : a + i;
@@ -438,11 +438,11 @@ void NAME(pt_step)(int cell, int B, int I, int H, int nthreads, const REAL *x, c
             for (int k = m0; k < m1; k++)
                 pre[(size_t)b * GH + k] =
                     (b_ih ? b_ih[k] : 0) + (b_hh && cell != PT_GRU ? b_hh[k] : 0);
-        NAME(gemm)('T', 'N', mp, B, I, 1, w_ih + (size_t)m0 * I, I, x, I, 1, pre + m0, GH);
+        NAME(gemm_rows)('T', 'N', mp, B, I, 1, w_ih + (size_t)m0 * I, I, x, I, 1, pre + m0, GH);
         if (cell == PT_GRU)
-            NAME(gemm)('T', 'N', mp, B, H, 1, w_hh + (size_t)m0 * H, H, h, H, 0, hh + m0, GH);
+            NAME(gemm_rows)('T', 'N', mp, B, H, 1, w_hh + (size_t)m0 * H, H, h, H, 0, hh + m0, GH);
         else
-            NAME(gemm)('T', 'N', mp, B, H, 1, w_hh + (size_t)m0 * H, H, h, H, 1, pre + m0, GH);
+            NAME(gemm_rows)('T', 'N', mp, B, H, 1, w_hh + (size_t)m0 * H, H, h, H, 1, pre + m0, GH);
         /* Every thread has read all of h, and the gate math needs every thread's block of
          * gate rows: only now may h_out (possibly h itself) change. */
 #pragma omp barrier
