@@ -44,6 +44,8 @@ cdef extern from "kernels.h" nogil:
     int pt_max_threads()
     int pt_have_openmp()
     int pt_add_blas_threads_fns(void *set_fn, void *get_fn)
+    # Around kernels whose team has more than one thread; a lone thread may let BLAS use
+    # its own threads.
     void pt_blas_single_enter()
     void pt_blas_single_exit()
     void pt_sigmoid_array_f(size_t n, const float *x, float *y)
@@ -397,7 +399,8 @@ def sequence_forward(str cell, x, w_ih, w_hh, b_ih=None, b_hh=None, h0=None, c0=
     cdef int train = training
     cdef bint single = dtype == np.float32
     with nogil:
-        pt_blas_single_enter()
+        if d.nthreads > 1:
+            pt_blas_single_enter()
         if single:
             pt_forward_f(&d, train, <float *>_ptr(ax), <float *>_ptr(aw_ih),
                          <float *>_ptr(aw_hh), <float *>_ptr(ab_ih), <float *>_ptr(ab_hh),
@@ -412,7 +415,8 @@ def sequence_forward(str cell, x, w_ih, w_hh, b_ih=None, b_hh=None, h0=None, c0=
                          <double *>_ptr(xg), <double *>_ptr(hs), <double *>_ptr(cs),
                          <double *>_ptr(hn_cache), <double *>_ptr(hh_work),
                          <double *>_ptr(out), <double *>_ptr(h_n), <double *>_ptr(c_n))
-        pt_blas_single_exit()
+        if d.nthreads > 1:
+            pt_blas_single_exit()
 
     if not training:
         return out, h_n, c_n, None
@@ -481,7 +485,8 @@ def sequence_backward(SequenceCache cache, d_out, d_hn=None, d_cn=None, *, grad_
     d.nthreads = _team_size(B, GH, H)
     cdef bint single = dtype == np.float32
     with nogil:
-        pt_blas_single_enter()
+        if d.nthreads > 1:
+            pt_blas_single_enter()
         if single:
             pt_backward_f(&d, <float *>_ptr(ax), <float *>_ptr(aw_ih), <float *>_ptr(aw_hh),
                           <float *>_ptr(apeep), <float *>_ptr(xg), <float *>_ptr(hs),
@@ -501,7 +506,8 @@ def sequence_backward(SequenceCache cache, d_out, d_hn=None, d_cn=None, *, grad_
                           <double *>_ptr(dh0), <double *>_ptr(dc0), <double *>_ptr(gw_ih),
                           <double *>_ptr(gw_hh), <double *>_ptr(gb_ih), <double *>_ptr(gb_hh),
                           <double *>_ptr(gpeep))
-        pt_blas_single_exit()
+        if d.nthreads > 1:
+            pt_blas_single_exit()
     return dx, dh0, dc0
 
 
@@ -550,7 +556,8 @@ def cell_step(str cell, x, h, c, w_ih, w_hh, b_ih, b_hh, h_out, c_out, work, pee
     cdef int nthreads = _team_size(4 * B, GH, I + H)
     cdef bint single = dtype == np.float32
     with nogil:
-        pt_blas_single_enter()
+        if nthreads > 1:
+            pt_blas_single_enter()
         if single:
             pt_step_f(code, B, I, H, nthreads, <float *>_ptr(ax), <float *>_ptr(ah),
                       <float *>_ptr(ac), <float *>_ptr(aw_ih), <float *>_ptr(aw_hh),
@@ -561,7 +568,8 @@ def cell_step(str cell, x, h, c, w_ih, w_hh, b_ih, b_hh, h_out, c_out, work, pee
                       <double *>_ptr(ac), <double *>_ptr(aw_ih), <double *>_ptr(aw_hh),
                       <double *>_ptr(ab_ih), <double *>_ptr(ab_hh), <double *>_ptr(apeep),
                       <double *>_ptr(ah_out), <double *>_ptr(ac_out), <double *>_ptr(awork))
-        pt_blas_single_exit()
+        if nthreads > 1:
+            pt_blas_single_exit()
 
 
 # ---- helpers -----------------------------------------------------------------------
