@@ -36,7 +36,7 @@ from predtext.repl.stats import KeystrokeSavings, KeyToScreen
 
 PROMPT = "> "
 #: Set to a file path to have the terminal append timing events to it as JSON lines
-#: (first prompt drawn, key-to-screen latency); ``python -m predtext.repl.benchmark`` reads it.
+#: (first prompt drawn, key-to-screen latency); ``python benchmarks/bench_repl.py`` reads it.
 TRACE_ENV = "PREDTEXT_REPL_TRACE"
 
 STYLE = Style.from_dict({

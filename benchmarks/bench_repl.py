@@ -1,6 +1,6 @@
 """Measure the terminal in a real terminal (tmux): start-up time and key-to-screen latency.
 
-    python -m predtext.repl.benchmark [--model PATH] [--config PATH] [--runs 10]
+    python benchmarks/bench_repl.py [--model PATH] [--config PATH] [--runs 10]
 
 Start-up: the clock starts just before tmux is asked to launch ``predtext repl`` and stops when
 ``capture-pane`` first shows the prompt with its toolbar (polled every 2 ms); the terminal's own
@@ -111,7 +111,7 @@ def _percentile(values, q):
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m predtext.repl.benchmark",
+    parser = argparse.ArgumentParser(prog="python benchmarks/bench_repl.py",
                                      description=__doc__.split("\n")[0])
     parser.add_argument("--model", help="model file (default: the embedded default)")
     parser.add_argument("--config", help="engine config (default: the user's)")
