@@ -1,5 +1,5 @@
 /* Kernels for one floating type.  kernels.c includes this file once per type with
- * REAL (float/double), SFX (f/d), SIGMOID, TANH and GEMM defined. */
+ * REAL (float/double), SFX (f/d), SIGMOID, TANH, GEMM and GEMV defined. */
 
 #define PT_CAT2(a, b) a##_##b
 #define PT_CAT(a, b) PT_CAT2(a, b)
@@ -30,7 +30,7 @@ static void NAME(gemm)(char ta, char tb, int m, int n, int k, REAL alpha, const 
 /* The per-step recurrent product, in blocks of pt_step_rows rows of C.  OpenBLAS packs
  * both operands of a GEMM before multiplying; for a step's product (few columns: the
  * batch) that copy of the weights costs half as much as the multiply.  Blocks this small
- * take its unpacked small-matrix kernels instead: measured 1.5-1.8x faster per step on
+ * take its unpacked small-matrix kernels instead: measured 1.3-1.5x faster per step on
  * AVX-512 (see README, benchmarks).  Large products keep single calls. */
 static void NAME(gemm_rows)(char ta, char tb, int m, int n, int k, REAL alpha, const REAL *a,
                             int lda, const REAL *b, int ldb, REAL beta, REAL *c, int ldc)
