@@ -1,8 +1,5 @@
 """LanguageModel: gradients, files, incremental inference, sampling and beam search."""
 
-import itertools
-import math
-
 import numpy
 import pytest
 import safetensors.numpy
@@ -253,3 +250,17 @@ def test_beam_search_completes_words_at_char_level():
     assert probs == sorted(probs, reverse=True) or any(r.stop_id is None for r in results)
     with pytest.raises(ValueError, match="log_probs"):
         beam_search(model, model.initial_state(1))
+
+
+def test_in_place_loss_equals_the_general_softmax_cross_entropy():
+    from predtext.lm.model import softmax_cross_entropy_
+    from predtext.nn import softmax_cross_entropy
+
+    rng = numpy.random.default_rng(2)
+    logits = rng.normal(size=(4, 3, 9)) * 3
+    targets = rng.integers(0, 9, (4, 3))
+    targets[0, 1] = -100
+    expected_loss, expected_grad = softmax_cross_entropy(logits, targets)
+    loss, grad = softmax_cross_entropy_(logits.copy(), targets)
+    assert loss == pytest.approx(expected_loss, rel=1e-12)
+    numpy.testing.assert_allclose(grad, expected_grad, atol=1e-15)

@@ -135,3 +135,10 @@ def test_learning_rate_warms_up_then_follows_a_cosine():
     assert [learning_rate(config, s, 0.0) for s in range(4)] == [0.25, 0.5, 0.75, 1.0]
     assert learning_rate(config, 10, 0.5) == pytest.approx(0.55)
     assert learning_rate(config, 10, 1.0) == pytest.approx(0.1)
+
+
+def test_word_level_embedding_follows_the_hidden_size_when_tied():
+    config = TrainConfig(level="word", hidden_size=96).resolved()
+    assert config.tie_weights and config.embed_size == 96
+    with pytest.raises(ValueError, match="tie_weights"):
+        TrainConfig(level="word", hidden_size=96, embed_size=32).resolved()

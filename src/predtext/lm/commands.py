@@ -152,8 +152,8 @@ def _train_arguments(parser):
                        help=f"hidden units per layer (default {char['hidden_size']} char, "
                             f"{word['hidden_size']} word)")
     model.add_argument("--embed", type=_positive_int, metavar="N",
-                       help=f"embedding size (default {char['embed_size']} char, "
-                            f"{word['embed_size']} word)")
+                       help=f"embedding size (default {char['embed_size']} char; word level: "
+                            f"--hidden, as the weights are tied)")
     model.add_argument("--dropout", type=_number(0, 1, high_open=True), metavar="P",
                        help=f"dropout on embeddings, between layers and before the output "
                             f"(default {char['dropout']} char, {word['dropout']} word)")

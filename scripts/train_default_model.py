@@ -1,0 +1,67 @@
+"""Train the packaged default model: src/predtext/models/default.safetensors.
+
+A character-level LSTM (the `predtext train` char defaults) trained on the training
+splits of the shared public-domain corpora (tinyshakespeare and the nine gutenberg novels,
+the first 90% of each file), with the word 3-gram counts of the same text embedded for the
+suggestion engine. Weights are stored as float16 so that the file stays under 20 MB.
+Everything is seeded, so the same budget on the same machine gives the same model (a time
+budget stops at a step count that depends on the machine's speed).
+
+    python scripts/train_default_model.py [--budget SECONDS] [--out PATH] [--corpora DIR]
+
+Prints the validation figures (loss in nats per character, perplexity, bits per character)
+on each corpus's held-out 10%, and the file size.
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+MAX_BYTES = 20 * 1024 * 1024
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--budget", type=float, default=1800.0,
+                        help="seconds of training (default 1800)")
+    parser.add_argument("--out", type=Path, default=ROOT / "src" / "predtext" / "models" /
+                        "default.safetensors")
+    parser.add_argument("--corpora", type=Path, default=ROOT.parent / "shared" / "corpora")
+    parser.add_argument("--checkpoint", type=Path, default=ROOT / "build" / "default_model.ckpt",
+                        help="training checkpoint (default build/default_model.ckpt, outside "
+                             "the package)")
+    parser.add_argument("--seed", type=int, default=1234)
+    parser.add_argument("--resume", action="store_true", help="continue an interrupted run")
+    args = parser.parse_args(argv)
+
+    from predtext.lm.corpus import resolve_paths
+    from predtext.lm.train import TrainConfig, evaluate, metrics, read_ids, train
+
+    corpora = {"tinyshakespeare": [args.corpora / "tinyshakespeare.txt"],
+               "gutenberg": [args.corpora / "gutenberg"]}
+    files = [path for paths in corpora.values() for path in paths]
+    config = TrainConfig(level="char", time_budget=args.budget, seed=args.seed,
+                         weights_dtype="float16", ngram=True, ngram_order=3, plot=False,
+                         progress=sys.stderr.isatty())
+    config.checkpoint = str(args.checkpoint)  # never inside the package
+    result = train(files, args.out, config, resume=args.resume or None)
+
+    model = result.model
+    print(f"\n{args.out}: {args.out.stat().st_size / 1e6:.1f} MB, "
+          f"{model.num_parameters():,} parameters, {result.record['steps']:,} steps, "
+          f"{result.record['seconds']:.0f} s of training (stopped: {result.stopped})")
+    print(f"{'held-out 10% of':<18}{'tokens':>10}{'loss':>9}{'ppl':>8}{'bpc':>8}")
+    for name, paths in corpora.items():
+        ids, n_chars = read_ids(resolve_paths(paths), model.tokenizer, "validation")
+        figures = metrics(evaluate(model, ids)["loss"], n_chars / len(ids))
+        print(f"{name:<18}{len(ids) - 1:>10,}{figures['loss']:>9.4f}"
+              f"{figures['perplexity']:>8.3f}{figures['bpc']:>8.3f}")
+    if args.out.stat().st_size > MAX_BYTES:
+        print(f"warning: {args.out} is over {MAX_BYTES / 1e6:.0f} MB", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
