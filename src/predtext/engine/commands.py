@@ -13,9 +13,9 @@ import os
 import sys
 from pathlib import Path
 
+from predtext.cli import EXIT_BAD_INPUT, one_line_errors, positive_int
 from predtext.errors import PredtextError
 
-EXIT_BAD_INPUT = 2
 
 KSR_EPILOG = """\
 The text is typed as a user with a suggestion bar would: before each character of a word
@@ -29,7 +29,7 @@ KSR = 1 - (typed characters + selections) / characters.
 def add_arguments(parser, command):
     """Add the options of ``command`` (ksr, config, forget or ngram) to ``parser``."""
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
-    _one_line_errors(parser, command)
+    one_line_errors(parser, command)
     {"ksr": _ksr_arguments, "config": _config_arguments, "forget": _forget_arguments,
      "ngram": _ngram_arguments}[command](parser)
 
@@ -47,25 +47,6 @@ def run(args) -> int:
         return EXIT_BAD_INPUT
 
 
-def _one_line_errors(parser, command):
-    """argparse prints the whole usage before an error; one line says enough here."""
-
-    def error(message):
-        print(f"predtext {command}: error: {message} (see predtext {command} --help)",
-              file=sys.stderr)
-        sys.exit(EXIT_BAD_INPUT)
-
-    parser.error = error
-
-
-def _positive_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
 
 
 def _read_text(path: str) -> str:
@@ -112,7 +93,7 @@ def _ksr_arguments(parser):
     parser.add_argument("--model", metavar="PATH",
                         help="model file (predtext train) or n-gram file (predtext ngram build); "
                              "default: the configured or packaged model")
-    parser.add_argument("-k", type=_positive_int, default=6, metavar="K",
+    parser.add_argument("-k", type=positive_int, default=6, metavar="K",
                         help="suggestions offered per keystroke (default 6)")
     parser.add_argument("--config", metavar="PATH", help="engine config file (default: yours)")
     parser.add_argument("--case-sensitive", action="store_true",
@@ -238,11 +219,11 @@ def _ngram_arguments(parser):
     build = sub.add_parser("build", help="count the n-grams of text files into a model file",
                            description="Count the word n-grams of FILES (files, directories "
                                        "or globs) into an n-gram model file.")
-    _one_line_errors(build, "ngram build")
+    one_line_errors(build, "ngram build")
     build.add_argument("files", nargs="+", metavar="FILES",
                        help="text files, directories (read recursively) or glob patterns")
     build.add_argument("--out", required=True, metavar="PATH", help="n-gram file to write")
-    build.add_argument("--order", type=_positive_int, default=3, metavar="N",
+    build.add_argument("--order", type=positive_int, default=3, metavar="N",
                        help="n-gram order, 1 to 4 (default 3)")
 
 

@@ -14,9 +14,9 @@ import os
 import sys
 from pathlib import Path
 
+from predtext.cli import EXIT_BAD_INPUT, one_line_errors, positive_int
 from predtext.errors import PredtextError
 
-EXIT_BAD_INPUT = 2
 
 TRAIN_EPILOG = """\
 examples:
@@ -36,9 +36,9 @@ as an uninterrupted run would. Settings left out take the level's defaults (or, 
 def add_arguments(parser, command):
     """Add the options of ``command`` ("train", "eval" or "sample") to ``parser``."""
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
-    _one_line_errors(parser, command)
+    one_line_errors(parser, command)
     {"train": _train_arguments, "eval": _eval_arguments, "sample": _sample_arguments}[command](parser)
-    parser.add_argument("--threads", type=_positive_int, metavar="N",
+    parser.add_argument("--threads", type=positive_int, metavar="N",
                         help="threads for the recurrent kernels (default: all CPUs)")
 
 
@@ -60,15 +60,6 @@ def run(args) -> int:
 
 # ---------------------------------------------------------------- argument types
 
-
-def _positive_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
 
 
 def _non_negative_int(text):
@@ -98,16 +89,6 @@ def _number(low=None, high=None, low_open=False, high_open=False):
 
     return parse
 
-
-def _one_line_errors(parser, command):
-    """argparse prints the whole usage before an error; one line says enough here."""
-
-    def error(message):
-        print(f"predtext {command}: error: {message} (see predtext {command} --help)",
-              file=sys.stderr)
-        sys.exit(EXIT_BAD_INPUT)
-
-    parser.error = error
 
 
 # ---------------------------------------------------------------- train
@@ -146,12 +127,12 @@ def _train_arguments(parser):
     model = parser.add_argument_group("model")
     model.add_argument("--cell", choices=("lstm", "gru", "rnn"),
                        help=f"recurrent cell (default {char['cell']})")
-    model.add_argument("--layers", type=_positive_int, metavar="N",
+    model.add_argument("--layers", type=positive_int, metavar="N",
                        help=f"stacked recurrent layers (default {char['num_layers']})")
-    model.add_argument("--hidden", type=_positive_int, metavar="N",
+    model.add_argument("--hidden", type=positive_int, metavar="N",
                        help=f"hidden units per layer (default {char['hidden_size']} char, "
                             f"{word['hidden_size']} word)")
-    model.add_argument("--embed", type=_positive_int, metavar="N",
+    model.add_argument("--embed", type=positive_int, metavar="N",
                        help=f"embedding size (default {char['embed_size']} char; word level: "
                             f"--hidden, as the weights are tied)")
     model.add_argument("--dropout", type=_number(0, 1, high_open=True), metavar="P",
@@ -164,17 +145,17 @@ def _train_arguments(parser):
                        help="initial LSTM forget-gate bias (default 0)")
 
     data = parser.add_argument_group("data")
-    data.add_argument("--seq-len", type=_positive_int, metavar="N",
+    data.add_argument("--seq-len", type=positive_int, metavar="N",
                       help=f"tokens per sequence for truncated BPTT (default {char['seq_len']} "
                            f"char, {word['seq_len']} word)")
-    data.add_argument("--batch-size", type=_positive_int, metavar="N",
+    data.add_argument("--batch-size", type=positive_int, metavar="N",
                       help=f"sequences per batch (default {char['batch_size']})")
-    data.add_argument("--max-vocab", type=_positive_int, metavar="N",
+    data.add_argument("--max-vocab", type=positive_int, metavar="N",
                       help=f"keep the N most frequent tokens, the rest become unknown "
                            f"(default: all chars; {word['max_vocab']} words)")
-    data.add_argument("--min-count", type=_positive_int, metavar="N",
+    data.add_argument("--min-count", type=positive_int, metavar="N",
                       help="drop tokens seen fewer than N times (default 1)")
-    data.add_argument("--vocab-limit", type=_positive_int, metavar="N",
+    data.add_argument("--vocab-limit", type=positive_int, metavar="N",
                       help="refuse a vocabulary larger than N (default 50000)")
     data.add_argument("--valid-fraction", type=_number(0, 1, high_open=True), metavar="F",
                       help="the last F of each file is held out for validation (default 0.1)")
@@ -195,7 +176,7 @@ def _train_arguments(parser):
     optim.add_argument("--seed", type=int, metavar="S", help="random seed (default 1234)")
 
     stop = parser.add_argument_group("stopping and validation")
-    stop.add_argument("--max-steps", type=_positive_int, metavar="N", help="stop after N steps")
+    stop.add_argument("--max-steps", type=positive_int, metavar="N", help="stop after N steps")
     stop.add_argument("--epochs", type=_number(0, low_open=True), metavar="E",
                       help="stop after E passes over the data (default 10 when neither "
                            "--time-budget nor --max-steps is given)")
@@ -204,7 +185,7 @@ def _train_arguments(parser):
     stop.add_argument("--eval-interval", type=_number(0, low_open=True), metavar="SECONDS",
                       help="seconds of training between validations (default: a sixth of "
                            "the budget, or 120)")
-    stop.add_argument("--eval-tokens", type=_positive_int, metavar="N",
+    stop.add_argument("--eval-tokens", type=positive_int, metavar="N",
                       help="validation tokens scored each time (default 200000 char, 50000 word)")
 
     files = parser.add_argument_group("checkpoints and output")
@@ -215,7 +196,7 @@ def _train_arguments(parser):
                        help="seconds between checkpoints (default 300)")
     files.add_argument("--no-ngram", dest="ngram", action="store_false", default=None,
                        help="do not store word n-gram counts in the model file")
-    files.add_argument("--ngram-order", type=_positive_int, metavar="N",
+    files.add_argument("--ngram-order", type=positive_int, metavar="N",
                        help="order of the stored word n-gram counts (default 3)")
     files.add_argument("--no-plot", dest="plot", action="store_false", default=None,
                        help="do not draw the loss-curve PNG (drawn when matplotlib is installed)")
