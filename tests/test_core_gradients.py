@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from core_helpers import CELLS, backward, core_cell, forward, make_params
+from gradcheck import numeric_gradient
 
 T, B, I, H = 5, 3, 3, 4
 LENGTHS = [5, 2, 4]
@@ -17,19 +18,6 @@ def weighted_loss(cell, x, params, h0, c0, lengths, r_out, r_h, r_c):
         loss += np.sum(c_n * r_c)
     return loss
 
-
-def numeric_gradient(f, array, eps=1e-6):
-    grad = np.zeros_like(array)
-    flat, gflat = array.reshape(-1), grad.reshape(-1)
-    for k in range(flat.size):
-        keep = flat[k]
-        flat[k] = keep + eps
-        up = f()
-        flat[k] = keep - eps
-        down = f()
-        flat[k] = keep
-        gflat[k] = (up - down) / (2 * eps)
-    return grad
 
 
 @pytest.mark.parametrize("lengths", [None, LENGTHS], ids=["full", "lengths"])

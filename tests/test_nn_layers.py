@@ -6,20 +6,8 @@ import numpy
 import pytest
 
 from predtext import nn
+from gradcheck import numeric_gradient
 
-
-def numeric_gradient(f, array, eps=1e-6):
-    """Central differences of the scalar function ``f()`` with respect to ``array``, in place."""
-    grad = numpy.zeros_like(array)
-    for index in numpy.ndindex(array.shape):
-        original = array[index]
-        array[index] = original + eps
-        plus = f()
-        array[index] = original - eps
-        minus = f()
-        array[index] = original
-        grad[index] = (plus - minus) / (2 * eps)
-    return grad
 
 
 # -- Linear ---------------------------------------------------------------------------

@@ -5,19 +5,8 @@ import pytest
 
 from predtext import nn
 from predtext.nn import mse_loss, softmax_cross_entropy
+from gradcheck import numeric_gradient
 
-
-def numeric_gradient(f, array, eps=1e-6):
-    grad = numpy.zeros_like(array)
-    for index in numpy.ndindex(array.shape):
-        original = array[index]
-        array[index] = original + eps
-        plus = f()
-        array[index] = original - eps
-        minus = f()
-        array[index] = original
-        grad[index] = (plus - minus) / (2 * eps)
-    return grad
 
 
 def reference_cross_entropy(logits, targets):
