@@ -293,6 +293,21 @@ cdef cnp.ndarray _check_lengths(object lengths, T, B):
     return np.ascontiguousarray(arr, dtype=np.int32)
 
 
+cdef tuple _recurrent_shape(object w_hh, int G):
+    """w_hh's shape, checked to be (G*hidden, hidden)."""
+    ws = _array_shape(w_hh, "w_hh", 2, f"({G}*hidden, hidden)")
+    if ws[0] != G * ws[1]:
+        raise ValueError(f"w_hh: expected shape ({G}*hidden, hidden), got {ws}")
+    return ws
+
+
+cdef tuple _biases(object b_ih, object b_hh, object dtype, int GH):
+    """Both bias vectors checked, or (None, None) for a layer without biases."""
+    if (b_ih is None) != (b_hh is None):
+        raise ValueError("b_ih, b_hh: expected both or neither")
+    return _opt(b_ih, "b_ih", dtype, (GH,)), _opt(b_hh, "b_hh", dtype, (GH,))
+
+
 cdef tuple _layout(tuple arrays):
     return tuple([None if a is None else
                   (<size_t>cnp.PyArray_DATA(<cnp.ndarray>a), _shape(<cnp.ndarray>a))
@@ -353,19 +368,15 @@ def sequence_forward(str cell, x, w_ih, w_hh, b_ih=None, b_hh=None, h0=None, c0=
     dtype = _float_dtype(x, "x")
     cdef int G = pt_gate_count(code)
     xs = _array_shape(x, "x", 3, "(T, B, input)")
-    ws = _array_shape(w_hh, "w_hh", 2, f"({G}*hidden, hidden)")
-    if ws[0] != G * ws[1]:
-        raise ValueError(f"w_hh: expected shape ({G}*hidden, hidden), got {ws}")
+    ws = _recurrent_shape(w_hh, G)
     _check_sizes("x", xs[0], xs[1], xs[2], ws[1], G)
     cdef int T = xs[0], B = xs[1], I = xs[2], H = ws[1]
     cdef int GH = G * H
     cdef cnp.ndarray ax = _check(x, "x", dtype, (T, B, I))
     cdef cnp.ndarray aw_ih = _check(w_ih, "w_ih", dtype, (GH, I))
     cdef cnp.ndarray aw_hh = _check(w_hh, "w_hh", dtype, (GH, H))
-    if (b_ih is None) != (b_hh is None):
-        raise ValueError("b_ih, b_hh: expected both or neither")
-    cdef cnp.ndarray ab_ih = _opt(b_ih, "b_ih", dtype, (GH,))
-    cdef cnp.ndarray ab_hh = _opt(b_hh, "b_hh", dtype, (GH,))
+    cdef cnp.ndarray ab_ih, ab_hh
+    ab_ih, ab_hh = _biases(b_ih, b_hh, dtype, GH)
     if code != _LSTM and c0 is not None:
         raise ValueError(f"c0: only an LSTM has a cell state (cell={cell!r})")
     if code != _LSTM and peephole is not None:
@@ -524,19 +535,15 @@ def cell_step(str cell, x, h, c, w_ih, w_hh, b_ih, b_hh, h_out, c_out, work, pee
     dtype = _float_dtype(x, "x")
     cdef int G = pt_gate_count(code)
     xs = _array_shape(x, "x", 2, "(B, input)")
-    ws = _array_shape(w_hh, "w_hh", 2, f"({G}*hidden, hidden)")
-    if ws[0] != G * ws[1]:
-        raise ValueError(f"w_hh: expected shape ({G}*hidden, hidden), got {ws}")
+    ws = _recurrent_shape(w_hh, G)
     _check_sizes("w_hh", 1, xs[0], xs[1], ws[1], 2 * G)
     cdef int B = xs[0], I = xs[1], H = ws[1], GH = G * H
     cdef cnp.ndarray ax = _check(x, "x", dtype, (B, I))
     cdef cnp.ndarray ah = _check(h, "h", dtype, (B, H))
     cdef cnp.ndarray aw_ih = _check(w_ih, "w_ih", dtype, (GH, I))
     cdef cnp.ndarray aw_hh = _check(w_hh, "w_hh", dtype, (GH, H))
-    if (b_ih is None) != (b_hh is None):
-        raise ValueError("b_ih, b_hh: expected both or neither")
-    cdef cnp.ndarray ab_ih = _opt(b_ih, "b_ih", dtype, (GH,))
-    cdef cnp.ndarray ab_hh = _opt(b_hh, "b_hh", dtype, (GH,))
+    cdef cnp.ndarray ab_ih, ab_hh
+    ab_ih, ab_hh = _biases(b_ih, b_hh, dtype, GH)
     cdef cnp.ndarray ah_out = _check(h_out, "h_out", dtype, (B, H), True)
     cdef cnp.ndarray ac = None, ac_out = None
     if code == _LSTM:
