@@ -100,12 +100,17 @@ def test_menu_shows_suggestions_and_right_arrow_accepts_the_grey_text(terminal):
     tmux.wait_for(lambda s: prompt_line(s) is not None and "model.safetensors" in s,
                   what="the prompt and toolbar")
     tmux.send("the app", literal=True)
+    # The menu and the grey inline suggestion come from threads and may draw in either
+    # order: wait for both.
+    grey_texts = ("> the application", "> the apple")
     screen = tmux.wait_for(lambda s: "application" in s and "apple" in s and "ngram" in s
-                           and "ms suggest" in s, what="the completion menu")
+                           and "ms suggest" in s
+                           and (prompt_line(s) or "").rstrip() in grey_texts,
+                           what="the completion menu and the grey suggestion")
     menu = [line for line in screen.splitlines() if "ngram 0." in line]
     assert {line.split()[0] for line in menu} == {"application", "apple"}
     # The best suggestion shows after the cursor as grey text, not typed text.
-    assert prompt_line(screen).rstrip() in ("> the application", "> the apple")
+    assert prompt_line(screen).rstrip() in grey_texts
     grey = prompt_line(screen).rstrip()
     assert tmux.cursor_x() == len("> the app")
 
