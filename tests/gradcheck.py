@@ -3,15 +3,20 @@
 import numpy
 
 
+def numeric_derivative(f, array, index, eps=1e-6):
+    """d f() / d array[index] by central differences (array perturbed in place, restored)."""
+    original = array[index]
+    array[index] = original + eps
+    plus = f()
+    array[index] = original - eps
+    minus = f()
+    array[index] = original
+    return (plus - minus) / (2 * eps)
+
+
 def numeric_gradient(f, array, eps=1e-6):
-    """d f() / d array by central differences, perturbing ``array`` in place (restored)."""
+    """d f() / d array for every element."""
     grad = numpy.zeros_like(array)
     for index in numpy.ndindex(array.shape):
-        original = array[index]
-        array[index] = original + eps
-        plus = f()
-        array[index] = original - eps
-        minus = f()
-        array[index] = original
-        grad[index] = (plus - minus) / (2 * eps)
+        grad[index] = numeric_derivative(f, array, index, eps)
     return grad

@@ -9,6 +9,7 @@ from predtext.lm.generate import (Continuation, beam_search, generate, sampling_
                                   word_boundary_ids)
 from predtext.lm.model import LanguageModel, LMState, check_config
 from predtext.lm.tokenizers import CharTokenizer
+from gradcheck import numeric_derivative
 
 TEXT = "the cat sat on the mat. the dog sat on the log.\n"
 
@@ -22,15 +23,6 @@ def tiny_model(cell="lstm", dtype=numpy.float32, **options):
 
 # ---------------------------------------------------------------- gradients
 
-
-def numeric_gradient(f, array, index, eps=1e-6):
-    saved = array[index]
-    array[index] = saved + eps
-    up = f()
-    array[index] = saved - eps
-    down = f()
-    array[index] = saved
-    return (up - down) / (2 * eps)
 
 
 @pytest.mark.parametrize("cell,options", [
@@ -61,12 +53,12 @@ def test_gradients_match_finite_differences(cell, options):
             index = tuple(rng.integers(0, n) for n in param.shape)
             if name == "embedding.weight" and not options.get("tie_weights"):
                 index = (int(ids[rng.integers(0, 5), rng.integers(0, 2)]),) + index[1:]
-            expected = numeric_gradient(loss, param.data, index)
+            expected = numeric_derivative(loss, param.data, index)
             assert param.grad[index] == pytest.approx(expected, rel=1e-5, abs=1e-8), name
     for index in [(0, 0, 1), (1, 1, 3)]:
-        assert dh0[index] == pytest.approx(numeric_gradient(loss, h0, index), rel=1e-5, abs=1e-8)
+        assert dh0[index] == pytest.approx(numeric_derivative(loss, h0, index), rel=1e-5, abs=1e-8)
         if c0 is not None:
-            assert dc0[index] == pytest.approx(numeric_gradient(loss, c0, index), rel=1e-5,
+            assert dc0[index] == pytest.approx(numeric_derivative(loss, c0, index), rel=1e-5,
                                                abs=1e-8)
 
 

@@ -65,6 +65,20 @@ static void pt_slice(int n, int np, int p, int align, int *lo, int *hi)
     *hi = c1 * align < n ? c1 * align : n;
 }
 
+/* This thread's share of a kernel's work: hidden units [j0, j1) for the gate math (SIMD
+ * aligned), rows [r0, r1) of the T*B sequence rows, and gate rows [m0, m1) of G*H. */
+typedef struct {
+    int j0, j1, r0, r1, m0, m1;
+} pt_share;
+
+static void pt_thread_share(int H, int rows, int GH, pt_share *s)
+{
+    int p = pt_thread_num(), np = pt_num_threads();
+    pt_slice(H, np, p, 8, &s->j0, &s->j1);
+    pt_slice(rows, np, p, 1, &s->r0, &s->r1);
+    pt_slice(GH, np, p, 16, &s->m0, &s->m1);
+}
+
 #define REAL float
 #define SFX f
 #define SIGMOID pt_sigmoidf

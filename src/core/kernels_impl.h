@@ -226,19 +226,17 @@ void NAME(pt_forward)(const pt_dims *d, int training, const REAL *x, const REAL 
                       const REAL *h0, const REAL *c0, REAL *xg, REAL *hs, REAL *cs,
                       REAL *hn_cache, REAL *hh_work, REAL *out, REAL *h_n, REAL *c_n)
 {
-    const int T = d->T, B = d->B, I = d->n_in, H = d->H, G = d->G, GH = d->G * d->H;
+    const int T = d->T, B = d->B, I = d->n_in, H = d->H, GH = d->G * d->H;
     const int cell = d->cell, TB = d->T * d->B;
     const size_t BH = (size_t)B * H, BGH = (size_t)B * GH;
-    const REAL *pi = peep ? peep : NULL, *pf = peep ? peep + H : NULL,
-               *po = peep ? peep + 2 * H : NULL;
+    /* Peephole weights: input and forget gates on c_{t-1}, output gate on c_t. */
+    const REAL *pi = peep, *pf = peep ? peep + H : NULL, *po = peep ? peep + 2 * H : NULL;
 
 #pragma omp parallel num_threads(d->nthreads)
     {
-        int p = pt_thread_num(), np = pt_num_threads();
-        int j0, j1, r0, r1, m0, m1;
-        pt_slice(H, np, p, 8, &j0, &j1);
-        pt_slice(TB, np, p, 1, &r0, &r1);
-        pt_slice(GH, np, p, 16, &m0, &m1);
+        pt_share s;
+        pt_thread_share(H, TB, GH, &s);
+        const int j0 = s.j0, j1 = s.j1, r0 = s.r0, r1 = s.r1, m0 = s.m0, m1 = s.m1;
         const int hp = j1 - j0;
 
         /* Input projection of every time step at once; the biases that are plain sums
@@ -330,16 +328,14 @@ void NAME(pt_backward)(const pt_dims *d, const REAL *x, const REAL *w_ih, const 
     const int T = d->T, B = d->B, I = d->n_in, H = d->H, G = d->G, GH = d->G * d->H;
     const int cell = d->cell, TB = d->T * d->B;
     const size_t BH = (size_t)B * H, BGH = (size_t)B * GH;
-    const REAL *pi = peep ? peep : NULL, *pf = peep ? peep + H : NULL,
-               *po = peep ? peep + 2 * H : NULL;
+    /* Peephole weights: input and forget gates on c_{t-1}, output gate on c_t. */
+    const REAL *pi = peep, *pf = peep ? peep + H : NULL, *po = peep ? peep + 2 * H : NULL;
 
 #pragma omp parallel num_threads(d->nthreads)
     {
-        int p = pt_thread_num(), np = pt_num_threads();
-        int j0, j1, r0, r1, m0, m1;
-        pt_slice(H, np, p, 8, &j0, &j1);
-        pt_slice(TB, np, p, 1, &r0, &r1);
-        pt_slice(GH, np, p, 16, &m0, &m1);
+        pt_share s;
+        pt_thread_share(H, TB, GH, &s);
+        const int j0 = s.j0, j1 = s.j1, r0 = s.r0, r1 = s.r1, m0 = s.m0, m1 = s.m1;
         const int hp = j1 - j0;
 
         for (int b = 0; b < B; b++) {
@@ -429,11 +425,10 @@ void NAME(pt_step)(int cell, int B, int I, int H, int nthreads, const REAL *x, c
 
 #pragma omp parallel num_threads(nthreads)
     {
-        int p = pt_thread_num(), np = pt_num_threads();
-        int j0, j1, m0, m1;
-        pt_slice(H, np, p, 8, &j0, &j1);
-        pt_slice(GH, np, p, 16, &m0, &m1);
-        const int hp = j1 - j0, mp = m1 - m0;
+        pt_share s;
+        pt_thread_share(H, B, GH, &s);
+        const int j0 = s.j0, m0 = s.m0, m1 = s.m1;
+        const int hp = s.j1 - s.j0, mp = m1 - m0;
         for (int b = 0; b < B; b++)
             for (int k = m0; k < m1; k++)
                 pre[(size_t)b * GH + k] =

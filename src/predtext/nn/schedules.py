@@ -16,7 +16,22 @@ def _check_optimizer(optimizer):
     return optimizer
 
 
-class LRScheduler:
+class _ScheduleState:
+    """What every schedule shares: its last rates and its state (all but the optimizer)."""
+
+    def get_last_lr(self):
+        """The learning rates the last ``step()`` (or the constructor) set."""
+        return list(self._last_lr)
+
+    def state_dict(self):
+        return {key: (list(value) if isinstance(value, list) else value)
+                for key, value in self.__dict__.items() if key != "optimizer"}
+
+    def load_state_dict(self, state_dict):
+        self.__dict__.update({key: value for key, value in state_dict.items() if key != "optimizer"})
+
+
+class LRScheduler(_ScheduleState):
     """Base class: keeps ``base_lrs`` and ``last_epoch`` and writes ``get_lr()`` into the groups.
 
     Subclasses implement ``get_lr()``, the learning rates at ``self.last_epoch``.
@@ -45,17 +60,6 @@ class LRScheduler:
         for group, lr in zip(self.optimizer.param_groups, lrs):
             group["lr"] = lr
         self._last_lr = list(lrs)
-
-    def get_last_lr(self):
-        """The learning rates the last ``step()`` (or the constructor) set."""
-        return list(self._last_lr)
-
-    def state_dict(self):
-        return {key: (list(value) if isinstance(value, list) else value)
-                for key, value in self.__dict__.items() if key != "optimizer"}
-
-    def load_state_dict(self, state_dict):
-        self.__dict__.update({key: value for key, value in state_dict.items() if key != "optimizer"})
 
 
 class StepLR(LRScheduler):
@@ -118,7 +122,7 @@ class CosineWithWarmup(LRScheduler):
         return [self._lr_at(base_lr, self.last_epoch) for base_lr in self.base_lrs]
 
 
-class ReduceLROnPlateau:
+class ReduceLROnPlateau(_ScheduleState):
     """Scale the learning rate by ``factor`` when a metric stops improving, as torch's.
 
     Call ``step(metric)`` after each evaluation. A value counts as an improvement when it
@@ -192,13 +196,3 @@ class ReduceLROnPlateau:
             new_lr = max(group["lr"] * self.factor, min_lr)
             if group["lr"] - new_lr > self.eps:
                 group["lr"] = new_lr
-
-    def get_last_lr(self):
-        return list(self._last_lr)
-
-    def state_dict(self):
-        return {key: (list(value) if isinstance(value, list) else value)
-                for key, value in self.__dict__.items() if key != "optimizer"}
-
-    def load_state_dict(self, state_dict):
-        self.__dict__.update({key: value for key, value in state_dict.items() if key != "optimizer"})
