@@ -4,8 +4,11 @@ Character level (tinyshakespeare, first 90% train, last 10% validation):
 
 * predtext: ``predtext train tinyshakespeare.txt --level char --time-budget BUDGET`` with
   the default settings, run as a separate process exactly as a user would;
-* torch, same recipe: a PyTorch LSTM of the same size, trained on the same batches with the
-  same optimiser, clipping and learning-rate schedule, for the same training time;
+* torch LSTM, same recipe: a PyTorch LSTM of the same size (layers, hidden, embedding),
+  trained on the same batches with the same optimiser, clipping and learning-rate schedule,
+  for the same training time -- the anchor the target names;
+* torch with predtext's default cell, same recipe, when that cell is not an LSTM (so the
+  comparison of the two libraries on the same network is in the table too);
 * torch, reference recipe (``--reference``): the README's figure, a 2x256 LSTM (embedding
   64), Adam 2e-3 constant, batch 32 x 64, clip 5.
 
@@ -69,15 +72,17 @@ def train_with_cli(files, out, level, budget, threads, extra=()):
 # ---------------------------------------------------------------- torch
 
 
-def torch_language_model(config, vocab_size):
+def torch_language_model(config, vocab_size, cell):
     import torch
+
+    recurrent = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU, "rnn": torch.nn.RNN}[cell]
 
     class TorchLM(torch.nn.Module):
         # Attribute names match predtext's, so the state dict loads into LanguageModel.
         def __init__(self):
             super().__init__()
             self.embedding = torch.nn.Embedding(vocab_size, config.embed_size)
-            self.rnn = torch.nn.LSTM(config.embed_size, config.hidden_size, config.num_layers)
+            self.rnn = recurrent(config.embed_size, config.hidden_size, config.num_layers)
             self.decoder = torch.nn.Linear(config.hidden_size, vocab_size)
 
         def forward(self, ids, state):
@@ -87,8 +92,8 @@ def torch_language_model(config, vocab_size):
     return TorchLM()
 
 
-def train_torch(config, train_ids, vocab_size, budget, schedule=True):
-    """Train a torch LSTM on the same batches as predtext for ``budget`` seconds of training.
+def train_torch(config, train_ids, vocab_size, budget, schedule=True, cell="lstm"):
+    """Train a torch ``cell`` model on the same batches as predtext for ``budget`` seconds.
 
     ``schedule``: predtext's warmup + cosine-by-time schedule (else a constant rate).
     Returns ``(state_dict, tokens_trained)``.
@@ -97,7 +102,7 @@ def train_torch(config, train_ids, vocab_size, budget, schedule=True):
 
     torch.manual_seed(config.seed)
     batches = TokenStream(train_ids, config.seq_len, config.batch_size)
-    model = torch_language_model(config, vocab_size)
+    model = torch_language_model(config, vocab_size, cell)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     step, seconds, tokens, state = 0, 0.0, 0, None
     while seconds < budget:
@@ -109,7 +114,7 @@ def train_torch(config, train_ids, vocab_size, budget, schedule=True):
             for group in optimizer.param_groups:
                 group["lr"] = lr
             logits, state = model(torch.from_numpy(x_tb.astype(numpy.int64)), state)
-            state = tuple(s.detach() for s in state)
+            state = tuple(s.detach() for s in state) if isinstance(state, tuple) else state.detach()
             loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]),
                                                      torch.from_numpy(y_tb.astype(numpy.int64)).reshape(-1))
             optimizer.zero_grad()
@@ -124,8 +129,9 @@ def train_torch(config, train_ids, vocab_size, budget, schedule=True):
     return {k: v.detach().numpy() for k, v in model.state_dict().items()}, tokens
 
 
-def score_torch(state_dict, config, tokenizer, valid_ids):
-    model = LanguageModel(tokenizer=tokenizer, **config.model_config(tokenizer.vocab_size))
+def score_torch(state_dict, config, tokenizer, valid_ids, cell="lstm"):
+    settings = dict(config.model_config(tokenizer.vocab_size), cell=cell)
+    model = LanguageModel(tokenizer=tokenizer, **settings)
     model.load_state_dict(state_dict)
     return evaluate(model, valid_ids)["loss"]
 
@@ -145,7 +151,7 @@ def char_benchmark(budget, threads, reference):
         config = TrainConfig(**record["settings"]).resolved()
         valid_ids, _ = read_ids([corpus], ours.tokenizer, "validation")
         train_ids, _ = read_ids([corpus], ours.tokenizer, "train")
-        rows.append(("predtext (defaults)", _recipe(config, True), record["tokens_seen"],
+        rows.append(("predtext (defaults)", _recipe(config, True, config.cell), record["tokens_seen"],
                      record["seconds"], evaluate(ours, valid_ids)["loss"]))
         print(f"  predtext done ({wall:.0f} s wall)", flush=True)
 
@@ -153,28 +159,31 @@ def char_benchmark(budget, threads, reference):
             import torch
 
             torch.set_num_threads(threads)
-        weights, tokens = train_torch(config, train_ids, ours.vocab_size, budget)
-        rows.append(("torch, same recipe", _recipe(config, True), tokens, budget,
-                     score_torch(weights, config, ours.tokenizer, valid_ids)))
-        print("  torch (same recipe) done", flush=True)
+        cells = ["lstm"] + ([config.cell] if config.cell != "lstm" else [])
+        for cell in cells:
+            weights, tokens = train_torch(config, train_ids, ours.vocab_size, budget, cell=cell)
+            rows.append((f"torch {cell.upper()}, same recipe", _recipe(config, True, cell), tokens,
+                         budget, score_torch(weights, config, ours.tokenizer, valid_ids, cell)))
+            print(f"  torch {cell.upper()} (same recipe) done", flush=True)
         if reference:
             ref = TrainConfig(hidden_size=256, embed_size=64, num_layers=2, seq_len=64,
                               batch_size=32, lr=2e-3, clip=5.0).resolved()
             weights, tokens = train_torch(ref, train_ids, ours.vocab_size, budget, schedule=False)
-            rows.append(("torch, reference recipe", _recipe(ref, False), tokens, budget,
+            rows.append(("torch LSTM, reference recipe", _recipe(ref, False, "lstm"), tokens, budget,
                          score_torch(weights, ref, ours.tokenizer, valid_ids)))
 
-    print(f"\n{'model':<26}{'recipe':<46}{'tokens':>11}{'tok/s':>9}{'val loss':>10}")
+    print(f"\n{'model':<30}{'recipe':<52}{'tokens':>11}{'tok/s':>9}{'val loss':>10}")
     for name, recipe, tokens, seconds, loss in rows:
-        print(f"{name:<26}{recipe:<46}{tokens:>11,}{tokens / seconds:>9,.0f}{loss:>10.4f}")
-    print(f"predtext - torch (same recipe): {rows[0][4] - rows[1][4]:+.4f} nats/char "
-          "(negative: predtext better)\n", flush=True)
+        print(f"{name:<30}{recipe:<52}{tokens:>11,}{tokens / seconds:>9,.0f}{loss:>10.4f}")
+    for name, _, _, _, loss in rows[1:1 + len(cells)]:
+        print(f"predtext - {name}: {rows[0][4] - loss:+.4f} nats/char (negative: predtext better)")
+    print(flush=True)
     return rows
 
 
-def _recipe(config, schedule):
+def _recipe(config, schedule, cell):
     lr = f"lr {config.lr:g} {'cosine' if schedule else 'constant'}"
-    return (f"{config.num_layers}x{config.hidden_size} emb {config.embed_size}, "
+    return (f"{cell.upper()} {config.num_layers}x{config.hidden_size} emb {config.embed_size}, "
             f"{config.batch_size}x{config.seq_len}, {lr}")
 
 

@@ -205,6 +205,20 @@ def test_the_search_reuses_what_the_previous_keystroke_explored(model):
         words(suggest(predictor, "the cat sat on the mat.\nthe bi"))
 
 
+def test_asking_for_fewer_words_stops_the_search_early_with_the_same_best_ones(model):
+    lm = ModelAdapter(model)
+    reader = TextReader(lm)
+    reader.read(lm.encode("\na cat and a dog met on the "))
+    full = CompletionSearch(lm, n_best=12).search(reader, word_start=True)
+    before = lm.steps
+    bounded = CompletionSearch(lm, n_best=12).search(reader, word_start=True, n_best=2)
+    bounded_steps = lm.steps - before
+    before = lm.steps
+    CompletionSearch(lm, n_best=12).search(reader, word_start=True)
+    assert bounded[:2] == full[:2]
+    assert bounded_steps < lm.steps - before
+
+
 def test_search_options_are_checked(model):
     with pytest.raises(ValueError):
         CompletionSearch(ModelAdapter(model), beam_width=0)

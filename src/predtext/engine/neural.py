@@ -418,12 +418,16 @@ class CompletionSearch:
 
     # -- searching
 
-    def search(self, reader: TextReader, word_start: bool) -> List[Tuple[str, float]]:
+    def search(self, reader: TextReader, word_start: bool,
+               n_best: Optional[int] = None) -> List[Tuple[str, float]]:
         """Continuations of the text ``reader`` holds, best first, with log-probabilities.
 
         ``word_start``: nothing of the word is typed yet, so the first character must be a
         word character (next-word prediction); otherwise a hypothesis may stop at once.
+        ``n_best``: how many finished words are wanted (at most the search's own
+        ``n_best``); the search stops as soon as no open hypothesis can beat the last of them.
         """
+        n_best = self.n_best if n_best is None else max(1, min(int(n_best), self.n_best))
         self._hang_from(reader)
         pool, tokens, stop = self._pool, self.lm.tokens, self.stop
         width, vocab = self.beam_width, self.lm.vocab_size
@@ -434,7 +438,7 @@ class CompletionSearch:
             scores = open_scores[:, None] + pool.log_probs[open_nodes]
             scores[:, self._at_word_start if depth == 1 and word_start else self._banned] = -np.inf
             flat_scores = scores.ravel()
-            n_candidates = min(flat_scores.size, 2 * width + self.n_best)
+            n_candidates = min(flat_scores.size, 2 * width + n_best)
             top = np.argpartition(-flat_scores, n_candidates - 1)[:n_candidates]
             top = top[np.argsort(-flat_scores[top], kind="stable")]
             next_parents, next_tokens, next_text, next_scores = [], [], [], []
@@ -457,9 +461,9 @@ class CompletionSearch:
                 break
             # Every further character only lowers a probability: stop when no open
             # hypothesis can still beat the n_best-th ended one.
-            if len(ended_scores) >= self.n_best:
+            if len(ended_scores) >= n_best:
                 ended_scores.sort(reverse=True)
-                if next_scores[0] <= ended_scores[self.n_best - 1]:
+                if next_scores[0] <= ended_scores[n_best - 1]:
                     break
             open_nodes = self._nodes_for(next_parents, next_tokens)
             open_text, open_scores = next_text, np.array(next_scores)
@@ -560,7 +564,7 @@ class NeuralPredictor:
             return []
         tail = text[-(2 * self.reader.span + 1):]
         self.reader.read(self.lm.encode(tail), context.offset + len(text) - len(tail))
-        found = self.search.search(self.reader, word_start=not prefix)
+        found = self.search.search(self.reader, word_start=not prefix, n_best=k)
         candidates = []
         for continuation, log_prob in found:
             word = prefix + continuation

@@ -126,7 +126,7 @@ def _train_arguments(parser):
 
     model = parser.add_argument_group("model")
     model.add_argument("--cell", choices=("lstm", "gru", "rnn"),
-                       help=f"recurrent cell (default {char['cell']})")
+                       help=f"recurrent cell (default {char['cell']} char, {word['cell']} word)")
     model.add_argument("--layers", type=positive_int, metavar="N",
                        help=f"stacked recurrent layers (default {char['num_layers']})")
     model.add_argument("--hidden", type=positive_int, metavar="N",
