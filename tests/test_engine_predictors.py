@@ -66,6 +66,23 @@ def test_history_learns_and_stores_with_mode_0600(tmp_path, monkeypatch):
     assert again.predict(parse_context("the zy"), 3) == []
 
 
+def test_history_recency_weighs_each_occurrence_by_how_far_back_it_is(tmp_path):
+    # recency 1: the recency cache alone, so the probabilities are its own.
+    predictor = HistoryPredictor(None, recency=1.0, decay=0.5)
+    predictor.learn("Paris pasta paris")
+    found = {c.text.lower(): c.probability for c in predictor.predict(parse_context("we pa"), 5)}
+    # Words back from the cursor: we (1), paris (0.5), pasta (0.25), paris (0.125).
+    paris, pasta = 0.5 + 0.125, 0.25
+    assert found == pytest.approx({"paris": paris / (paris + pasta),
+                                   "pasta": pasta / (paris + pasta)})
+    predictor.learn("pasta")            # now the newest: it takes the lead
+    ranked = [c.text.lower() for c in predictor.predict(parse_context("pa"), 5)]
+    assert ranked == ["pasta", "paris"]
+    # The typed word itself is no suggestion, and words before the cursor count too.
+    assert [c.text for c in predictor.predict(parse_context("papaya pa"), 5)][0] == "papaya"
+    assert "pasta" not in [c.text for c in predictor.predict(parse_context("pasta"), 5)]
+
+
 def test_history_fixes_a_too_open_file_mode(tmp_path):
     path = tmp_path / HISTORY_FILE
     path.write_text("old words\n")

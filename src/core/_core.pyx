@@ -50,6 +50,10 @@ cdef extern from "kernels.h" nogil:
     void pt_blas_single_exit()
     void pt_sigmoid_array_f(size_t n, const float *x, float *y)
     void pt_tanh_array_f(size_t n, const float *x, float *y)
+    void pt_matmul_f(int ta, int tb, int M, int N, int K, const float *a, int lda,
+                     const float *b, int ldb, float beta, float *c, int ldc, int nthreads)
+    void pt_matmul_d(int ta, int tb, int M, int N, int K, const double *a, int lda,
+                     const double *b, int ldb, double beta, double *c, int ldc, int nthreads)
 
     void pt_forward_f(const pt_dims *d, int training, const float *x, const float *w_ih,
                       const float *w_hh, const float *b_ih, const float *b_hh,
@@ -607,6 +611,54 @@ def reverse_sequences(x, lengths=None, out=None):
         else:
             pt_reverse_d(T, B, F, <const int *>_ptr(alen), <double *>_ptr(ax),
                          <double *>_ptr(aout))
+    return aout
+
+
+def matmul(a, b, out=None, bint trans_a=False, bint trans_b=False, bint accumulate=False):
+    """``out = op(a) @ op(b)`` (``+=`` with ``accumulate``) for 2-D C-contiguous arrays of one
+    float dtype, ``op`` transposing where asked.  The rows of ``out`` are shared among the
+    core's threads, BLAS pinned to one thread meanwhile (see pt_matmul)."""
+    dtype = _float_dtype(a, "a")
+    sa = _array_shape(a, "a", 2, "(rows, columns)")
+    sb = _array_shape(b, "b", 2, "(rows, columns)")
+    cdef long long M = sa[1] if trans_a else sa[0], K = sa[0] if trans_a else sa[1]
+    cdef long long Kb = sb[1] if trans_b else sb[0], N = sb[0] if trans_b else sb[1]
+    if K != Kb:
+        raise ValueError(f"a, b: inner sizes differ ({K} and {Kb})")
+    if max(M, N, K) > _INT_MAX:
+        raise ValueError("a, b: sizes exceed 32-bit")
+    cdef cnp.ndarray aa = _check(a, "a", dtype, tuple(sa))
+    cdef cnp.ndarray ab = _check(b, "b", dtype, tuple(sb))
+    cdef cnp.ndarray aout
+    if out is None:
+        if accumulate:
+            raise ValueError("out: accumulate needs an output array")
+        aout = np.empty((M, N), dtype)
+    else:
+        aout = _check(out, "out", dtype, (M, N), True)
+        if np.shares_memory(aout, aa) or np.shares_memory(aout, ab):
+            raise ValueError("out: must not overlap a or b")
+    if M == 0 or N == 0:
+        return aout
+    if K == 0:
+        if not accumulate:
+            aout[...] = 0
+        return aout
+    cdef int nthreads = _team_size(M, N, K)
+    cdef int lda = sa[1], ldb = sb[1], iM = M, iN = N, iK = K
+    cdef bint single = dtype == np.float32
+    with nogil:
+        if nthreads > 1:
+            pt_blas_single_enter()
+        if single:
+            pt_matmul_f(trans_a, trans_b, iM, iN, iK, <float *>_ptr(aa), lda, <float *>_ptr(ab),
+                        ldb, 1.0 if accumulate else 0.0, <float *>_ptr(aout), iN, nthreads)
+        else:
+            pt_matmul_d(trans_a, trans_b, iM, iN, iK, <double *>_ptr(aa), lda,
+                        <double *>_ptr(ab), ldb, 1.0 if accumulate else 0.0,
+                        <double *>_ptr(aout), iN, nthreads)
+        if nthreads > 1:
+            pt_blas_single_exit()
     return aout
 
 

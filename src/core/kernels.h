@@ -62,7 +62,9 @@ int pt_have_openmp(void);
                        const REAL *h, const REAL *c, const REAL *w_ih, const REAL *w_hh,    \
                        const REAL *b_ih, const REAL *b_hh, const REAL *peep, REAL *h_out,   \
                        REAL *c_out, REAL *work);                                             \
-    void pt_reverse_##SFX(int T, int B, int F, const int *lengths, const REAL *src, REAL *dst);
+    void pt_reverse_##SFX(int T, int B, int F, const int *lengths, const REAL *src, REAL *dst); \
+    void pt_matmul_##SFX(int ta, int tb, int M, int N, int K, const REAL *a, int lda,          \
+                         const REAL *b, int ldb, REAL beta, REAL *c, int ldc, int nthreads);
 
 PT_FORWARD_DECL(float, f)
 PT_FORWARD_DECL(double, d)

@@ -460,6 +460,25 @@ void NAME(pt_step)(int cell, int B, int I, int H, int nthreads, const REAL *x, c
     }
 }
 
+/* Row-major C (M x N) = op(A) op(B) + beta C, op transposing when ta / tb is set.  The
+ * rows of C are shared among the team, one BLAS call per thread: a product as big as a
+ * word model's output layer runs on every core without BLAS's own threads, which keep
+ * spinning after a call and then take cores from the recurrent kernels' team. */
+void NAME(pt_matmul)(int ta, int tb, int M, int N, int K, const REAL *a, int lda,
+                     const REAL *b, int ldb, REAL beta, REAL *c, int ldc, int nthreads)
+{
+#pragma omp parallel num_threads(nthreads)
+    {
+        int r0, r1;
+        pt_slice(M, pt_num_threads(), pt_thread_num(), 1, &r0, &r1);
+        /* Column-major view: C^T (N x M) = op(B)^T op(A)^T, this thread's columns. */
+        if (r1 > r0)
+            NAME(gemm)(tb ? 'T' : 'N', ta ? 'T' : 'N', N, r1 - r0, K, 1, b, ldb,
+                       ta ? a + r0 : a + (size_t)r0 * lda, lda, beta, c + (size_t)r0 * ldc,
+                       ldc);
+    }
+}
+
 /* dst[t, b] = src[len_b - 1 - t, b] for t < len_b, zero after: the time reversal of each
  * sequence within its own length, which a reverse-direction layer runs forward over. */
 void NAME(pt_reverse)(int T, int B, int F, const int *lengths, const REAL *src, REAL *dst)

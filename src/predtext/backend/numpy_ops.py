@@ -33,6 +33,26 @@ class NumpyOps:
     def get_num_threads(self):
         return _core.get_num_threads()
 
+    def matmul(self, a, b, out=None, trans_a=False, trans_b=False, accumulate=False):
+        """``op(a) @ op(b)`` for 2-D arrays (into ``out``; added to it with ``accumulate``).
+
+        Float arrays that are C-contiguous run on the core's threads (see
+        ``predtext._core.matmul``); anything else goes to NumPy.
+        """
+        if (a.ndim == 2 and b.ndim == 2 and a.dtype == b.dtype
+                and a.dtype in (numpy.float32, numpy.float64)
+                and a.flags.c_contiguous and b.flags.c_contiguous
+                and (out is None or (out.dtype == a.dtype and out.flags.c_contiguous))):
+            return _core.matmul(a, b, out, trans_a, trans_b, accumulate)
+        product = (a.T if trans_a else a) @ (b.T if trans_b else b)
+        if out is None:
+            return product
+        if accumulate:
+            out += product
+        else:
+            out[...] = product
+        return out
+
     # -- recurrent kernels -------------------------------------------------------------
 
     def rnn_forward(self, cell, x_tbi, w_ih, w_hh, b_ih=None, b_hh=None, h0_bh=None,

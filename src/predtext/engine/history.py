@@ -10,6 +10,7 @@ directory (see :func:`predtext.engine.config.user_data_dir`), readable by the us
 
 from __future__ import annotations
 
+import bisect
 import collections
 import os
 import threading
@@ -103,6 +104,7 @@ class HistoryPredictor:
         self.decay = decay
         self._order = order
         self._recent = collections.deque(maxlen=max(1, int(window)))
+        self._recency: Optional[tuple] = None     # the recent words' weights, sorted by word
         self._model: Optional[NGramModel] = None
         self._lock = threading.Lock()
 
@@ -129,6 +131,25 @@ class HistoryPredictor:
 
     def _remember(self, text: str) -> None:
         self._recent.extend(normalize_word(w) for w in tokenize(text) if w not in MARKERS)
+        self._recency = None
+
+    def _recency_table(self) -> tuple:
+        """``(words, weights, written)``: each recent word (sorted) with its decayed count,
+        the newest occurrence weighing 1, and its usual written form.
+
+        Rebuilt only after learning, so a keystroke looks up its prefix by bisection instead
+        of walking the whole window.
+        """
+        if self._recency is None:
+            weights: dict = {}
+            weight = 1.0
+            for word in reversed(self._recent):
+                weights[word] = weights.get(word, 0.0) + weight
+                weight *= self.decay
+            words = sorted(weights)
+            written = self._model.written_form if self._model is not None else (lambda w: w)
+            self._recency = (words, [weights[w] for w in words], [written(w) for w in words])
+        return self._recency
 
     def predict(self, context: Context, k: int) -> List[Candidate]:
         if not self.enabled:
@@ -144,24 +165,38 @@ class HistoryPredictor:
         mixed = {}
         for word, p in from_model:
             mixed[normalize_word(word)] = [word, (1.0 - share) * p]
-        for key, p in from_recent.items():
-            entry = mixed.setdefault(key, [model.written_form(key), 0.0])
+        for key, (written, p) in from_recent.items():
+            entry = mixed.setdefault(key, [written, 0.0])
             entry[1] += share * p
         ranked = sorted(mixed.values(), key=lambda entry: -entry[1])[:k]
         return [Candidate(word, p) for word, p in ranked if p > 0]
 
     def _recent_words(self, context: Context) -> dict:
-        """Recency distribution over recent words that start with the prefix."""
+        """Recency distribution over recent words that start with the prefix:
+        ``{word: (written form, probability)}``.
+
+        The window is what was learned followed by the words before the cursor; each
+        occurrence weighs ``decay`` to the power of how many words came after it.
+        """
         prefix = normalize_word(context.prefix)
-        weights: dict = {}
+        words, weights, written = self._recency_table()
+        line = [normalize_word(w) for w in context.words if w not in MARKERS]
+        found: dict = {}
+        scale = self.decay ** len(line)       # the learned words are that much further back
+        lo = bisect.bisect_left(words, prefix)
+        hi = bisect.bisect_left(words, prefix + "\U0010ffff", lo)
+        for i in range(lo, hi):
+            if words[i] != prefix:
+                found[words[i]] = [written[i], weights[i] * scale]
         weight = 1.0
-        recent = list(self._recent) + [normalize_word(w) for w in context.words if w not in MARKERS]
-        for word in reversed(recent):
+        for word in reversed(line):
             if word.startswith(prefix) and word != prefix:
-                weights[word] = weights.get(word, 0.0) + weight
+                if word not in found:
+                    found[word] = [self._model.written_form(word) if self._model else word, 0.0]
+                found[word][1] += weight
             weight *= self.decay
-        total = sum(weights.values())
-        return {w: v / total for w, v in weights.items()} if total else {}
+        total = sum(p for _, p in found.values())
+        return {w: (form, p / total) for w, (form, p) in found.items()} if total else {}
 
     def learn(self, text: str) -> None:
         if not (self.enabled and self.learning) or not text.strip():
@@ -179,6 +214,7 @@ class HistoryPredictor:
                 self.store.erase()
             self._model = None
             self._recent.clear()
+            self._recency = None
 
 
 def make_predictor(options: Mapping[str, Any], resources: Resources) -> HistoryPredictor:

@@ -48,7 +48,8 @@ class Linear(Module):
         return x
 
     def _affine(self, x):
-        y = x @ self.weight.data.T
+        y = self.ops.matmul(x.reshape(-1, self.in_features), self.weight.data, trans_b=True)
+        y = y.reshape(x.shape[:-1] + (self.out_features,))
         if self.bias is not None:
             y += self.bias.data
         return y
@@ -67,10 +68,11 @@ class Linear(Module):
             # Collapse leading axes so the weight gradient is one GEMM.
             d_y_no = d_y.reshape(-1, self.out_features)
             x_ni = x.reshape(-1, self.in_features)
-            self.weight.grad += d_y_no.T @ x_ni
+            self.ops.matmul(d_y_no, x_ni, out=self.weight.grad, trans_a=True, accumulate=True)
             if self.bias is not None:
                 self.bias.grad += d_y_no.sum(axis=0)
-            return d_y @ self.weight.data
+            d_x = self.ops.matmul(d_y_no, self.weight.data)
+            return d_x.reshape(d_y.shape[:-1] + (self.in_features,))
 
         return y, backprop
 
