@@ -78,16 +78,22 @@ def torch_language_model(config, vocab_size, cell):
     recurrent = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU, "rnn": torch.nn.RNN}[cell]
 
     class TorchLM(torch.nn.Module):
-        # Attribute names match predtext's, so the state dict loads into LanguageModel.
+        # Attribute names match predtext's, so the state dict loads into LanguageModel; the
+        # dropout sits where predtext's does (embedding output, between layers, before the
+        # decoder).
         def __init__(self):
             super().__init__()
+            p = config.dropout
             self.embedding = torch.nn.Embedding(vocab_size, config.embed_size)
-            self.rnn = recurrent(config.embed_size, config.hidden_size, config.num_layers)
+            self.embedding_dropout = torch.nn.Dropout(p)
+            self.rnn = recurrent(config.embed_size, config.hidden_size, config.num_layers,
+                                 dropout=p if config.num_layers > 1 else 0.0)
+            self.output_dropout = torch.nn.Dropout(p)
             self.decoder = torch.nn.Linear(config.hidden_size, vocab_size)
 
         def forward(self, ids, state):
-            out, state = self.rnn(self.embedding(ids), state)
-            return self.decoder(out), state
+            out, state = self.rnn(self.embedding_dropout(self.embedding(ids)), state)
+            return self.decoder(self.output_dropout(out)), state
 
     return TorchLM()
 
@@ -166,8 +172,9 @@ def char_benchmark(budget, threads, reference):
                          budget, score_torch(weights, config, ours.tokenizer, valid_ids, cell)))
             print(f"  torch {cell.upper()} (same recipe) done", flush=True)
         if reference:
-            ref = TrainConfig(hidden_size=256, embed_size=64, num_layers=2, seq_len=64,
-                              batch_size=32, lr=2e-3, clip=5.0).resolved()
+            ref = TrainConfig(cell="lstm", hidden_size=256, embed_size=64, num_layers=2,
+                              seq_len=64, dropout=0.0, batch_size=32, lr=2e-3,
+                              clip=5.0).resolved()
             weights, tokens = train_torch(ref, train_ids, ours.vocab_size, budget, schedule=False)
             rows.append(("torch LSTM, reference recipe", _recipe(ref, False, "lstm"), tokens, budget,
                          score_torch(weights, ref, ours.tokenizer, valid_ids)))
@@ -183,7 +190,8 @@ def char_benchmark(budget, threads, reference):
 
 def _recipe(config, schedule, cell):
     lr = f"lr {config.lr:g} {'cosine' if schedule else 'constant'}"
-    return (f"{cell.upper()} {config.num_layers}x{config.hidden_size} emb {config.embed_size}, "
+    return (f"{cell.upper()} {config.num_layers}x{config.hidden_size} emb {config.embed_size} "
+            f"drop {config.dropout:g}, "
             f"{config.batch_size}x{config.seq_len}, {lr}")
 
 
