@@ -147,9 +147,13 @@ class HistoryPredictor:
                 weights[word] = weights.get(word, 0.0) + weight
                 weight *= self.decay
             words = sorted(weights)
-            written = self._model.written_form if self._model is not None else (lambda w: w)
-            self._recency = (words, [weights[w] for w in words], [written(w) for w in words])
+            self._recency = (words, [weights[w] for w in words],
+                             [self._written_form(w) for w in words])
         return self._recency
+
+    def _written_form(self, word: str) -> str:
+        """How the user usually writes ``word`` (as their n-gram counted it)."""
+        return self._model.written_form(word) if self._model is not None else word
 
     def predict(self, context: Context, k: int) -> List[Candidate]:
         if not self.enabled:
@@ -192,7 +196,7 @@ class HistoryPredictor:
         for word in reversed(line):
             if word.startswith(prefix) and word != prefix:
                 if word not in found:
-                    found[word] = [self._model.written_form(word) if self._model else word, 0.0]
+                    found[word] = [self._written_form(word), 0.0]
                 found[word][1] += weight
             weight *= self.decay
         total = sum(p for _, p in found.values())

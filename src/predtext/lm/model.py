@@ -402,7 +402,9 @@ class LanguageModel(Module):
     def _log_softmax_into(self, h_bh, out_bv, scratch_bv):
         """``out = log_softmax(h @ W.T + b)``, computed in ``out`` with one scratch array."""
         xp = self.ops.xp
-        xp.matmul(h_bh, self.decoder.weight.data.T, out=out_bv)
+        # Through the backend's product, as Linear does: NumPy's would wake BLAS threads
+        # that then compete with the next step's kernel team (a word model's 20k rows).
+        self.ops.matmul(h_bh, self.decoder.weight.data, out=out_bv, trans_b=True)
         if self.decoder.bias is not None:
             out_bv += self.decoder.bias.data
         out_bv -= out_bv.max(axis=1, keepdims=True)
