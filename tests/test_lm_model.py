@@ -168,6 +168,18 @@ def test_step_reuses_the_state_buffers():
         model.step([1, 2], state)
 
 
+def test_step_sees_a_parameter_replaced_after_the_state_was_made():
+    model = tiny_model()
+    state = model.initial_state(1)
+    before, _ = model.step([1], state.copy())
+    model.decoder.bias.data = model.decoder.bias.data + 1.0     # a new array, not in place
+    model.decoder.weight.data[...] *= 2.0                       # in place
+    after, _ = model.step([1], state)
+    fed, _ = model.feed([1], model.initial_state(1))
+    numpy.testing.assert_allclose(after, fed, atol=1e-6)
+    assert not numpy.allclose(before, after)
+
+
 def test_next_token_distribution_sums_to_one():
     model = tiny_model()
     probs = model.next_token_distribution("the c")

@@ -16,6 +16,7 @@ import os
 import numpy as np
 
 cimport cython
+from libc.stdlib cimport free, malloc
 cimport numpy as cnp
 from scipy.linalg.cython_blas cimport dgemm, dgemv, sgemm, sgemv
 
@@ -86,6 +87,19 @@ cdef extern from "kernels.h" nogil:
                    const double *h, const double *c, const double *w_ih, const double *w_hh,
                    const double *b_ih, const double *b_hh, const double *peep, double *h_out,
                    double *c_out, double *work)
+    void pt_network_step_f(int cell, int B, int E, int H, int V, int L, const long long *ids,
+                           const float *embedding, const float *const *w_ih,
+                           const float *const *w_hh, const float *const *b_ih,
+                           const float *const *b_hh, const float *const *peep,
+                           const float *dec_w, const float *dec_b, float *h, float *c,
+                           float *log_probs, float *embedded, float *work, const int *threads)
+    void pt_network_step_d(int cell, int B, int E, int H, int V, int L, const long long *ids,
+                           const double *embedding, const double *const *w_ih,
+                           const double *const *w_hh, const double *const *b_ih,
+                           const double *const *b_hh, const double *const *peep,
+                           const double *dec_w, const double *dec_b, double *h, double *c,
+                           double *log_probs, double *embedded, double *work,
+                           const int *threads)
     void pt_reverse_f(int T, int B, int F, const int *lengths, const float *src, float *dst)
     void pt_reverse_d(int T, int B, int F, const int *lengths, const double *src, double *dst)
 
@@ -582,6 +596,194 @@ def cell_step(str cell, x, h, c, w_ih, w_hh, b_ih, b_hh, h_out, c_out, work, pee
                       <double *>_ptr(ah_out), <double *>_ptr(ac_out), <double *>_ptr(awork))
         if nthreads > 1:
             pt_blas_single_exit()
+
+
+# ---- a whole network, one token per text --------------------------------------------
+
+@cython.final
+@cython.auto_pickle(False)
+cdef class NetworkStep:
+    """One token per text through embedding -> recurrent layers -> decoder -> log-softmax.
+
+    Built once for a network and a batch size; each call is one compiled call with the GIL
+    released (incremental inference makes many small steps, where per-layer calls from
+    Python cost a quarter of the time).  ``layers`` is a sequence of ``(w_ih, w_hh, b_ih,
+    b_hh, peephole)`` per layer (PyTorch's layout; biases both or neither; peephole for an
+    LSTM or None); ``decoder_bias`` may be None.
+
+    The weights are read in place, not copied, so updates made to them in place are seen;
+    ``arrays`` lists them for callers that check whether a parameter was replaced.  A call
+    refuses weights that were reallocated since construction.
+    """
+    cdef readonly int batch, embed_size, hidden_size, vocab_size, num_layers, num_tokens
+    cdef readonly str cell
+    cdef readonly object dtype
+    cdef readonly tuple arrays          # every weight, in a fixed order (kept alive here)
+    cdef int code
+    cdef Py_ssize_t decoder_index      # where the decoder's weight is in `arrays`
+    cdef cnp.ndarray embedded, work
+    cdef void **pointers                # per weight in `arrays`: where its data was
+    cdef Py_ssize_t *sizes              # and its element count
+    cdef void **layer_ptrs              # 5 x L: the w_ih of every layer, then w_hh, b_ih, ...
+    cdef int *threads                   # L + 1 team sizes (the last: the decoder's)
+
+    def __cinit__(self):
+        self.pointers = NULL
+        self.sizes = NULL
+        self.layer_ptrs = NULL
+        self.threads = NULL
+
+    def __dealloc__(self):
+        free(self.pointers)
+        free(self.sizes)
+        free(self.layer_ptrs)
+        free(self.threads)
+
+    def __init__(self, str cell, embedding, layers, decoder_weight, decoder_bias, batch):
+        cdef int code = _cell_code(cell)
+        cdef int G = pt_gate_count(code)
+        B = _count(batch, "batch")
+        dtype = _float_dtype(embedding, "embedding")
+        es = _array_shape(embedding, "embedding", 2, "(tokens, embed)")
+        layers = list(layers)
+        if not layers:
+            raise ValueError("layers: expected at least one layer")
+        kept = [_check(embedding, "embedding", dtype, es)]
+        per_layer = []
+        inputs, H = es[1], None
+        for k, layer in enumerate(layers):
+            if not isinstance(layer, (tuple, list)) or len(layer) != 5:
+                raise TypeError(f"layers[{k}]: expected (w_ih, w_hh, b_ih, b_hh, peephole)")
+            w_ih, w_hh, b_ih, b_hh, peephole = layer
+            ws = _recurrent_shape(w_hh, G)
+            if H is None:
+                H = ws[1]
+            elif ws[1] != H:
+                raise ValueError(f"layers[{k}].w_hh: expected hidden size {H}, got {ws[1]}")
+            _check_sizes(f"layers[{k}]", 1, B, inputs, H, 2 * G)
+            arrays = [_check(w_ih, f"layers[{k}].w_ih", dtype, (G * H, inputs)),
+                      _check(w_hh, f"layers[{k}].w_hh", dtype, (G * H, H))]
+            arrays += list(_biases(b_ih, b_hh, dtype, G * H))
+            if code != _LSTM and peephole is not None:
+                raise ValueError(f"layers[{k}].peephole: only an LSTM has peephole weights")
+            arrays.append(_opt(peephole, f"layers[{k}].peephole", dtype, (3, H)))
+            per_layer.append(arrays)
+            kept += [a for a in arrays if a is not None]
+            inputs = H
+        ds = _array_shape(decoder_weight, "decoder_weight", 2, "(vocab, hidden)")
+        if ds[1] != H:
+            raise ValueError(f"decoder_weight: expected shape (vocab, {H}), got {ds}")
+        if ds[0] > _INT_MAX:
+            raise ValueError(f"decoder_weight: {ds[0]} rows exceed 32-bit sizes")
+        decoder_index = len(kept)
+        kept.append(_check(decoder_weight, "decoder_weight", dtype, ds))
+        if decoder_bias is not None:
+            kept.append(_check(decoder_bias, "decoder_bias", dtype, (ds[0],)))
+
+        cdef int L = len(layers)
+        self.cell, self.code, self.dtype = cell, code, dtype
+        self.batch, self.embed_size, self.hidden_size = B, es[1], H
+        self.vocab_size, self.num_layers, self.num_tokens = ds[0], L, es[0]
+        self.arrays = tuple(kept)
+        self.decoder_index = decoder_index
+        self.embedded = np.empty((B, es[1]), dtype)
+        self.work = np.empty(step_workspace_shape(cell, B, H), dtype)
+        self.pointers = <void **>malloc(len(kept) * sizeof(void *))
+        self.sizes = <Py_ssize_t *>malloc(len(kept) * sizeof(Py_ssize_t))
+        self.layer_ptrs = <void **>malloc(5 * L * sizeof(void *))
+        self.threads = <int *>malloc((L + 1) * sizeof(int))
+        if not (self.pointers and self.sizes and self.layer_ptrs and self.threads):
+            raise MemoryError()
+        cdef Py_ssize_t i
+        for i in range(len(kept)):
+            self.pointers[i] = cnp.PyArray_DATA(<cnp.ndarray>kept[i])
+            self.sizes[i] = cnp.PyArray_SIZE(<cnp.ndarray>kept[i])
+        inputs = es[1]
+        for k in range(L):
+            for i in range(5):
+                self.layer_ptrs[i * L + k] = _ptr(per_layer[k][i])   # kind-major
+            # A single step is bound by reading the weights, which two cores do faster than
+            # one even at a batch of one (see cell_step).
+            self.threads[k] = _team_size(4 * (B + 4), G * H, inputs + H)
+            inputs = H
+        self.threads[L] = _team_size(B, ds[0], H)
+
+    def __reduce__(self):
+        raise TypeError("NetworkStep cannot be pickled")
+
+    def __call__(self, token_ids, h, c, log_probs):
+        """Read ``token_ids`` (B integers) into the state ``h`` (and ``c`` for an LSTM),
+        (layers, B, hidden), in place; write the next-token log-probabilities into
+        ``log_probs`` (B, vocab).  Returns ``log_probs``."""
+        cdef int B = self.batch, L = self.num_layers, H = self.hidden_size
+        cdef cnp.ndarray ids = token_ids if isinstance(token_ids, np.ndarray) else None
+        if ids is None or cnp.PyArray_TYPE(ids) != cnp.NPY_INT64 or not cnp.PyArray_IS_C_CONTIGUOUS(ids):
+            ids = np.asarray(token_ids)
+            if ids.dtype.kind not in "iu":
+                raise TypeError(f"token_ids: expected integers, got dtype {ids.dtype}")
+            ids = np.ascontiguousarray(ids, dtype=np.int64)
+        if cnp.PyArray_NDIM(ids) != 1 or cnp.PyArray_DIMS(ids)[0] != B:
+            raise ValueError(f"token_ids: expected {B} ids (one per text), got shape {_shape(ids)}")
+        cdef const long long *pid = <const long long *>cnp.PyArray_DATA(ids)
+        cdef Py_ssize_t i
+        for i in range(B):
+            if pid[i] < 0 or pid[i] >= self.num_tokens:
+                raise ValueError(f"token_ids: ids must lie in [0, {self.num_tokens}), got {pid[i]}")
+        cdef cnp.ndarray ah = _check(h, "h", self.dtype, (L, B, H), True)
+        cdef cnp.ndarray ac = None
+        if self.code == _LSTM:
+            if c is None:
+                raise ValueError("c: an LSTM step needs the cell state")
+            ac = _check(c, "c", self.dtype, (L, B, H), True)
+        elif c is not None:
+            raise ValueError(f"c: only an LSTM has a cell state (cell={self.cell!r})")
+        cdef cnp.ndarray out = _check(log_probs, "log_probs", self.dtype, (B, self.vocab_size), True)
+        if np.shares_memory(out, ah) or (ac is not None and (np.shares_memory(ac, ah)
+                                                              or np.shares_memory(ac, out))):
+            raise ValueError("h, c, log_probs: must not overlap")
+        for i in range(len(self.arrays)):
+            a = <cnp.ndarray>self.arrays[i]
+            if cnp.PyArray_DATA(a) != self.pointers[i] or cnp.PyArray_SIZE(a) != self.sizes[i]:
+                raise ValueError("the network's weights were reallocated since this "
+                                 "NetworkStep was built; build a new one")
+        cdef void *emb = self.pointers[0]
+        cdef void *dec_w = self.pointers[self.decoder_index]
+        cdef void *dec_b = (self.pointers[self.decoder_index + 1]
+                            if self.decoder_index + 1 < len(self.arrays) else NULL)
+        cdef bint single = self.dtype == np.float32
+        cdef int E = self.embed_size, V = self.vocab_size, code = self.code
+        cdef void **lp = self.layer_ptrs
+        cdef int *threads = self.threads
+        cdef bint many = False
+        for i in range(L + 1):
+            many = many or threads[i] > 1
+        cdef void *embedded = cnp.PyArray_DATA(self.embedded)
+        cdef void *work = cnp.PyArray_DATA(self.work)
+        cdef void *ph = cnp.PyArray_DATA(ah)
+        cdef void *pc = _ptr(ac)
+        cdef void *po = cnp.PyArray_DATA(out)
+        with nogil:
+            if many:
+                pt_blas_single_enter()
+            if single:
+                pt_network_step_f(code, B, E, H, V, L, pid, <float *>emb,
+                                  <const float *const *>lp, <const float *const *>(lp + L),
+                                  <const float *const *>(lp + 2 * L),
+                                  <const float *const *>(lp + 3 * L),
+                                  <const float *const *>(lp + 4 * L), <float *>dec_w,
+                                  <float *>dec_b, <float *>ph, <float *>pc, <float *>po,
+                                  <float *>embedded, <float *>work, threads)
+            else:
+                pt_network_step_d(code, B, E, H, V, L, pid, <double *>emb,
+                                  <const double *const *>lp, <const double *const *>(lp + L),
+                                  <const double *const *>(lp + 2 * L),
+                                  <const double *const *>(lp + 3 * L),
+                                  <const double *const *>(lp + 4 * L), <double *>dec_w,
+                                  <double *>dec_b, <double *>ph, <double *>pc, <double *>po,
+                                  <double *>embedded, <double *>work, threads)
+            if many:
+                pt_blas_single_exit()
+        return log_probs
 
 
 # ---- helpers -----------------------------------------------------------------------

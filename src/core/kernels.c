@@ -85,6 +85,8 @@ static void pt_thread_share(int H, int rows, int GH, pt_share *s)
 #define TANH pt_tanhf
 #define GEMM pt_sgemm
 #define GEMV pt_sgemv
+#define EXP expf
+#define LOG logf
 #include "kernels_impl.h"
 #undef REAL
 #undef SFX
@@ -92,6 +94,8 @@ static void pt_thread_share(int H, int rows, int GH, pt_share *s)
 #undef TANH
 #undef GEMM
 #undef GEMV
+#undef EXP
+#undef LOG
 
 #define REAL double
 #define SFX d
@@ -99,6 +103,8 @@ static void pt_thread_share(int H, int rows, int GH, pt_share *s)
 #define TANH pt_tanhd
 #define GEMM pt_dgemm
 #define GEMV pt_dgemv
+#define EXP exp
+#define LOG log
 #include "kernels_impl.h"
 #undef REAL
 #undef SFX
@@ -106,6 +112,8 @@ static void pt_thread_share(int H, int rows, int GH, pt_share *s)
 #undef TANH
 #undef GEMM
 #undef GEMV
+#undef EXP
+#undef LOG
 
 PT_CLONES void pt_sigmoid_array_f(size_t n, const float *x, float *y)
 {

@@ -64,7 +64,14 @@ int pt_have_openmp(void);
                        REAL *c_out, REAL *work);                                             \
     void pt_reverse_##SFX(int T, int B, int F, const int *lengths, const REAL *src, REAL *dst); \
     void pt_matmul_##SFX(int ta, int tb, int M, int N, int K, const REAL *a, int lda,          \
-                         const REAL *b, int ldb, REAL beta, REAL *c, int ldc, int nthreads);
+                         const REAL *b, int ldb, REAL beta, REAL *c, int ldc, int nthreads);  \
+    void pt_network_step_##SFX(int cell, int B, int E, int H, int V, int L,                    \
+                               const long long *ids, const REAL *embedding,                    \
+                               const REAL *const *w_ih, const REAL *const *w_hh,               \
+                               const REAL *const *b_ih, const REAL *const *b_hh,               \
+                               const REAL *const *peep, const REAL *dec_w, const REAL *dec_b,  \
+                               REAL *h, REAL *c, REAL *log_probs, REAL *embedded, REAL *work,  \
+                               const int *threads);
 
 PT_FORWARD_DECL(float, f)
 PT_FORWARD_DECL(double, d)

@@ -460,6 +460,43 @@ void NAME(pt_step)(int cell, int B, int I, int H, int nthreads, const REAL *x, c
     }
 }
 
+/* One token per text through a whole network, for incremental inference: the embedding
+ * rows of ids, every recurrent layer (h, c: (L, B, H), updated in place), the decoder and
+ * a log-softmax into log_probs (B, V).  One call instead of one per layer plus the decoder
+ * and softmax in NumPy: a keystroke makes several such steps, and the calls' own costs
+ * were a quarter of each step.  Layer l's arrays are w_ih[l], w_hh[l], ...; threads[l] its
+ * team size (threads[L] the decoder's). */
+void NAME(pt_network_step)(int cell, int B, int E, int H, int V, int L, const long long *ids,
+                           const REAL *embedding, const REAL *const *w_ih,
+                           const REAL *const *w_hh, const REAL *const *b_ih,
+                           const REAL *const *b_hh, const REAL *const *peep,
+                           const REAL *dec_w, const REAL *dec_b, REAL *h, REAL *c,
+                           REAL *log_probs, REAL *embedded, REAL *work, const int *threads)
+{
+    for (int b = 0; b < B; b++)
+        memcpy(embedded + (size_t)b * E, embedding + (size_t)ids[b] * E, E * sizeof(REAL));
+    const REAL *x = embedded;
+    int in = E;
+    for (int l = 0; l < L; l++) {
+        REAL *hl = h + (size_t)l * B * H, *cl = c ? c + (size_t)l * B * H : NULL;
+        NAME(pt_step)(cell, B, in, H, threads[l], x, hl, cl, w_ih[l], w_hh[l], b_ih[l],
+                      b_hh[l], peep[l], hl, cl, work);
+        x = hl;
+        in = H;
+    }
+    NAME(pt_matmul)(0, 1, B, V, H, x, H, dec_w, H, 0, log_probs, V, threads[L]);
+    for (int b = 0; b < B; b++) {
+        REAL *z = log_probs + (size_t)b * V, top, sum = 0;
+        if (dec_b)
+            for (int v = 0; v < V; v++) z[v] += dec_b[v];
+        top = z[0];
+        for (int v = 1; v < V; v++) top = z[v] > top ? z[v] : top;
+        for (int v = 0; v < V; v++) sum += EXP(z[v] - top);
+        const REAL shift = top + LOG(sum);
+        for (int v = 0; v < V; v++) z[v] -= shift;
+    }
+}
+
 /* Row-major C (M x N) = op(A) op(B) + beta C, op transposing when ta / tb is set.  The
  * rows of C are shared among the team, one BLAS call per thread: a product as big as a
  * word model's output layer runs on every core without BLAS's own threads, which keep

@@ -90,6 +90,12 @@ class NumpyOps:
                         peephole)
         return h_out, c_out
 
+    def network_step(self, cell, embedding, layers, decoder_weight, decoder_bias, batch):
+        """A callable ``(token_ids, h, c, log_probs)`` that reads one token per text through
+        the whole network (embedding, ``layers`` of ``(w_ih, w_hh, b_ih, b_hh, peephole)``,
+        decoder, log-softmax) in one compiled call; see ``_core.NetworkStep``."""
+        return _core.NetworkStep(cell, embedding, layers, decoder_weight, decoder_bias, batch)
+
     def reverse_sequences(self, x_tbf, lengths=None, out=None):
         """Reverse each sequence in time within its own length; zeros past the end.
 

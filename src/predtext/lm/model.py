@@ -102,16 +102,31 @@ class LMState:
 
 
 class _StepBuffers:
-    """Scratch arrays for one batch size, allocated on the first step and reused."""
+    """A state's compiled whole-network step (it owns its scratch arrays) and the parameter
+    arrays it was built on, to notice when one was replaced."""
 
-    __slots__ = ("embedded", "work", "scratch_v")
+    __slots__ = ("network", "params", "arrays")
 
     def __init__(self, model, batch):
-        xp, dtype = model.ops.xp, model.dtype
-        self.embedded = xp.empty((batch, model.config["embed_size"]), dtype=dtype)
-        self.work = model.ops.rnn_step_workspace(model.rnn.cell, batch, model.rnn.hidden_size,
-                                                 dtype)
-        self.scratch_v = xp.empty((batch, model.vocab_size), dtype=dtype)
+        embedding = model.embedding.weight
+        decoder_bias = model.decoder.bias
+        self.params = [embedding, model.decoder.weight] + ([decoder_bias] if decoder_bias is not None else [])
+        layers = []
+        for k in range(model.num_layers):
+            names = ["weight_ih", "weight_hh"] + (["bias_ih", "bias_hh"] if model.rnn.bias else [])
+            names += ["weight_ch"] if model.rnn.peephole else []
+            layer = {name: getattr(model.rnn, f"{name}_l{k}") for name in names}
+            self.params += layer.values()
+            layers.append(tuple(layer[name].data if name in layer else None
+                                for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh",
+                                             "weight_ch")))
+        self.arrays = [p.data for p in self.params]
+        self.network = model.ops.network_step(
+            model.rnn.cell, embedding.data, layers, model.decoder.weight.data,
+            None if decoder_bias is None else decoder_bias.data, batch)
+
+    def current(self):
+        return all(p.data is a for p, a in zip(self.params, self.arrays))
 
 
 def check_config(config):
@@ -344,58 +359,26 @@ class LanguageModel(Module):
         state._buffers = _StepBuffers(self, int(batch))
         return state
 
-    def _layer_arrays(self, k):
-        rnn = self.rnn
-        bias = rnn.bias
-        peephole = getattr(rnn, f"weight_ch_l{k}").data if rnn.peephole else None
-        return (getattr(rnn, f"weight_ih_l{k}").data, getattr(rnn, f"weight_hh_l{k}").data,
-                getattr(rnn, f"bias_ih_l{k}").data if bias else None,
-                getattr(rnn, f"bias_hh_l{k}").data if bias else None, peephole)
-
     def step(self, token_ids, state):
         """Read one token per text: ``(log_probs (B, V), state)``, the state advanced in place.
 
-        ``token_ids`` has one id per text of the state's batch. Each layer is one
-        ``cell_step`` of the compiled core into the state's own arrays; the only array made
-        per step is the returned ``log_probs`` (also kept as ``state.log_probs``).
-        Inference mode: no dropout, whatever ``self.training`` says.
+        ``token_ids`` has one id per text of the state's batch. The whole network (embedding,
+        every layer, decoder, log-softmax) is one call of the compiled core into the state's
+        own arrays; the only array made per step is the returned ``log_probs`` (also kept as
+        ``state.log_probs``). Inference mode: no dropout, whatever ``self.training`` says.
         """
         if not isinstance(state, LMState):
             raise TypeError(f"state: expected an LMState, got {type(state).__name__}")
-        ids = numpy.asarray(token_ids)
-        if ids.ndim == 0:
-            ids = ids[None]
         B = state.batch_size
-        if ids.shape != (B,) or ids.dtype.kind not in "iu":
-            raise ValueError(f"token_ids: expected {B} integer ids (one per text of the state), "
-                             f"got {ids.dtype} array of shape {ids.shape}")
-        if int(ids.min()) < 0 or int(ids.max()) >= self.vocab_size:
-            raise ValueError(f"token_ids: ids must lie in [0, {self.vocab_size}), "
-                             f"got values from {int(ids.min())} to {int(ids.max())}")
-        if state.h.dtype != self.dtype or state.h.shape != (self.num_layers, B, self.hidden_size):
-            raise ValueError(f"state: expected h of shape {(self.num_layers, B, self.hidden_size)} "
-                             f"and dtype {self.dtype}, got {state.h.shape} {state.h.dtype}")
         if not (state.h.flags.c_contiguous and (state.c is None or state.c.flags.c_contiguous)):
             state.h = numpy.ascontiguousarray(state.h)
             state.c = None if state.c is None else numpy.ascontiguousarray(state.c)
         buffers = state._buffers
-        if buffers is None or buffers.embedded.shape[0] != B:
+        if buffers is None or buffers.network.batch != B or not buffers.current():
             buffers = state._buffers = _StepBuffers(self, B)
-
-        xp = self.ops.xp
-        xp.take(self.embedding.weight.data, ids, axis=0, out=buffers.embedded)
-        layer_input = buffers.embedded
-        cell = self.rnn.cell
-        for k in range(self.num_layers):
-            w_ih, w_hh, b_ih, b_hh, peephole = self._layer_arrays(k)
-            h_k = state.h[k]
-            c_k = None if state.c is None else state.c[k]
-            # In place: h_out is h and c_out is c, which the core allows.
-            self.ops.rnn_step(cell, layer_input, h_k, c_k, w_ih, w_hh, b_ih, b_hh, h_k, c_k,
-                              buffers.work, peephole)
-            layer_input = h_k
-        log_probs = xp.empty((B, self.vocab_size), dtype=self.dtype)
-        self._log_softmax_into(layer_input, log_probs, buffers.scratch_v)
+        log_probs = self.ops.xp.empty((B, self.vocab_size), dtype=self.dtype)
+        ids = token_ids if isinstance(token_ids, numpy.ndarray) else numpy.asarray(token_ids)
+        buffers.network(ids.reshape(-1) if ids.ndim == 0 else ids, state.h, state.c, log_probs)
         state.log_probs = log_probs
         return log_probs, state
 
