@@ -7,6 +7,7 @@ import os
 import stat
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -270,6 +271,41 @@ def test_model_command_loads_another_model_in_the_background(tmp_path):
         term.type("the ze")
         assert {c.text for c in await term.menu("the ze")} == {"zebra", "zebu"}
     drive(make_engine(), scenario)
+
+
+class SlowFirstAnswers:
+    """An engine whose answers take ``delay`` seconds while ``slow`` is set."""
+
+    def __init__(self, engine, delay):
+        self.engine, self.delay, self.slow = engine, delay, threading.Event()
+        self.config, self.predictors = engine.config, engine.predictors
+        self.asked = threading.Event()
+
+    def suggest(self, text, k=6):
+        if self.slow.is_set():
+            self.asked.set()
+            time.sleep(self.delay)
+        return self.engine.suggest(text, k)
+
+    def close(self):
+        self.engine.close()
+
+
+def test_a_new_engine_replaces_the_menu_an_old_answer_was_still_filling():
+    # prompt_toolkit drops a completion request made while one is running: the refresh on
+    # an engine change must not be lost when the old engine was still answering.
+    old = SlowFirstAnswers(make_engine(), delay=0.5)
+    new = Engine.load(model=NGramModel.from_text("the apricot and the apron. the apricot tree."),
+                      config=CONFIG)
+
+    async def scenario(term):
+        old.slow.set()
+        term.type("the ap")
+        await wait_until(old.asked.is_set)            # the old engine is answering "the ap"
+        term.repl.handle.start(lambda: new, "new")    # ... when the new one arrives
+        await wait_until(lambda: {c.text for c in term.menu_for("the ap") or []}
+                         == {"apricot", "apron"})
+    drive(old, scenario)
 
 
 def test_quit_command_ends_the_session():

@@ -294,12 +294,31 @@ class Repl:
         if loop is not None:
             loop.call_soon_threadsafe(self._refresh)
 
-    def _refresh(self) -> None:
-        """Ask for suggestions again for the text as it stands (the engine changed)."""
+    def _refresh(self, attempts: int = 50) -> None:
+        """Ask for suggestions again for the text as it stands (the engine changed).
+
+        prompt_toolkit runs one completion at a time and drops a request made while one is
+        in flight, and it does not ask again while a menu is up; an answer the old engine
+        was giving at that moment would stay on screen. So: drop a menu the user is not
+        using, ask, and look again shortly until the menu shows the current engine's answer.
+        """
         app = self.session.app
-        if app.is_running:
-            self.session.default_buffer.insert_text("")
-            app.invalidate()
+        if not app.is_running:
+            return
+        buffer = self.session.default_buffer
+        text = buffer.document.text_before_cursor
+        answer = self.suggester.answered(text)
+        menu = buffer.complete_state
+        if answer is not None and (not answer and menu is None or _menu_shows(menu, text, answer)):
+            return
+        if menu is not None:
+            if menu.complete_index is not None:
+                return                     # the user is choosing from it: leave it be
+            buffer.complete_state = None
+        buffer.insert_text("")
+        app.invalidate()
+        if attempts > 1 and self._loop is not None:
+            self._loop.call_later(0.1, self._refresh, attempts - 1)
 
     def _trace(self, event: str, **fields) -> None:
         if not self._trace_path:
@@ -309,3 +328,9 @@ class Repl:
                 handle.write(json.dumps({"event": event, **fields}) + "\n")
         except OSError:
             self._trace_path = None     # tracing is a measurement aid; never disturb the user
+
+
+def _menu_shows(menu, text: str, answer) -> bool:
+    """Whether the completion menu shows ``answer`` for ``text``."""
+    return (menu is not None and menu.original_document.text_before_cursor == text
+            and [c.text for c in menu.completions] == [s.text for s in answer])

@@ -83,6 +83,14 @@ class Suggester:
         with self._lock:
             self._cached_key = None
 
+    def answered(self, text_before_cursor: str) -> Optional[List]:
+        """The answer for ``text_before_cursor`` since the last ``invalidate``, or None if
+        the engine was not asked about it since."""
+        with self._lock:
+            if self._cached_key == (text_before_cursor, self._k):
+                return list(self._cached)
+            return None
+
     def suggest(self, text_before_cursor: str) -> List:
         """The engine's suggestions for ``text_before_cursor`` (best first)."""
         with self._lock:
