@@ -11,7 +11,7 @@ from predtext.engine.abbreviations import make_predictor as make_abbreviations
 from predtext.engine.config import ConfigError
 from predtext.engine.context import parse_context
 from predtext.engine.dictionary import Dictionary, DictionaryPredictor
-from predtext.engine.history import HISTORY_FILE, HistoryPredictor, HistoryStore
+from predtext.engine.history import HISTORY_FILE, RECENCY_PRIOR, HistoryPredictor, HistoryStore
 from predtext.engine.history import make_predictor as make_history
 from predtext.engine.predictor import (Candidate, Resources, available_predictors, create_predictor,
                                        register_predictor)
@@ -78,9 +78,20 @@ def test_history_recency_weighs_each_occurrence_by_how_far_back_it_is(tmp_path):
     predictor.learn("pasta")            # now the newest: it takes the lead
     ranked = [c.text.lower() for c in predictor.predict(parse_context("pa"), 5)]
     assert ranked == ["pasta", "paris"]
-    # The typed word itself is no suggestion, and words before the cursor count too.
-    assert [c.text for c in predictor.predict(parse_context("papaya pa"), 5)][0] == "papaya"
+    # The typed word itself is no suggestion, and words before the cursor count too, except
+    # the one right before it (a word rarely follows itself).
+    assert [c.text for c in predictor.predict(parse_context("papaya and pa"), 5)][0] == "papaya"
+    assert "papaya" not in [c.text for c in predictor.predict(parse_context("papaya pa"), 5)]
     assert "pasta" not in [c.text for c in predictor.predict(parse_context("pasta"), 5)]
+
+
+def test_history_recency_alone_is_trusted_by_how_many_words_it_holds():
+    # A fresh user: no n-gram of theirs yet, only the words of the line being typed.
+    predictor = HistoryPredictor(None, recency=0.3, decay=1.0)
+    found = {c.text: c.probability for c in predictor.predict(parse_context("red and blue "), 5)}
+    # "blue" is right before the cursor: left out. Two words of evidence: 2 / (2 + prior).
+    trust = 2 / (2 + RECENCY_PRIOR)
+    assert found == pytest.approx({"red": trust / 2, "and": trust / 2})
 
 
 def test_history_fixes_a_too_open_file_mode(tmp_path):

@@ -24,6 +24,8 @@ from predtext.engine.predictor import Candidate, Resources
 
 HISTORY_FILE = "history.txt"
 DEFAULT_MAX_BYTES = 4_000_000
+# Words of recent text at which the recency cache gets half its share of the mix.
+RECENCY_PRIOR = 20.0
 
 
 class HistoryStore:
@@ -134,8 +136,9 @@ class HistoryPredictor:
         self._recency = None
 
     def _recency_table(self) -> tuple:
-        """``(words, weights, written)``: each recent word (sorted) with its decayed count,
-        the newest occurrence weighing 1, and its usual written form.
+        """``(words, weights, written, total)``: each recent word (sorted) with its decayed
+        count, the newest occurrence weighing 1, and its usual written form; and the sum of
+        the weights.
 
         Rebuilt only after learning, so a keystroke looks up its prefix by bisection instead
         of walking the whole window.
@@ -148,7 +151,7 @@ class HistoryPredictor:
                 weight *= self.decay
             words = sorted(weights)
             self._recency = (words, [weights[w] for w in words],
-                             [self._written_form(w) for w in words])
+                             [self._written_form(w) for w in words], sum(weights.values()))
         return self._recency
 
     def _written_form(self, word: str) -> str:
@@ -162,10 +165,11 @@ class HistoryPredictor:
         if model is None:
             return []
         from_model = model.predict(context.words, context.prefix, max(k, 10))
-        from_recent = self._recent_words(context)
-        # Both are distributions over the words matching the prefix; mix them, or take the one
-        # that has anything to say.
-        share = self.recency if from_model else 1.0
+        from_recent, evidence = self._recent_words(context)
+        # Both are distributions over the words matching the prefix; mix them, or take the
+        # cache alone when the n-gram has nothing to say, trusted as far as it holds enough
+        # words (a fresh user's first few words say little about the next one).
+        share = self.recency if from_model else evidence / (evidence + RECENCY_PRIOR)
         mixed = {}
         for word, p in from_model:
             mixed[normalize_word(word)] = [word, (1.0 - share) * p]
@@ -175,15 +179,16 @@ class HistoryPredictor:
         ranked = sorted(mixed.values(), key=lambda entry: -entry[1])[:k]
         return [Candidate(word, p) for word, p in ranked if p > 0]
 
-    def _recent_words(self, context: Context) -> dict:
-        """Recency distribution over recent words that start with the prefix:
-        ``{word: (written form, probability)}``.
+    def _recent_words(self, context: Context) -> tuple:
+        """Recency distribution over recent words that start with the prefix,
+        ``{word: (written form, probability)}``, and the window's weight in words.
 
         The window is what was learned followed by the words before the cursor; each
-        occurrence weighs ``decay`` to the power of how many words came after it.
+        occurrence weighs ``decay`` to the power of how many words came after it. The word
+        just before the cursor is left out: a word rarely follows itself.
         """
         prefix = normalize_word(context.prefix)
-        words, weights, written = self._recency_table()
+        words, weights, written, learned = self._recency_table()
         line = [normalize_word(w) for w in context.words if w not in MARKERS]
         found: dict = {}
         scale = self.decay ** len(line)       # the learned words are that much further back
@@ -192,15 +197,19 @@ class HistoryPredictor:
         for i in range(lo, hi):
             if words[i] != prefix:
                 found[words[i]] = [written[i], weights[i] * scale]
-        weight = 1.0
-        for word in reversed(line):
+        evidence = learned * scale
+        weight = self.decay
+        for word in reversed(line[:-1]):
+            evidence += weight
             if word.startswith(prefix) and word != prefix:
                 if word not in found:
                     found[word] = [self._written_form(word), 0.0]
                 found[word][1] += weight
             weight *= self.decay
         total = sum(p for _, p in found.values())
-        return {w: (form, p / total) for w, (form, p) in found.items()} if total else {}
+        if not total:
+            return {}, evidence
+        return {w: (form, p / total) for w, (form, p) in found.items()}, evidence
 
     def learn(self, text: str) -> None:
         if not (self.enabled and self.learning) or not text.strip():

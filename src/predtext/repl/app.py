@@ -294,22 +294,23 @@ class Repl:
         if loop is not None:
             loop.call_soon_threadsafe(self._refresh)
 
-    def _refresh(self, attempts: int = 50) -> None:
+    def _refresh(self, attempts: int = 50, text: Optional[str] = None) -> None:
         """Ask for suggestions again for the text as it stands (the engine changed).
 
         prompt_toolkit runs one completion at a time and drops a request made while one is
         in flight, and it does not ask again while a menu is up; an answer the old engine
         was giving at that moment would stay on screen. So: drop a menu the user is not
-        using, ask, and look again shortly until the menu shows the current engine's answer.
+        using, ask, and look again shortly until the menu shows the current engine's answer
+        -- or until the user edits the text, which asks anew by itself.
         """
         app = self.session.app
-        if not app.is_running:
-            return
         buffer = self.session.default_buffer
-        text = buffer.document.text_before_cursor
-        answer = self.suggester.answered(text)
+        current = buffer.document.text_before_cursor
+        if not app.is_running or (text is not None and current != text):
+            return
+        answer = self.suggester.answered(current)
         menu = buffer.complete_state
-        if answer is not None and (not answer and menu is None or _menu_shows(menu, text, answer)):
+        if answer is not None and (not answer and menu is None or _menu_shows(menu, current, answer)):
             return
         if menu is not None:
             if menu.complete_index is not None:
@@ -318,7 +319,7 @@ class Repl:
         buffer.insert_text("")
         app.invalidate()
         if attempts > 1 and self._loop is not None:
-            self._loop.call_later(0.1, self._refresh, attempts - 1)
+            self._loop.call_later(0.1, self._refresh, attempts - 1, current)
 
     def _trace(self, event: str, **fields) -> None:
         if not self._trace_path:
