@@ -3,7 +3,8 @@
 Prints one table: for each cell and shape, forward (inference) and forward+backward
 tokens/s and GFLOP/s for predtext and torch with the same thread count, measured
 alternately (so machine noise hits both), their ratio, the machine's sgemm rate measured
-in the same run, and single-step latency of a 2-layer LSTM beside torch's fastest way.
+in the same run, single-step latency of a 2-layer LSTM beside torch's fastest way, and
+the latency of a whole character model's step (what the engine makes per keystroke).
 
 FLOPs count only the matrix products: forward 2*T*B*G*H*(I+H) per layer, backward twice
 that (input, state and weight gradients).  Medians of --repeats runs.
@@ -192,6 +193,36 @@ def bench_step(torch, repeats):
     return [t / 100 * 1e6 for t in times]
 
 
+def bench_model_step(torch, repeats, batch):
+    """The engine's unit of work: LanguageModel.step of the default character model's shape
+    (GRU 2x256, embedding 64, 66 tokens) -- embedding, both layers, decoder, log-softmax --
+    beside the same in torch (nn.Embedding, 2 GRUCell, nn.Linear, log_softmax)."""
+    from predtext.lm.model import LanguageModel
+
+    V, E, H = 66, 64, 256
+    model = LanguageModel(V, embed_size=E, hidden_size=H, num_layers=2, cell="gru", seed=0)
+    state = model.initial_state(batch)
+    ids = np.arange(batch) % V
+
+    fns = [lambda: [model.step(ids, state) for _ in range(100)]]
+    if torch is not None:
+        embedding, decoder = torch.nn.Embedding(V, E), torch.nn.Linear(H, V)
+        cells = [torch.nn.GRUCell(E, H), torch.nn.GRUCell(H, H)]
+        ids_t = torch.from_numpy(ids)
+        h = [torch.zeros(batch, H) for _ in range(2)]
+
+        def theirs():
+            with torch.no_grad():
+                inp = embedding(ids_t)
+                for k in range(2):
+                    h[k] = cells[k](inp, h[k])
+                    inp = h[k]
+                return torch.log_softmax(decoder(inp), dim=1)
+        fns.append(lambda: [theirs() for _ in range(100)])
+    times = alternate(fns, repeats)
+    return [t / 100 * 1e6 for t in times]
+
+
 def fmt(v, spec):
     return "-" if v is None else format(v, spec)
 
@@ -233,6 +264,10 @@ def main():
     print()
     print(f"single step, 2-layer LSTM B=1 I=64 H=512: predtext cell_step {ours_us:.0f} us, "
           f"torch 2x LSTMCell {fmt(theirs[0] if theirs else None, '.0f')} us")
+    for batch in (1, 6):
+        ours_us, *theirs = bench_model_step(torch, repeats, batch)
+        print(f"model step, GRU 2x256 + decoder (66 tokens) B={batch}: predtext "
+              f"LanguageModel.step {ours_us:.0f} us, torch {fmt(theirs[0] if theirs else None, '.0f')} us")
 
 
 if __name__ == "__main__":
