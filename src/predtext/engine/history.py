@@ -24,7 +24,8 @@ from predtext.engine.predictor import Candidate, Resources
 
 HISTORY_FILE = "history.txt"
 DEFAULT_MAX_BYTES = 4_000_000
-# Words of recent text at which the recency cache gets half its share of the mix.
+# Words of recent text at which the recency cache, standing alone (no n-gram of the user's
+# matches), gets half the mass: a fresh user's first words say little about the next one.
 RECENCY_PRIOR = 20.0
 
 

@@ -108,25 +108,24 @@ class _StepBuffers:
     __slots__ = ("network", "params", "arrays")
 
     def __init__(self, model, batch):
-        embedding = model.embedding.weight
-        decoder_bias = model.decoder.bias
-        self.params = [embedding, model.decoder.weight] + ([decoder_bias] if decoder_bias is not None else [])
-        layers = []
-        for k in range(model.num_layers):
-            names = ["weight_ih", "weight_hh"] + (["bias_ih", "bias_hh"] if model.rnn.bias else [])
-            names += ["weight_ch"] if model.rnn.peephole else []
-            layer = {name: getattr(model.rnn, f"{name}_l{k}") for name in names}
-            self.params += layer.values()
-            layers.append(tuple(layer[name].data if name in layer else None
-                                for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh",
-                                             "weight_ch")))
-        self.arrays = [p.data for p in self.params]
+        rnn, decoder = model.rnn, model.decoder
+        present = {"bias_ih": rnn.bias, "bias_hh": rnn.bias, "weight_ch": rnn.peephole}
+        layers = [[getattr(rnn, f"{kind}_l{k}") if present.get(kind, True) else None
+                   for kind in ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_ch")]
+                  for k in range(model.num_layers)]
+        self.params = [model.embedding.weight, decoder.weight, decoder.bias]
+        self.params += [param for layer in layers for param in layer]
+        self.arrays = [_data(param) for param in self.params]
         self.network = model.ops.network_step(
-            model.rnn.cell, embedding.data, layers, model.decoder.weight.data,
-            None if decoder_bias is None else decoder_bias.data, batch)
+            rnn.cell, model.embedding.weight.data, [[_data(p) for p in layer] for layer in layers],
+            decoder.weight.data, _data(decoder.bias), batch)
 
     def current(self):
-        return all(p.data is a for p, a in zip(self.params, self.arrays))
+        return all(_data(param) is array for param, array in zip(self.params, self.arrays))
+
+
+def _data(param):
+    return None if param is None else param.data
 
 
 def check_config(config):
