@@ -28,7 +28,8 @@ cp setup.py pyproject.toml "$work/"
 cp -r src/predtext "$work/src/"
 mkdir -p "$work/src/core"
 cp src/core/*.pyx src/core/*.h src/core/kernels.c "$work/src/core/"
-cp tests/core_helpers.py tests/test_core*.py "$work/tests/"
+# The core tests and the helper modules they import (every tests/*.py that is not a test).
+cp tests/test_core*.py $(ls tests/*.py | grep -v "/test_") "$work/tests/"
 find "$work/src" \( -name '*.so' -o -name '__pycache__' \) -prune -exec rm -rf {} +
 
 echo "sanitize: building the core with ASan + UBSan in $work"

@@ -378,6 +378,84 @@ def test_cell_step_fuzz(spec, data):
         assert finite(args["h_out"], args["c_out"])
 
 
+NETWORK_LAYER_ARGS = ["w_ih", "w_hh", "b_ih", "b_hh", "peephole"]
+
+
+def corrupt_ids(ids, V, data):
+    """Token ids wrong in value, count or type, or right in an unusual integer type."""
+    case = data.draw(st.sampled_from(["too_big", "negative", "wrong_count", "float", "bool",
+                                      "int32", "uint8", "list", "2d", "uint64_huge", "str",
+                                      "huge_int"]), label="token_ids corruption")
+    if case in ("too_big", "negative"):
+        bad = ids.copy()
+        bad[data.draw(st.integers(0, len(ids) - 1))] = V if case == "too_big" else -1
+        return bad, True
+    bad = {"wrong_count": lambda: np.ones(len(ids) + 1, np.int64), "float": lambda: ids * 1.0,
+           "bool": lambda: ids > 0, "2d": lambda: ids[None], "str": lambda: "ids",
+           "uint64_huge": lambda: np.full(len(ids), 2**64 - 1, np.uint64),
+           "huge_int": lambda: [2**70] * len(ids)}.get(case)
+    if bad is not None:
+        return bad(), True
+    return {"int32": ids.astype(np.int32), "uint8": ids.astype(np.uint8),
+            "list": ids.tolist()}[case], False
+
+
+@FUZZ
+@given(st.sampled_from(CELLS), st.sampled_from(FLOATS), SIZE, SIZE, SIZE, SIZE,
+       st.integers(1, 3), st.booleans(), st.booleans(), st.booleans(),
+       st.integers(0, 2**32 - 1), st.data())
+def test_network_step_fuzz(cell, dtype, B, E, H, V, L, bias, peep, decoder_bias, seed, data):
+    rng = np.random.default_rng(seed)
+    G, lstm = _core.gate_count(cell), cell == "lstm"
+
+    def arr(*shape):
+        return rng.uniform(-0.5, 0.5, shape).astype(dtype)
+
+    # Flat names for the corruptions ("w_ih1"), the names the errors use ("layers[1].w_ih").
+    args = {"cell": cell, "embedding": arr(V, E), "decoder_weight": arr(V, H),
+            "decoder_bias": arr(V) if decoder_bias else None, "h": arr(L, B, H),
+            "c": arr(L, B, H) if lstm else None, "log_probs": np.empty((B, V), dtype)}
+    nominal = {"decoder_bias": arr(V), "c": arr(L, B, H)}
+    message_name = {}
+    for k in range(L):
+        inputs = E if k == 0 else H
+        layer = {"w_ih": arr(G * H, inputs), "w_hh": arr(G * H, H),
+                 "b_ih": arr(G * H) if bias else None, "b_hh": arr(G * H) if bias else None,
+                 "peephole": arr(3, H) if lstm and peep else None}
+        nominal_layer = {"b_ih": arr(G * H), "b_hh": arr(G * H), "peephole": arr(3, H)}
+        for kind in NETWORK_LAYER_ARGS:
+            args[f"{kind}{k}"] = layer[kind]
+            nominal[f"{kind}{k}"] = nominal_layer.get(kind, layer[kind])
+            message_name[f"{kind}{k}"] = f"layers[{k}].{kind}"
+    nominal.update({k: v for k, v in args.items() if v is not None and k not in nominal})
+    more = apply_corruptions(args, nominal, dtype, {"embedding", "w_hh0", "decoder_weight"},
+                             data)
+    blame = more if more is ALL else {message_name.get(n, n) for n in more}
+    ids = rng.integers(0, V, B)
+    if data.draw(st.booleans(), label="corrupt token_ids"):
+        ids, wrong = corrupt_ids(ids, V, data)
+        if wrong and blame is not ALL:
+            blame = blame | {"token_ids"}
+    batch = B
+    if data.draw(st.integers(0, 9), label="corrupt batch") == 0:
+        batch = data.draw(count(high=8), label="batch")
+        if batch != B:
+            blame = ALL
+
+    def call():
+        layers = [tuple(args[f"{kind}{k}"] for kind in NETWORK_LAYER_ARGS) for k in range(L)]
+        step = _core.NetworkStep(args["cell"], args["embedding"], layers, args["decoder_weight"],
+                                 args["decoder_bias"], batch)
+        return step(ids, args["h"], args["c"], args["log_probs"])
+
+    names_used = (["cell", "embedding", "layers", "decoder_weight", "decoder_bias", "batch",
+                   "token_ids", "h", "c", "log_probs"] + list(message_name.values()))
+    result = run_or_named_error(call, blame, names_used)
+    if not blame:     # the uncorrupted call must have succeeded
+        assert result is args["log_probs"] and finite(args["h"], args["c"], result)
+        np.testing.assert_allclose(np.exp(result.astype(np.float64)).sum(axis=1), 1.0, rtol=1e-4)
+
+
 def reference_reverse(x, lengths):
     T, B = x.shape[:2]
     out = np.zeros_like(x)

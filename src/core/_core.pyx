@@ -655,15 +655,19 @@ cdef class NetworkStep:
             if not isinstance(layer, (tuple, list)) or len(layer) != 5:
                 raise TypeError(f"layers[{k}]: expected (w_ih, w_hh, b_ih, b_hh, peephole)")
             w_ih, w_hh, b_ih, b_hh, peephole = layer
-            ws = _recurrent_shape(w_hh, G)
-            if H is None:
-                H = ws[1]
-            elif ws[1] != H:
-                raise ValueError(f"layers[{k}].w_hh: expected hidden size {H}, got {ws[1]}")
+            name = f"layers[{k}]."
+            ws = _array_shape(w_hh, name + "w_hh", 2, f"({G}*hidden, hidden)")
+            if ws[0] != G * ws[1] or (H is not None and ws[1] != H):
+                raise ValueError(f"{name}w_hh: expected shape ({G}*hidden, hidden) with the "
+                                 f"hidden size of every layer, got {ws}")
+            H = ws[1]
             _check_sizes(f"layers[{k}]", 1, B, inputs, H, 2 * G)
-            arrays = [_check(w_ih, f"layers[{k}].w_ih", dtype, (G * H, inputs)),
-                      _check(w_hh, f"layers[{k}].w_hh", dtype, (G * H, H))]
-            arrays += list(_biases(b_ih, b_hh, dtype, G * H))
+            if (b_ih is None) != (b_hh is None):
+                raise ValueError(f"{name}b_ih, {name}b_hh: expected both or neither")
+            arrays = [_check(w_ih, name + "w_ih", dtype, (G * H, inputs)),
+                      _check(w_hh, name + "w_hh", dtype, (G * H, H)),
+                      _opt(b_ih, name + "b_ih", dtype, (G * H,)),
+                      _opt(b_hh, name + "b_hh", dtype, (G * H,))]
             if code != _LSTM and peephole is not None:
                 raise ValueError(f"layers[{k}].peephole: only an LSTM has peephole weights")
             arrays.append(_opt(peephole, f"layers[{k}].peephole", dtype, (3, H)))
