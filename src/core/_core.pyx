@@ -613,7 +613,8 @@ cdef class NetworkStep:
 
     The weights are read in place, not copied, so updates made to them in place are seen;
     ``arrays`` lists them for callers that check whether a parameter was replaced.  A call
-    refuses weights that were reallocated since construction.
+    refuses weights that were reallocated since construction.  One call at a time: the
+    scratch arrays are the object's own (LanguageModel keeps one per state).
     """
     cdef readonly int batch, embed_size, hidden_size, vocab_size, num_layers, num_tokens
     cdef readonly str cell
