@@ -122,6 +122,13 @@ def test_odd_text_does_not_break_it(model):
             assert isinstance(candidate.text, str) and 0 < candidate.probability <= 1
 
 
+def test_no_completion_of_a_word_in_letters_the_model_never_saw(model):
+    predictor = NeuralPredictor(model)
+    assert suggest(predictor, "the cat and שלום עו") == []
+    assert suggest(predictor, "the cat and the c")            # its own letters still complete
+    assert suggest(predictor, "שלום the c")                   # and so do they after others
+
+
 # ---------------------------------------------------------------- the text state
 
 

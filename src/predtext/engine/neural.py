@@ -562,6 +562,10 @@ class NeuralPredictor:
             # Just after punctuation ("lord,"): the next word comes after a space not yet
             # typed, and a suggestion now would be glued to the mark.
             return []
+        if any(char not in self.lm.token_ids for char in prefix):
+            # A word in letters the model never saw (another script): it could only append
+            # its own letters to a prefix it cannot read.
+            return []
         tail = text[-(2 * self.reader.span + 1):]
         self.reader.read(self.lm.encode(tail), context.offset + len(text) - len(tail))
         found = self.search.search(self.reader, word_start=not prefix, n_best=k)
