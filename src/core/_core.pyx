@@ -646,6 +646,8 @@ cdef class NetworkStep:
         B = _count(batch, "batch")
         dtype = _float_dtype(embedding, "embedding")
         es = _array_shape(embedding, "embedding", 2, "(tokens, embed)")
+        if es[0] > _INT_MAX:
+            raise ValueError(f"embedding: {es[0]} rows exceed 32-bit sizes")
         layers = list(layers)
         if not layers:
             raise ValueError("layers: expected at least one layer")
