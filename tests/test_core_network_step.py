@@ -130,6 +130,9 @@ def test_bad_networks_are_refused_when_built():
     embedding, layers, decoder_weight, decoder_bias = network("gru", np.float32)
     with pytest.raises(ValueError, match="layers"):
         _core.NetworkStep("gru", embedding, [], decoder_weight, decoder_bias, 1)
+    for junk in (None, 3, [None], [layers[0][:4]]):
+        with pytest.raises(TypeError, match="layers"):
+            _core.NetworkStep("gru", embedding, junk, decoder_weight, decoder_bias, 1)
     with pytest.raises(ValueError, match=r"layers\[1\]\.w_ih"):
         bad = list(layers)
         bad[1] = (np.zeros((21, 5), np.float32),) + layers[1][1:]

@@ -648,7 +648,11 @@ cdef class NetworkStep:
         es = _array_shape(embedding, "embedding", 2, "(tokens, embed)")
         if es[0] > _INT_MAX:
             raise ValueError(f"embedding: {es[0]} rows exceed 32-bit sizes")
-        layers = list(layers)
+        try:
+            layers = list(layers)
+        except TypeError:
+            raise TypeError(f"layers: expected a sequence of (w_ih, w_hh, b_ih, b_hh, "
+                            f"peephole) per layer, got {type(layers).__name__}") from None
         if not layers:
             raise ValueError("layers: expected at least one layer")
         kept = [_check(embedding, "embedding", dtype, es)]
