@@ -88,10 +88,11 @@ def test_history_recency_weighs_each_occurrence_by_how_far_back_it_is(tmp_path):
 def test_history_recency_alone_is_trusted_by_how_many_words_it_holds():
     # A fresh user: no n-gram of theirs yet, only the words of the line being typed.
     predictor = HistoryPredictor(None, recency=0.3, decay=1.0)
-    found = {c.text: c.probability for c in predictor.predict(parse_context("red and blue "), 5)}
-    # "blue" is right before the cursor: left out. Two words of evidence: 2 / (2 + prior).
-    trust = 2 / (2 + RECENCY_PRIOR)
-    assert found == pytest.approx({"red": trust / 2, "and": trust / 2})
+    found = {c.text: c.probability for c in predictor.predict(parse_context("red and rose r"), 5)}
+    # "rose" is right before the cursor: left out. Two words of evidence: 2 / (2 + prior).
+    assert found == pytest.approx({"red": 2 / (2 + RECENCY_PRIOR)})
+    # Before the first letter the cache says nothing: recent is not the same as fitting.
+    assert predictor.predict(parse_context("red and rose "), 5) == []
 
 
 def test_history_fixes_a_too_open_file_mode(tmp_path):

@@ -166,7 +166,9 @@ class HistoryPredictor:
         if model is None:
             return []
         from_model = model.predict(context.words, context.prefix, max(k, 10))
-        from_recent, evidence = self._recent_words(context)
+        # The cache knows which words are recent, not which fit here: it completes a typed
+        # prefix, and before the first letter only the n-gram speaks ("about the " -> you).
+        from_recent, evidence = self._recent_words(context) if context.prefix else ({}, 0.0)
         # Both are distributions over the words matching the prefix; mix them, or take the
         # cache alone when the n-gram has nothing to say, trusted as far as it holds enough
         # words (a fresh user's first few words say little about the next one).
