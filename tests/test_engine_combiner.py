@@ -25,6 +25,13 @@ def test_linear_interpolation_merges_duplicates_with_their_sources():
     assert all(s.replace == 0 for s in ranked)
 
 
+def test_apostrophe_styles_merge_into_one_suggestion():
+    ranked = combine([("ngram", 1.0, [Candidate("don't", 0.5)]),
+                      ("neural", 1.0, [Candidate("don\u2019t", 0.3)])], "linear")
+    assert [(s.text, s.source) for s in ranked] == [("don't", ("ngram", "neural"))]
+    assert ranked[0].score == pytest.approx(0.4)
+
+
 def test_max_takes_the_best_weighted_probability():
     ranked = combine(proposals(), "max")
     scores = {s.text: s.score for s in ranked}

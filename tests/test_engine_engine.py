@@ -84,6 +84,20 @@ def test_suggestions_follow_the_users_case():
         assert texts(engine.suggest("I SAID THAT "))[0] == "APPLE"
 
 
+def test_apostrophe_styles_are_one_word():
+    with Engine([WordList(["don't", "don\u2019t", "done"])]) as engine:
+        assert texts(engine.suggest("I do")) == ["don't", "done"]     # one entry, not two
+
+
+def test_nothing_is_glued_to_a_closing_mark():
+    with Engine([WordList(["apple", "application"])]) as engine:
+        for text in ("well,", "the end.", "why?", "(so)", "wait\u2026"):
+            assert engine.suggest(text) == []
+        assert texts(engine.suggest("well, "))[0] == "apple"          # after the space
+        assert texts(engine.suggest('he said "'))[0].lower() == "apple"   # an opening mark is fine
+        assert texts(engine.suggest("("))[0].lower() == "apple"
+
+
 class Slow:
     name = "slow"
 

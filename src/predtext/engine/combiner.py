@@ -9,15 +9,16 @@ Two policies:
 ``max``
     meritocracy: score = the best weight x probability any predictor gave (presage's default).
 
-The same word from several predictors (compared lower-case) becomes one suggestion listing
-all its sources, strongest first, written as the strongest source wrote it.
+The same word from several predictors (compared lower-case, apostrophe style aside) becomes
+one suggestion listing all its sources, strongest first, written as the strongest source
+wrote it.
 """
 
 from __future__ import annotations
 
 from typing import Dict, List, Sequence, Tuple
 
-from predtext.engine.context import normalize_word
+from predtext.engine.context import suggestion_key
 from predtext.engine.predictor import Candidate
 from predtext.engine.suggestion import Suggestion
 
@@ -37,7 +38,7 @@ def combine(proposals: Sequence[Proposal], policy: str = "linear") -> List[Sugge
     for name, weight, candidates in proposals:
         for text, probability in candidates:
             contribution = weight * probability
-            key = normalize_word(text)
+            key = suggestion_key(text)
             entry = merged.get(key)
             if entry is None:
                 entry = merged[key] = {"text": text, "best": -1.0, "sum": 0.0, "max": 0.0,

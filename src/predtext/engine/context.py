@@ -222,3 +222,15 @@ def apply_case(text: str, typed: str, sentence_start: bool = False, shouting: bo
 def normalize_word(word: str) -> str:
     """The key words are counted and matched under: NFC, lower case."""
     return unicodedata.normalize("NFC", word).lower()
+
+
+# Marks that close what comes before them: a next word right after one, with no space
+# typed yet, would be glued to it ("well," + "I").
+CLOSING_MARKS = frozenset(".,;:!?)]}\u201d\u00bb\u2026")
+
+
+def suggestion_key(word: str) -> str:
+    """What counts as one suggestion: ``normalize_word``, the apostrophe's style aside
+    ("don't" and "don\u2019t" are one word to offer)."""
+    return normalize_word(word).replace("\u2019", "'")
+

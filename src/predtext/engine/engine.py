@@ -10,8 +10,8 @@ from typing import Any, List, Mapping, Optional, Sequence, Tuple, Union
 
 from predtext.engine.combiner import combine
 from predtext.engine.config import EngineConfig, load_config
-from predtext.engine.context import (DEFAULT_WINDOW_CHARS, MARKERS, Context, apply_case, clean,
-                                     normalize_word, parse_context)
+from predtext.engine.context import (CLOSING_MARKS, DEFAULT_WINDOW_CHARS, MARKERS, Context,
+                                     apply_case, clean, parse_context, suggestion_key)
 from predtext.engine.predictor import Predictor, PredictorRunner, Resources, create_predictor
 from predtext.engine.suggestion import Suggestion
 
@@ -128,10 +128,13 @@ class Engine:
         Completions of the word being typed (``replace`` = its typed length), or next words at a
         word boundary (``replace`` = 0). The typed word itself is never offered, nor, unless
         ``repeat_suggestions`` is set, what was already offered and passed over for this word.
-        Suggestions follow the user's case.
+        Suggestions follow the user's case. Right after a closing mark ("well,") there are
+        none: the next word comes after the space not yet typed.
         """
         k = _checked_k(k)
         context = parse_context(text_before_cursor, DEFAULT_WINDOW_CHARS)
+        if not context.prefix and context.text and context.text[-1] in CLOSING_MARKS:
+            return []        # right after "well," a next word would be glued to the comma
         with self._lock:
             anchor = self._anchor(context)
             key = (anchor, context.prefix, k)
@@ -143,7 +146,7 @@ class Engine:
             ranked = combine([(p.name, self._weights[id(p)], c) for p, c in answers],
                              self.config.combination)
             suggestions = self._shape(ranked, context, excluded, k)
-            self._offered.update(normalize_word(s.text) for s in suggestions)
+            self._offered.update(suggestion_key(s.text) for s in suggestions)
             self._last = (key, suggestions)
             return list(suggestions)
 
@@ -155,7 +158,7 @@ class Engine:
 
     def _passed_over(self, anchor, prefix: str) -> set:
         """What to leave out for this word; resets when a new word starts or the user backspaces."""
-        typed = normalize_word(prefix)
+        typed = suggestion_key(prefix)
         same_word = anchor == self._word_anchor and typed.startswith(self._typed)
         if not same_word:
             self._offered = set()
@@ -164,11 +167,11 @@ class Engine:
 
     @staticmethod
     def _shape(ranked: List[Suggestion], context: Context, excluded: set, k: int) -> List[Suggestion]:
-        typed = normalize_word(context.prefix)
+        typed = suggestion_key(context.prefix)
         shaped, seen = [], set()
         for suggestion in ranked:
             text = clean(suggestion.text).strip()
-            key = normalize_word(text)
+            key = suggestion_key(text)
             if not text or key == typed or key in MARKERS or key in excluded or key in seen:
                 continue
             seen.add(key)
