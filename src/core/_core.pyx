@@ -621,6 +621,7 @@ cdef class NetworkStep:
     cdef readonly object dtype
     cdef readonly tuple arrays          # every weight, in a fixed order (kept alive here)
     cdef int code
+    cdef bint single, pin_blas          # float32; some team has several threads
     cdef Py_ssize_t decoder_index      # where the decoder's weight is in `arrays`
     cdef cnp.ndarray embedded, work
     cdef void **pointers                # per weight in `arrays`: where its data was
@@ -718,6 +719,10 @@ cdef class NetworkStep:
             self.threads[k] = _team_size(4 * (B + 4), G * H, inputs + H)
             inputs = H
         self.threads[L] = _team_size(B, ds[0], H)
+        self.single = dtype == np.float32
+        self.pin_blas = False
+        for k in range(L + 1):
+            self.pin_blas = self.pin_blas or self.threads[k] > 1
 
     def __reduce__(self):
         raise TypeError("NetworkStep cannot be pickled")
@@ -761,13 +766,10 @@ cdef class NetworkStep:
         cdef void *dec_w = self.pointers[self.decoder_index]
         cdef void *dec_b = (self.pointers[self.decoder_index + 1]
                             if self.decoder_index + 1 < len(self.arrays) else NULL)
-        cdef bint single = self.dtype == np.float32
+        cdef bint single = self.single, many = self.pin_blas
         cdef int E = self.embed_size, V = self.vocab_size, code = self.code
         cdef void **lp = self.layer_ptrs
         cdef int *threads = self.threads
-        cdef bint many = False
-        for i in range(L + 1):
-            many = many or threads[i] > 1
         cdef void *embedded = cnp.PyArray_DATA(self.embedded)
         cdef void *work = cnp.PyArray_DATA(self.work)
         cdef void *ph = cnp.PyArray_DATA(ah)

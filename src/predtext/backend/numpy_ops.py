@@ -79,17 +79,6 @@ class NumpyOps:
                                        grad_b_ih=grad_b_ih, grad_b_hh=grad_b_hh,
                                        grad_peephole=grad_peephole)
 
-    def rnn_step_workspace(self, cell, batch, hidden, dtype=numpy.float32):
-        """A scratch buffer for ``rnn_step``; allocate it once and reuse it every step."""
-        return numpy.empty(_core.step_workspace_shape(cell, batch, hidden), dtype=dtype)
-
-    def rnn_step(self, cell, x_bi, h_bh, c_bh, w_ih, w_hh, b_ih, b_hh, h_out, c_out, work,
-                 peephole=None):
-        """Advance a batch of states one step into ``h_out`` (and ``c_out``); may be in place."""
-        _core.cell_step(cell, x_bi, h_bh, c_bh, w_ih, w_hh, b_ih, b_hh, h_out, c_out, work,
-                        peephole)
-        return h_out, c_out
-
     def network_step(self, cell, embedding, layers, decoder_weight, decoder_bias, batch):
         """A callable ``(token_ids, h, c, log_probs)`` that reads one token per text through
         the whole network (embedding, ``layers`` of ``(w_ih, w_hh, b_ih, b_hh, peephole)``,
