@@ -8,7 +8,9 @@ tinyshakespeare (the default): both engines learn from the first 90% of the corp
 first ``--chars`` characters of the last 10% under the protocol of
 ``predtext.engine.ksr.simulate``: before each character of a word, k suggestions; a suggestion
 that completes the word (case-insensitive) costs one keystroke and the following space comes
-free; each finished line goes to the engine's learning (as on Enter). ``--model`` is a model
+free (a phrase counts when it writes the text through the end of a later word: one keystroke for
+all of it; presage offers none, and the "single words only" row shows predtext without them);
+each finished line goes to the engine's learning (as on Enter). ``--model`` is a model
 file from ``predtext train`` on that 90% (``--train`` makes one: ``predtext train CORPUS
 --time-budget 300``, whose default split holds out exactly the last 10%); without either, the
 predtext rows have no neural model.
@@ -174,6 +176,12 @@ def _config(weights: dict, policy: str = None) -> dict:
     return config
 
 
+def _words_only(config: dict) -> dict:
+    """``config`` without phrase suggestions: every suggestion is one word, as presage's are."""
+    config["predictors"]["ngram"]["phrase_words"] = 1
+    return config
+
+
 # The default configuration, with the history kept in memory (no file in the user's home).
 PREDTEXT_DEFAULT = tomllib.loads(DEFAULT_CONFIG_TOML)
 PREDTEXT_DEFAULT["predictors"]["history"]["persist"] = False
@@ -219,6 +227,8 @@ def shakespeare_rows(args, tmp: Path):
                      run_predtext(test, args.k, _config({"neural": 1.0}), model)))
         rows.append(("predtext (default config, model file)",
                      run_predtext(test, args.k, _config(DEFAULT_WEIGHTS), model)))
+        rows.append(("predtext (same, single words only)",
+                     run_predtext(test, args.k, _words_only(_config(DEFAULT_WEIGHTS)), model)))
     title = (f"KSR on the first {len(test)} characters of the held-out 10% of {args.corpus.name}, "
              f"k={args.k}, case-insensitive" + (f"; model {Path(model).name}" if model else ""))
     return title, rows
@@ -243,6 +253,8 @@ def english_rows(args, tmp: Path):
     model = args.model or default_model()
     if model is not None:
         rows.append(("predtext (default engine)", run_predtext(test, args.k, PREDTEXT_DEFAULT, model)))
+        rows.append(("predtext (same, single words only)",
+                     run_predtext(test, args.k, _words_only(copy.deepcopy(PREDTEXT_DEFAULT)), model)))
     else:
         print("no packaged default model: predtext runs on an n-gram of the same corpora",
               file=sys.stderr)
@@ -319,12 +331,13 @@ def main(argv=None) -> int:
         print(json.dumps({name: report.summary() for name, report in rows}, indent=2))
         return 0
     print(title + "\n")
-    header = f"{'engine':42} {'KSR %':>6} {'typed':>6} {'select':>6} {'chars':>6} {'p50 ms':>7} {'p99 ms':>7}"
+    header = (f"{'engine':42} {'KSR %':>6} {'typed':>6} {'select':>6} {'phrase':>6} {'chars':>6} "
+              f"{'p50 ms':>7} {'p99 ms':>7}")
     print(header)
     print("-" * len(header))
     for name, report in rows:
         print(f"{name:42} {report.ksr * 100:6.1f} {report.typed:6d} {report.selections:6d} "
-              f"{report.characters:6d} {report.latency_percentile(50):7.2f} "
+              f"{report.phrases_selected:6d} {report.characters:6d} {report.latency_percentile(50):7.2f} "
               f"{report.latency_percentile(99):7.2f}")
     return 0
 

@@ -84,6 +84,40 @@ def test_suggestions_follow_the_users_case():
         assert texts(engine.suggest("I SAID THAT "))[0] == "APPLE"
 
 
+def test_a_likely_phrase_is_offered_in_the_users_case(tmp_path, monkeypatch):
+    monkeypatch.setenv("PREDTEXT_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("PREDTEXT_CONFIG", str(tmp_path / "absent.toml"))
+    corpus = (" ".join(f"{w}. Thank you kindly." for w in ("Yes", "No", "Fine", "Good", "So", "Well"))
+              + " They came. Then we left. That is all.")
+    with Engine.load(model=NGramModel.from_text(corpus)) as engine:
+        offered = engine.suggest("Done. Th")
+        assert "Thank you kindly" in texts(offered)
+        phrase = next(s for s in offered if " " in s.text)
+        assert phrase.text == "Thank you kindly" and phrase.replace == 2
+        assert phrase.source == "ngram"       # seen once, "They came" is no phrase
+        # Passed over, it is not offered again for this word.
+        assert "Thank you kindly" not in texts(engine.suggest("Done. Tha"))
+        assert "THANK YOU KINDLY" in texts(engine.suggest("OK. TH"))
+
+
+class Fixed:
+    """Offers the same (word, probability) pairs whatever the context."""
+
+    def __init__(self, pairs, name="fixed"):
+        self.name, self.pairs = name, pairs
+
+    def predict(self, context, k):
+        return [Candidate(w, p) for w, p in self.pairs][:k]
+
+
+def test_a_thousand_times_less_likely_than_the_best_is_left_out():
+    with Engine([Fixed([("don't", 0.9), ("done", 0.05), ("donor", 0.001), ("don'e", 0.0008)])]) as engine:
+        assert texts(engine.suggest("I don")) == ["don't", "done", "donor"]
+    # Relative to the best offered, not to the typed word, and not an absolute floor.
+    with Engine([Fixed([("don", 0.99), ("done", 2e-6), ("donor", 1e-6)])]) as engine:
+        assert texts(engine.suggest("I don")) == ["done", "donor"]
+
+
 def test_apostrophe_styles_are_one_word():
     with Engine([WordList(["don't", "don\u2019t", "done"])]) as engine:
         assert texts(engine.suggest("I do")) == ["don't", "done"]     # one entry, not two

@@ -63,3 +63,17 @@ def test_bad_arguments():
     with pytest.raises(TypeError, match="text"):
         simulate(None, offer([]))
     assert simulate("", offer([])).ksr == 0.0
+
+
+def test_a_phrase_is_one_selection_for_all_its_words():
+    report = simulate("as soon as it can", offer(["as soon as"]), k=6)
+    # Selected before the first letter: "as soon as" and the space after it; "it can" typed.
+    assert (report.characters, report.typed, report.selections, report.free_spaces) == (17, 6, 1, 1)
+    assert (report.words, report.words_selected, report.phrases_selected) == (5, 3, 1)
+    assert report.ksr == pytest.approx(1 - 7 / 17)
+
+
+@pytest.mark.parametrize("phrase", ["as soon it", "as so", "as soon as it c"])
+def test_a_phrase_counts_only_when_it_writes_whole_words_of_the_text(phrase):
+    report = simulate("as soon as it can", offer([phrase]), k=6)
+    assert report.selections == 0 and report.typed == 17

@@ -129,6 +129,18 @@ def test_no_completion_of_a_word_in_letters_the_model_never_saw(model):
     assert suggest(predictor, "שלום the c")                   # and so do they after others
 
 
+def test_a_completion_never_ends_in_an_apostrophe_or_hyphen(tmp_path):
+    """A model that learned "th' king" and "well- met" still offers only whole words."""
+    path = tmp_path / "elided.txt"
+    path.write_text("th' king sat. th' dog ran. well- met, th' man.\n" * 60, encoding="utf-8")
+    train([path], tmp_path / "elided.safetensors", tiny_config(), log=quiet)
+    predictor = NeuralPredictor(LanguageModel.load(tmp_path / "elided.safetensors"), n_best=20)
+    offered = [c.text for text in ("th", "the king sat. th", "we", "a ")
+               for c in suggest(predictor, text, 20)]
+    assert offered
+    assert not [w for w in offered if w[-1] in "'\u2019-"], offered
+
+
 # ---------------------------------------------------------------- the text state
 
 

@@ -155,3 +155,81 @@ def test_predictor_uses_context_words_and_prefix():
     candidates = predictor.predict(parse_context("the dog sat on the m"), 3)
     assert candidates[0].text == "mat"
     assert 0 < candidates[0].probability <= 1
+
+
+@pytest.mark.parametrize("threshold", [0.05, 0.2, 0.4, 0.6])
+def test_no_word_that_reaches_the_threshold_is_left_unscored(threshold):
+    """likely_next scores only some followers of a context; none it skips may reach the threshold."""
+    model = NGramModel.from_text(TEXT)
+    model.learn("The bird sat on the fence. A bird and a cat sat on the fence.")
+    words = model.words() + [BOUNDARY, "unseen"]
+    contexts = [[a, b] for a in words for b in words] + [[w] for w in words] + [[]]
+    reached = 0
+    for previous in contexts:
+        scored = set(model._possible_followers(model._context_ids(previous), threshold).tolist())
+        for word, p in model.distribution(previous).items():
+            if p >= threshold:
+                reached += 1
+                assert model._id(word) in scored, (previous, word, p)
+    assert reached > 0
+
+
+def test_likely_next_is_the_likeliest_word_seen_twice_in_that_context():
+    model = NGramModel.from_text(TEXT)
+    for previous in (["on", "the"], ["sat", "on"], ["the", "cat"], ["the"], ["a", "dog"]):
+        distribution = {w: p for w, p in model.distribution(previous).items()}
+        best = max(distribution, key=distribution.get)
+        answer = model.likely_next(previous, 0.01)
+        if best in (BOUNDARY, ",") or model._seen_after(model._context_ids(previous), model._id(best)) < 2:
+            assert answer is None, previous
+        else:
+            assert answer == (model.written_form(best), pytest.approx(distribution[best])), previous
+    assert model.likely_next(["sat", "on"], 0.01)[0] == "the"      # seen three times
+    assert model.likely_next(["a", "dog"], 0.01) is None            # "met" seen once
+    assert model.likely_next(["sat", "on"], 0.99) is None
+
+
+def test_phrase_follows_likely_words_and_stops_at_marks():
+    model = NGramModel.from_text("as soon as possible, said he. " * 4 + "as well. as good.")
+    words, probability = model.phrase(["as"], "soon", 0.5, 4)
+    assert words == ["as", "possible"]        # then a comma: the phrase ends
+    assert probability == pytest.approx(model.probability("as", ["as", "soon"])
+                                        * model.probability("possible", ["soon", "as"]))
+    assert model.phrase(["as"], "soon", 0.5, 2)[0] == ["as"]
+    assert model.phrase(["as"], "soon", 0.999, 4) == ([], 1.0)
+    assert model.phrase([BOUNDARY], "as", 0.5, 4) == ([], 1.0)   # soon, well, good: none likely
+    assert model.phrase([","], "said", 0.5, 1) == ([], 1.0)
+
+
+def test_likely_next_sees_what_was_learned():
+    model = NGramModel.from_text(TEXT, discounts=[(0.5, 1.0, 1.5)] * 3)
+    assert model.likely_next(["best"], 0.5) is None
+    model.learn("best regards. best regards. best regards.")
+    assert model.likely_next(["best"], 0.5)[0] == "regards"
+    before = model.likely_next(["best"], 0.5)
+    model.compact()                  # ids are renumbered: no stale answer may survive
+    assert model.likely_next(["best"], 0.5) == before
+
+
+def test_predictor_offers_a_phrase_when_the_next_words_are_likely():
+    model = NGramModel.from_text("I will come as soon as possible. " * 5 + "As a rule, no. As I said, no.")
+    predictor = NGramPredictor(model)
+    offered = {c.text: c.probability for c in predictor.predict(parse_context("Come as so"), 6)}
+    assert "soon as possible" in offered and "soon" in offered
+    assert offered["soon as possible"] == pytest.approx(
+        offered["soon"] * model.probability("as", ["as", "soon"])
+        * model.probability("possible", ["soon", "as"]))
+    two = NGramPredictor(model, phrase_words=2).predict(parse_context("Come as so"), 6)
+    assert "soon as" in {c.text for c in two}
+    single = NGramPredictor(model, phrase_words=1).predict(parse_context("Come as so"), 6)
+    assert all(" " not in c.text for c in single)
+    assert len(predictor.predict(parse_context("Come as "), 2)) <= 2
+
+
+@pytest.mark.parametrize("options, message", [({"phrase_threshold": 0}, "phrase_threshold"),
+                                              ({"phrase_threshold": 1.5}, "phrase_threshold"),
+                                              ({"phrase_words": 0}, "phrase_words"),
+                                              ({"phrase_words": 2.5}, "phrase_words")])
+def test_predictor_refuses_bad_phrase_options(options, message):
+    with pytest.raises(ValueError, match=message):
+        NGramPredictor(NGramModel.from_text(TEXT), **options)

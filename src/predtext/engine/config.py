@@ -33,6 +33,8 @@ unknown_weight = 0.2      # a spelled-out word the vocabulary does not know coun
 
 [predictors.ngram]        # n-gram of the loaded model's corpus
 weight = 0.65
+phrase_words = 3          # offer a phrase ("as soon as") of up to this many words; 1: words only
+phrase_threshold = 0.5    # ... when each word after the first is at least this likely
 
 [predictors.history]      # what you have written: your own n-gram plus recency
 weight = 0.35

@@ -3,8 +3,9 @@
 Protocol. Before each character of a word, ask ``suggest(text_so_far, k)``. When one of the
 suggestions completes the word (applying it -- deleting ``replace`` characters and inserting
 ``text`` -- gives the text through the end of the word; case-insensitive by default), it is
-selected at the cost of one keystroke, and one space following the word comes free. Otherwise the
-character is typed. Every character outside words is typed. Each finished line is handed to
+selected at the cost of one keystroke, and one space following the word comes free. A phrase
+("as soon as") is selected the same way when it gives the text through the end of a later word.
+Otherwise the character is typed. Every character outside words is typed. Each finished line is handed to
 ``learn`` (as an interactive session does on Enter).
 
 KSR = 1 - (typed characters + selections) / characters of the text.
@@ -33,6 +34,7 @@ class KsrReport:
     free_spaces: int = 0
     words: int = 0
     words_selected: int = 0
+    phrases_selected: int = 0
     latencies_ms: List[float] = field(default_factory=list, repr=False)
 
     @property
@@ -72,9 +74,9 @@ def simulate(text: str, suggest: Callable[[str, int], Sequence], k: int = 6,
         raise ValueError(f"k must be a positive int, got k={k!r}")
     fold = (lambda s: s) if case_sensitive else str.casefold
     report = KsrReport(characters=len(text))
-    words = iter(iter_words(text))
-    next_word = next(words, None)
-    position = line_start = 0
+    words = list(iter_words(text))
+    ends = {end: i for i, (_, end) in enumerate(words)}
+    word_index = position = line_start = 0
 
     def type_character(index: int) -> None:
         nonlocal line_start
@@ -85,22 +87,30 @@ def simulate(text: str, suggest: Callable[[str, int], Sequence], k: int = 6,
             line_start = index + 1
 
     while position < len(text):
-        if next_word is None or position < next_word[0]:
+        if word_index == len(words) or position < words[word_index][0]:
             type_character(position)
             position += 1
             continue
-        start, end = next_word
-        next_word = next(words, None)
+        start, end = words[word_index]
+        word_index += 1
         report.words += 1
         for cursor in range(start, end):
             before = text[:cursor]
             began = time.perf_counter()
             offered = suggest(before, k)
             report.latencies_ms.append((time.perf_counter() - began) * 1000.0)
-            if any(_completes(s, text, cursor, end, fold) for s in list(offered)[:k]):
+            reach = max((_reach(s, text, cursor, end, ends, fold) for s in list(offered)[:k]),
+                        default=0)
+            if reach:
                 report.selections += 1
                 report.words_selected += 1
-                position = end
+                # A phrase takes the words after this one with it (its spaces included).
+                taken = ends[reach] + 1 - word_index
+                report.phrases_selected += taken > 0
+                report.words += taken
+                report.words_selected += taken
+                word_index += taken
+                position = reach
                 if position < len(text) and text[position] == " ":
                     report.free_spaces += 1
                     position += 1
@@ -113,11 +123,15 @@ def simulate(text: str, suggest: Callable[[str, int], Sequence], k: int = 6,
     return report
 
 
-def _completes(suggestion, text: str, cursor: int, end: int, fold) -> bool:
-    """Whether accepting ``suggestion`` at ``cursor`` produces exactly ``text`` up to ``end``."""
+def _reach(suggestion, text: str, cursor: int, end: int, ends, fold) -> int:
+    """Where accepting ``suggestion`` at ``cursor`` leaves the text, when it writes exactly the
+    text up to the end of the word being typed (``end``) or of a later word; else 0."""
     replace = getattr(suggestion, "replace", 0)
     offered = getattr(suggestion, "text", None)
     if not isinstance(offered, str) or not isinstance(replace, int) or not 0 <= replace <= cursor:
-        return False
+        return 0
     start = cursor - replace
-    return start + len(offered) == end and fold(offered) == fold(text[start:end])
+    stop = start + len(offered)
+    if stop < end or stop not in ends or fold(offered) != fold(text[start:stop]):
+        return 0
+    return stop

@@ -448,7 +448,8 @@ class CompletionSearch:
                 row, token = divmod(flat, vocab)
                 if stop[token]:
                     word = open_text[row]
-                    if word:
+                    # A word ends in a letter: "don'" or "rock-" before a space is no word.
+                    if word and word[-1] not in _INNER_JOINERS:
                         previous = ended.get(word)
                         ended[word] = score if previous is None else np.logaddexp(previous, score)
                         ended_scores.append(score)

@@ -45,6 +45,10 @@ DEFAULT_DISCOUNTS = (0.5, 1.0, 1.5)
 # overlay entries of the contexts they visit, so it is kept small.
 _COMPACT_CONTEXT_ENTRIES = 2000
 _COMPACT_TOTAL_ENTRIES = 200_000
+_NEXT_CACHE_SIZE = 4096
+# A phrase goes on only to a word seen after its context at least this often: one sighting
+# after a rare context makes any word look likely.
+_PHRASE_MIN_COUNT = 2
 
 
 def _pack(rows: np.ndarray) -> np.ndarray:
@@ -119,6 +123,9 @@ class _Order:
         self.next_ids = next_ids    # (M,) int32, sorted within each context
         self.counts = counts        # (M,) int32 effective counts
         self.stats = stats          # (C, 4) int64: total, number with count 1, 2, 3+
+        # (C,) the largest count of each context (bounds its words' probabilities)
+        self.largest = (np.maximum.reduceat(counts, starts[:-1]) if len(counts)
+                        else np.zeros(len(keys), dtype=counts.dtype))
         self.extra_counts: Dict[tuple, Dict[int, int]] = {}   # context -> {word id: added count}
         self.extra_stats: Dict[tuple, List[int]] = {}          # context -> added (total, n1, n2, n3+)
         self.extra_entries = 0
@@ -210,6 +217,9 @@ class NGramModel:
         self._orders: List[_Order] = []
         self._learn_tail: List[int] = [_BOUNDARY_ID] * (order - 1)
         self._unigram_cache: Optional[np.ndarray] = None
+        self._unigram_max = 0.0
+        # likely_next answers, (context ids, threshold) -> answer; emptied by any change of counts.
+        self._next_cache: Dict[tuple, Optional[Tuple[str, float]]] = {}
         self._set_rows(np.zeros((0, order), dtype=np.int64), np.zeros(0, dtype=np.int64))
 
     # ----------------------------------------------------------------- building
@@ -267,6 +277,7 @@ class NGramModel:
             levels.insert(0, _unique_rows(suffixes, np.ones(len(suffixes), dtype=np.int64)))
         self._orders = [_Order.from_rows(n + 1, r, c) for n, (r, c) in enumerate(levels)]
         self._unigram_cache = None
+        self._next_cache = {}
         if not self._fixed_discounts:
             self._discounts = [_estimate_discounts(c) for _, c in levels]
 
@@ -340,6 +351,7 @@ class NGramModel:
             everything = np.arange(len(self._words), dtype=np.int64)
             uniform = np.full(len(everything), 1.0 / len(self._words))
             self._unigram_cache = self._interpolate(self._orders[0], (), everything, uniform)
+            self._unigram_max = float(self._unigram_cache.max())
         return self._unigram_cache
 
     def _interpolate(self, order: _Order, context: tuple, candidates: np.ndarray,
@@ -434,6 +446,96 @@ class NGramModel:
         return [(self.surface(int(candidates[i])), float(scores[i] / mass)) for i in top
                 if scores[i] > 0]
 
+    def likely_next(self, previous: Sequence[str], threshold: float) -> Optional[Tuple[str, float]]:
+        """The next word and its probability when one word is that likely (P >= ``threshold``).
+
+        None when no word reaches it, or when the likeliest next token is a mark or a sentence
+        end (a phrase stops there).
+        """
+        context = self._context_ids(previous)
+        key = (context, threshold)
+        if key not in self._next_cache:
+            if len(self._next_cache) >= _NEXT_CACHE_SIZE:
+                self._next_cache.clear()
+            self._next_cache[key] = self._likely_next(context, threshold)
+        return self._next_cache[key]
+
+    def _likely_next(self, context: tuple, threshold: float) -> Optional[Tuple[str, float]]:
+        candidates = self._possible_followers(context, threshold)
+        if not len(candidates):
+            return None
+        scores = self._scores(context, candidates)
+        best = int(np.argmax(scores))
+        word_id = int(candidates[best])
+        if (scores[best] < threshold or self._words[word_id] in MARKERS
+                or self._seen_after(context, word_id) < _PHRASE_MIN_COUNT):
+            return None
+        return self.surface(word_id), float(scores[best])
+
+    def _seen_after(self, context: tuple, word_id: int) -> int:
+        """How often ``word_id`` was seen after the longest suffix of ``context`` ever seen."""
+        for order in reversed(self._orders[1:]):
+            suffix = context[len(context) - (order.n - 1):]
+            index = order.find(suffix)
+            if index >= 0 or suffix in order.extra_counts:
+                return order.count(suffix, index, word_id)
+        return 0
+
+    def _possible_followers(self, context: tuple, threshold: float) -> np.ndarray:
+        """Ids that may have P(w | context) >= ``threshold`` (ascending); most contexts: none.
+
+        P at order n is (discounted count) / total + backoff x P at order n-1, so a word never
+        seen after the order-n context gets at most backoff x (the largest P at order n-1).
+        Bounding that largest P by each order's largest raw count tells which orders' followers
+        can matter; usually only the longest context's, and often no word at all.
+        """
+        self._unigram_scores()
+        bounds, levels = [self._unigram_max], []
+        for order in self._orders[1:]:
+            suffix = context[len(context) - (order.n - 1):]
+            index = order.find(suffix)
+            total, n1, n2, n3 = order.context_stats(suffix, index)
+            if total == 0:
+                continue
+            seen = order.next_ids[order.starts[index]:order.starts[index + 1]] if index >= 0 else None
+            added = order.extra_counts.get(suffix) or {}
+            largest = (int(order.largest[index]) if index >= 0 else 0) + max(added.values(), default=0)
+            d1, d2, d3 = self._discounts[order.n - 1]
+            backoff = (d1 * n1 + d2 * n2 + d3 * n3) / total
+            # c - D_c <= largest - min(D) for every count c <= largest
+            bounds.append((largest - min(d1, d2, d3)) / total + backoff * bounds[-1])
+            levels.append((backoff, seen, added))
+        if bounds[-1] < threshold:
+            return np.zeros(0, dtype=np.int64)
+        found, reach = [], 1.0       # reach: product of the backoffs above this order
+        for (backoff, seen, added), lower_bound in zip(reversed(levels), reversed(bounds[:-1])):
+            if seen is not None:
+                found.append(seen.astype(np.int64))
+            if added:
+                found.append(np.fromiter(added.keys(), dtype=np.int64, count=len(added)))
+            reach *= backoff
+            if reach * lower_bound < threshold:
+                break            # words not seen at this order or above cannot reach it
+        else:
+            return np.arange(len(self._words), dtype=np.int64)   # backoff alone could reach it
+        return np.unique(np.concatenate(found)) if len(found) > 1 else found[0]
+
+    def phrase(self, previous: Sequence[str], first: str, threshold: float,
+               max_words: int) -> Tuple[List[str], float]:
+        """The words likely to follow ``first`` (each with P >= ``threshold`` given what precedes
+        it), at most ``max_words - 1`` of them, and the product of their probabilities."""
+        context = list(previous[-(self.order - 1):]) if self.order > 1 else []
+        context.append(first)
+        words, probability = [], 1.0
+        while len(words) < max_words - 1:
+            step = self.likely_next(context, threshold)
+            if step is None:
+                break
+            words.append(step[0])
+            probability *= step[1]
+            context.append(step[0])
+        return words, probability
+
     def perplexity(self, text: str) -> float:
         """Per-token perplexity of ``text`` (sentence boundaries count as tokens).
 
@@ -458,6 +560,7 @@ class NGramModel:
         """Add ``text`` to the counts, continuing from the end of the previous learned text."""
         if not isinstance(text, str):
             raise TypeError(f"text must be str, got {type(text).__name__}")
+        self._next_cache = {}
         ids = list(self._learn_tail)
         for token in tokenize(unicodedata.normalize("NFC", text)):
             ids.append(self._learn_word(token))
@@ -625,21 +728,57 @@ class NGramModel:
             raise ModelFileError(path, f"not a readable n-gram model ({exc})") from None
 
 
+# A phrase is offered when each word after the first has at least this probability given the
+# words before it, and holds at most this many words.
+PHRASE_THRESHOLD = 0.5
+PHRASE_WORDS = 3
+# Only the likeliest few words are tried as the start of a phrase (each try is a lookup).
+_PHRASE_STARTS = 2
+
+
+def with_phrases(model: NGramModel, previous: Sequence[str], words: Sequence[Tuple[str, float]],
+                 k: int, threshold: float = PHRASE_THRESHOLD,
+                 max_words: int = PHRASE_WORDS) -> List[Candidate]:
+    """``words`` (word, P) as candidates, plus "word next..." where what follows is likely.
+
+    A phrase's probability is the word's times those of the words added; the ``k`` likeliest
+    candidates of both kinds are returned.
+    """
+    candidates = [Candidate(w, p) for w, p in words]
+    if max_words > 1:
+        for word, p in words[:_PHRASE_STARTS]:
+            rest, p_rest = model.phrase(previous, word, threshold, max_words)
+            if rest:
+                candidates.append(Candidate(" ".join([word] + rest), p * p_rest))
+        candidates.sort(key=lambda c: -c.probability)
+    return candidates[:k]
+
+
 class NGramPredictor:
-    """Predictor over an :class:`NGramModel`: next words and completions of the typed word.
+    """Predictor over an :class:`NGramModel`: next words and completions of the typed word,
+    and a short phrase where the words after one are likely (``phrase_words`` = 1: never).
 
     ``learn=True`` lets it add what the user writes to the counts (in memory only).
     """
 
     inline = True     # bounded work: run in the caller's thread (see PredictorRunner)
 
-    def __init__(self, model: NGramModel, name: str = "ngram", learn: bool = True):
+    def __init__(self, model: NGramModel, name: str = "ngram", learn: bool = True,
+                 phrase_threshold: float = PHRASE_THRESHOLD, phrase_words: int = PHRASE_WORDS):
+        if not 0 < phrase_threshold <= 1:
+            raise ValueError(f"phrase_threshold must be in (0, 1], got {phrase_threshold!r}")
+        if isinstance(phrase_words, bool) or not isinstance(phrase_words, int) or phrase_words < 1:
+            raise ValueError(f"phrase_words must be an int >= 1, got {phrase_words!r}")
         self.name = name
         self.model = model
         self._learns = learn
+        self.phrase_threshold = phrase_threshold
+        self.phrase_words = phrase_words
 
     def predict(self, context: Context, k: int) -> List[Candidate]:
-        return [Candidate(w, p) for w, p in self.model.predict(context.words, context.prefix, k)]
+        words = self.model.predict(context.words, context.prefix, k)
+        return with_phrases(self.model, context.words, words, k,
+                            self.phrase_threshold, self.phrase_words)
 
     def learn(self, text: str) -> None:
         if self._learns:
@@ -653,4 +792,6 @@ def make_predictor(options: Mapping[str, Any], resources: Resources) -> NGramPre
     if model is None:
         raise ValueError("the ngram predictor needs a model: load one, or give it a `path`")
     return NGramPredictor(model, name=str(options.get("name", "ngram")),
-                          learn=bool(options.get("learn", True)))
+                          learn=bool(options.get("learn", True)),
+                          phrase_threshold=float(options.get("phrase_threshold", PHRASE_THRESHOLD)),
+                          phrase_words=int(options.get("phrase_words", PHRASE_WORDS)))
