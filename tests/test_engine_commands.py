@@ -54,7 +54,7 @@ def test_ksr_prints_savings_counts_and_latency(home, ngram_file, text_file, caps
     assert main(["ksr", str(text_file), "--model", str(ngram_file)]) == 0
     out = capsys.readouterr().out
     assert out.startswith("KSR ") and f"on {len(TEXT):,} characters (k=6" in out
-    assert "typed" in out and "selections" in out
+    assert "typed" in out and "selections" in out and "of them phrases" in out
     assert "p50" in out and "p90" in out and "p99" in out
     # Learning stayed in memory: no history file was written.
     assert not (home / "data" / HISTORY_FILE).exists()
@@ -67,7 +67,8 @@ def test_ksr_json_is_one_object(home, ngram_file, text_file, capsys):
     assert report["keystrokes"] == report["typed"] + report["selections"]
     assert report["ksr"] == pytest.approx(1 - report["keystrokes"] / len(TEXT))
     assert 0.3 < report["ksr"] < 1
-    for key in ("latency_p50_ms", "latency_p90_ms", "latency_p99_ms", "suggest_calls"):
+    for key in ("latency_p50_ms", "latency_p90_ms", "latency_p99_ms", "suggest_calls",
+                "phrases_selected"):
         assert report[key] >= 0
     assert "ngram" in report["predictors"]
 

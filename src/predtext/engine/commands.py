@@ -20,7 +20,8 @@ from predtext.errors import PredtextError
 KSR_EPILOG = """\
 The text is typed as a user with a suggestion bar would: before each character of a word
 the engine offers k suggestions; when one completes the word it is taken (one keystroke)
-and the space after it comes free; every other character is typed. Each finished line is
+and the space after it comes free (a phrase, when it writes the next words of the text too,
+takes them all for that one keystroke); every other character is typed. Each finished line is
 learned, as in the terminal on Enter (in memory only: your history file is not touched).
 KSR = 1 - (typed characters + selections) / characters.
 """
@@ -124,8 +125,8 @@ def _run_ksr(args):
     print(f"KSR {report.ksr * 100:.1f}% on {report.characters:,} characters (k={args.k}; "
           f"predictors: {', '.join(summary['predictors']) or 'none'})")
     print(f"keystrokes {report.keystrokes:,}: typed {report.typed:,}, selections "
-          f"{report.selections:,}; free spaces {report.free_spaces:,}; words selected "
-          f"{report.words_selected:,} of {report.words:,}")
+          f"{report.selections:,} ({report.phrases_selected:,} of them phrases); free spaces "
+          f"{report.free_spaces:,}; words selected {report.words_selected:,} of {report.words:,}")
     print(f"suggest() latency: p50 {report.latency_percentile(50):.2f} ms, "
           f"p90 {report.latency_percentile(90):.2f} ms, p99 {report.latency_percentile(99):.2f} ms "
           f"({len(report.latencies_ms):,} calls)")

@@ -94,6 +94,13 @@ def tokenize(text: str) -> List[str]:
     return tokens
 
 
+@functools.lru_cache(maxsize=8)
+def _tokens(text: str) -> Tuple[str, ...]:
+    """``tokenize`` for parse_context: while a word is typed, the text before it stays the same
+    from keystroke to keystroke, so it is read once, not once per letter."""
+    return tuple(tokenize(text))
+
+
 def is_marker(token: str) -> bool:
     """True for tokens that are not words (:data:`MARKERS`)."""
     return token in MARKERS
@@ -177,7 +184,7 @@ def parse_context(text_before_cursor: str, window_chars: int = DEFAULT_WINDOW_CH
     before = text[: len(text) - len(prefix)]
 
     scan_from = max(0, len(before) - _WORDS_SCAN_CHARS)
-    words = tokenize(before[scan_from:])
+    words = list(_tokens(before[scan_from:]))
     if scan_from > 0 or offset > 0:
         # The scan may have started inside a word: drop what may be a fragment.
         words = words[1:]
@@ -219,6 +226,7 @@ def apply_case(text: str, typed: str, sentence_start: bool = False, shouting: bo
     return text
 
 
+@functools.lru_cache(maxsize=1 << 14)     # pure, and asked for the same words every keystroke
 def normalize_word(word: str) -> str:
     """The key words are counted and matched under: NFC, lower case."""
     return unicodedata.normalize("NFC", word).lower()
@@ -229,6 +237,7 @@ def normalize_word(word: str) -> str:
 CLOSING_MARKS = frozenset(".,;:!?)]}\u201d\u00bb\u2026")
 
 
+@functools.lru_cache(maxsize=1 << 14)
 def suggestion_key(word: str) -> str:
     """What counts as one suggestion: ``normalize_word``, the apostrophe's style aside
     ("don't" and "don\u2019t" are one word to offer)."""

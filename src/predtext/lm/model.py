@@ -105,7 +105,7 @@ class _StepBuffers:
     """A state's compiled whole-network step (it owns its scratch arrays) and the parameter
     arrays it was built on, to notice when one was replaced."""
 
-    __slots__ = ("network", "params", "arrays")
+    __slots__ = ("network", "params", "arrays", "array_ids")
 
     def __init__(self, model, batch):
         rnn, decoder = model.rnn, model.decoder
@@ -115,13 +115,17 @@ class _StepBuffers:
                   for k in range(model.num_layers)]
         self.params = [model.embedding.weight, decoder.weight, decoder.bias]
         self.params += [param for layer in layers for param in layer]
-        self.arrays = [_data(param) for param in self.params]
+        self.params = [param for param in self.params if param is not None]
+        # The arrays are held, so no other array can take one of their ids while we compare.
+        self.arrays = [param.data for param in self.params]
+        self.array_ids = [id(array) for array in self.arrays]
         self.network = model.ops.network_step(
             rnn.cell, model.embedding.weight.data, [[_data(p) for p in layer] for layer in layers],
             decoder.weight.data, _data(decoder.bias), batch)
 
     def current(self):
-        return all(_data(param) is array for param, array in zip(self.params, self.arrays))
+        # Once per model step: ids compared as one list (~1 us), not array by array.
+        return [id(param.data) for param in self.params] == self.array_ids
 
 
 def _data(param):
