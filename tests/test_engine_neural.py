@@ -110,6 +110,33 @@ def test_normalize_rescales_over_the_candidates(model):
     assert sum(c.probability for c in found) == pytest.approx(1.0)
 
 
+def test_words_the_vocabulary_does_not_know_count_less_or_not_at_all(model):
+    plain = {c.text: c.probability for c in suggest(NeuralPredictor(model), "the c", k=12)}
+    known = {"cat"}
+    unknown = sorted((p, w) for w, p in plain.items() if w not in known)
+    assert "cat" in plain and len(unknown) >= 2
+    weighted = NeuralPredictor(model, known_words=known, unknown_weight=0.5)
+    found = {c.text: c.probability for c in suggest(weighted, "the c", k=12)}
+    assert found["cat"] == pytest.approx(plain["cat"])
+    for p, word in unknown:
+        assert found[word] == pytest.approx(0.5 * p)
+    # unknown_min between two unknown words' probabilities: the lower one goes.
+    cut = (unknown[0][0] + unknown[1][0]) / 2
+    floored = NeuralPredictor(model, known_words=known, unknown_weight=0.5, unknown_min=cut)
+    kept = {c.text for c in suggest(floored, "the c", k=12)}
+    assert unknown[0][1] not in kept and unknown[1][1] in kept and "cat" in kept
+    # What the user wrote is known from then on.
+    floored.learn(f"a {unknown[0][1]} here")
+    assert unknown[0][1] in {c.text for c in suggest(floored, "the c", k=12)}
+
+
+@pytest.mark.parametrize("option", ["unknown_weight", "unknown_min"])
+@pytest.mark.parametrize("value", [-0.1, 1.5, "0.2", True])
+def test_unknown_word_options_are_checked(model, option, value):
+    with pytest.raises(ValueError, match=option):
+        make_predictor({option: value}, Resources(extra={"language_model": model}))
+
+
 def test_nothing_is_offered_right_after_punctuation(model):
     predictor = NeuralPredictor(model)
     assert suggest(predictor, "the cat sat on the mat.") == []

@@ -30,6 +30,7 @@ learn = true              # learn from what you write (Engine.learn)
 [predictors.neural]       # the language model: beam search over characters, or next words
 weight = 1.0
 unknown_weight = 0.2      # a spelled-out word the vocabulary does not know counts less
+unknown_min = 0.02        # ... and is not offered at all below this probability ("soonly")
 
 [predictors.ngram]        # n-gram of the loaded model's corpus
 weight = 0.65

@@ -508,13 +508,14 @@ class NeuralPredictor:
 
     ``known_words`` (words of the corpus, e.g. the n-gram vocabulary) and ``unknown_weight``:
     a character model also spells words that do not exist; a completion that is neither a
-    known word nor one the user has written (see :meth:`learn`) has its probability
-    multiplied by ``unknown_weight``.
+    known word nor one the user has written (see :meth:`learn`) is left out when the model
+    gives it less than ``unknown_min`` ("soonly" after "soon"), and otherwise has its
+    probability multiplied by ``unknown_weight``.
     """
 
     def __init__(self, model, name: str = "neural", beam_width: int = 6, max_length: int = 12,
                  span: int = 128, normalize: bool = False, n_best: int = 12,
-                 known_words=None, unknown_weight: float = 1.0):
+                 known_words=None, unknown_weight: float = 1.0, unknown_min: float = 0.0):
         self.name = name
         self.lm = model if isinstance(model, ModelAdapter) else ModelAdapter(model)
         self.level = self.lm.level
@@ -522,6 +523,9 @@ class NeuralPredictor:
         if not 0.0 <= unknown_weight <= 1.0:
             raise ValueError(f"unknown_weight must be in [0, 1], got {unknown_weight!r}")
         self.unknown_weight = float(unknown_weight)
+        if not 0.0 <= unknown_min <= 1.0:
+            raise ValueError(f"unknown_min must be in [0, 1], got {unknown_min!r}")
+        self.unknown_min = float(unknown_min)
         self.known_words = {normalize_word(w) for w in known_words} if known_words else set()
         self.reader = TextReader(self.lm, span=span)
         self._lock = threading.Lock()
@@ -574,8 +578,9 @@ class NeuralPredictor:
         for continuation, log_prob in found:
             word = prefix + continuation
             probability = math.exp(log_prob)
-            if self.unknown_weight < 1.0 and self.known_words \
-                    and normalize_word(word) not in self.known_words:
+            if self.known_words and normalize_word(word) not in self.known_words:
+                if probability < self.unknown_min:
+                    continue
                 probability *= self.unknown_weight
             candidates.append((word, probability))
         if self.unknown_weight < 1.0:
@@ -636,7 +641,7 @@ def make_predictor(options: Mapping[str, Any], resources: Resources) -> NeuralPr
     """Factory for ``type = "neural"``: the loaded language model, or ``path`` to a model file.
 
     Options: ``beam_width``, ``max_length``, ``span``, ``normalize``, ``n_best``,
-    ``unknown_weight`` (see :class:`NeuralPredictor`); the known words are the loaded
+    ``unknown_weight``, ``unknown_min`` (see :class:`NeuralPredictor`); the known words are the loaded
     vocabulary.
     """
     path = options.get("path")
@@ -656,11 +661,12 @@ def make_predictor(options: Mapping[str, Any], resources: Resources) -> NeuralPr
                 raise ValueError(f"predictors.{options.get('name', 'neural')}.{option} must be "
                                  f"a positive integer, got {value!r}")
             settings[option] = kind(value)
-    if "unknown_weight" in options:
-        value = options["unknown_weight"]
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
-            raise ValueError(f"unknown_weight must be a number in [0, 1], got {value!r}")
-        settings["unknown_weight"] = float(value)
+    for option in ("unknown_weight", "unknown_min"):
+        if option in options:
+            value = options[option]
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+                raise ValueError(f"{option} must be a number in [0, 1], got {value!r}")
+            settings[option] = float(value)
     if "normalize" in options:
         if not isinstance(options["normalize"], bool):
             raise ValueError(f"normalize must be true or false, got {options['normalize']!r}")
