@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from predtext.engine.context import BOUNDARY, parse_context
-from predtext.engine.ngram import NGramModel, NGramPredictor
+from predtext.engine.ngram import NGramModel, NGramPredictor, make_predictor
+from predtext.engine.predictor import Resources
 from predtext.errors import ModelFileError
 
 FIXED = [(0.5, 1.0, 1.5), (0.5, 1.0, 1.5)]
@@ -228,8 +229,11 @@ def test_predictor_offers_a_phrase_when_the_next_words_are_likely():
 
 @pytest.mark.parametrize("options, message", [({"phrase_threshold": 0}, "phrase_threshold"),
                                               ({"phrase_threshold": 1.5}, "phrase_threshold"),
+                                              ({"phrase_threshold": "0.5"}, "phrase_threshold"),
                                               ({"phrase_words": 0}, "phrase_words"),
                                               ({"phrase_words": 2.5}, "phrase_words")])
 def test_predictor_refuses_bad_phrase_options(options, message):
     with pytest.raises(ValueError, match=message):
         NGramPredictor(NGramModel.from_text(TEXT), **options)
+    with pytest.raises(ValueError, match=message):        # from a config file too
+        make_predictor(options, Resources(ngram=NGramModel.from_text(TEXT)))

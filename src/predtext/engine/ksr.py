@@ -5,8 +5,8 @@ suggestions completes the word (applying it -- deleting ``replace`` characters a
 ``text`` -- gives the text through the end of the word; case-insensitive by default), it is
 selected at the cost of one keystroke, and one space following the word comes free. A phrase
 ("as soon as") is selected the same way when it gives the text through the end of a later word.
-Otherwise the character is typed. Every character outside words is typed. Each finished line is handed to
-``learn`` (as an interactive session does on Enter).
+Otherwise the character is typed. Every character outside words is typed. Each finished line
+is handed to ``learn`` (as an interactive session does on Enter).
 
 KSR = 1 - (typed characters + selections) / characters of the text.
 

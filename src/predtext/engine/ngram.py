@@ -45,6 +45,7 @@ DEFAULT_DISCOUNTS = (0.5, 1.0, 1.5)
 # overlay entries of the contexts they visit, so it is kept small.
 _COMPACT_CONTEXT_ENTRIES = 2000
 _COMPACT_TOTAL_ENTRIES = 200_000
+# Answers of likely_next kept between keystrokes (the same words come up letter after letter).
 _NEXT_CACHE_SIZE = 4096
 # A phrase goes on only to a word seen after its context at least this often: one sighting
 # after a rare context makes any word look likely.
@@ -765,14 +766,15 @@ class NGramPredictor:
 
     def __init__(self, model: NGramModel, name: str = "ngram", learn: bool = True,
                  phrase_threshold: float = PHRASE_THRESHOLD, phrase_words: int = PHRASE_WORDS):
-        if not 0 < phrase_threshold <= 1:
-            raise ValueError(f"phrase_threshold must be in (0, 1], got {phrase_threshold!r}")
+        if (isinstance(phrase_threshold, bool) or not isinstance(phrase_threshold, (int, float))
+                or not 0 < phrase_threshold <= 1):
+            raise ValueError(f"phrase_threshold must be a number in (0, 1], got {phrase_threshold!r}")
         if isinstance(phrase_words, bool) or not isinstance(phrase_words, int) or phrase_words < 1:
             raise ValueError(f"phrase_words must be an int >= 1, got {phrase_words!r}")
         self.name = name
         self.model = model
         self._learns = learn
-        self.phrase_threshold = phrase_threshold
+        self.phrase_threshold = float(phrase_threshold)
         self.phrase_words = phrase_words
 
     def predict(self, context: Context, k: int) -> List[Candidate]:
@@ -793,5 +795,5 @@ def make_predictor(options: Mapping[str, Any], resources: Resources) -> NGramPre
         raise ValueError("the ngram predictor needs a model: load one, or give it a `path`")
     return NGramPredictor(model, name=str(options.get("name", "ngram")),
                           learn=bool(options.get("learn", True)),
-                          phrase_threshold=float(options.get("phrase_threshold", PHRASE_THRESHOLD)),
-                          phrase_words=int(options.get("phrase_words", PHRASE_WORDS)))
+                          phrase_threshold=options.get("phrase_threshold", PHRASE_THRESHOLD),
+                          phrase_words=options.get("phrase_words", PHRASE_WORDS))
