@@ -95,6 +95,16 @@ def test_history_recency_alone_is_trusted_by_how_many_words_it_holds():
     assert predictor.predict(parse_context("red and rose "), 5) == []
 
 
+def test_history_offers_the_users_own_phrases_once_written_twice():
+    predictor = HistoryPredictor(None)
+    predictor.learn("Then I will see you soon.")
+    assert all(" " not in c.text for c in predictor.predict(parse_context("Bye, see y"), 5))
+    predictor.learn("Fine, see you soon.")
+    offered = {c.text: c.probability for c in predictor.predict(parse_context("Bye, see y"), 5)}
+    assert "you soon" in offered
+    assert offered["you soon"] < offered["you"]
+
+
 def test_history_fixes_a_too_open_file_mode(tmp_path):
     path = tmp_path / HISTORY_FILE
     path.write_text("old words\n")

@@ -19,7 +19,7 @@ from typing import Any, List, Mapping, Optional
 
 from predtext.engine.config import user_data_dir
 from predtext.engine.context import MARKERS, Context, normalize_word, tokenize
-from predtext.engine.ngram import NGramModel
+from predtext.engine.ngram import NGramModel, with_phrases
 from predtext.engine.predictor import Candidate, Resources
 
 HISTORY_FILE = "history.txt"
@@ -180,7 +180,8 @@ class HistoryPredictor:
             entry = mixed.setdefault(key, [written, 0.0])
             entry[1] += share * p
         ranked = sorted(mixed.values(), key=lambda entry: -entry[1])[:k]
-        return [Candidate(word, p) for word, p in ranked if p > 0]
+        # The user's own phrases ("see you soon"), as the n-gram predictor offers the corpus's.
+        return with_phrases(model, context.words, [(word, p) for word, p in ranked if p > 0], k)
 
     def _recent_words(self, context: Context) -> tuple:
         """Recency distribution over recent words that start with the prefix,
