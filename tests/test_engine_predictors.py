@@ -132,6 +132,9 @@ def test_history_keeps_only_the_newest_text(tmp_path):
 
 
 def test_registry_in_process_and_unknown(monkeypatch):
+    # Load the real registry (built-ins come as entry points) before working on a copy of it:
+    # loading it into the copy would leave the real one marked loaded but empty.
+    available_predictors()
     monkeypatch.setattr(predictor_module, "_registry", dict(predictor_module._registry))
 
     class Echo:
@@ -151,6 +154,7 @@ def test_registry_in_process_and_unknown(monkeypatch):
 
 
 def test_registry_discovers_entry_points_and_survives_broken_ones(monkeypatch, caplog):
+    available_predictors()
     monkeypatch.setattr(predictor_module, "_registry", dict(predictor_module._registry))
     monkeypatch.setattr(predictor_module, "_entry_points_loaded", False)
 

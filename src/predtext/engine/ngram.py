@@ -462,7 +462,7 @@ class NGramModel:
         return self._next_cache[key]
 
     def _likely_next(self, context: tuple, threshold: float) -> Optional[Tuple[str, float]]:
-        candidates = self._possible_followers(context, threshold)
+        candidates = self._possible_followers(context, threshold, _PHRASE_MIN_COUNT)
         if not len(candidates):
             return None
         scores = self._scores(context, candidates)
@@ -482,8 +482,11 @@ class NGramModel:
                 return order.count(suffix, index, word_id)
         return 0
 
-    def _possible_followers(self, context: tuple, threshold: float) -> np.ndarray:
+    def _possible_followers(self, context: tuple, threshold: float,
+                            min_count: int = 0) -> np.ndarray:
         """Ids that may have P(w | context) >= ``threshold`` (ascending); most contexts: none.
+        None at all unless some word was seen ``min_count`` times after the longest suffix of
+        ``context`` ever seen.
 
         P at order n is (discounted count) / total + backoff x P at order n-1, so a word never
         seen after the order-n context gets at most backoff x (the largest P at order n-1).
@@ -491,7 +494,7 @@ class NGramModel:
         can matter; usually only the longest context's, and often no word at all.
         """
         self._unigram_scores()
-        bounds, levels = [self._unigram_max], []
+        bounds, levels, largest = [self._unigram_max], [], 0
         for order in self._orders[1:]:
             suffix = context[len(context) - (order.n - 1):]
             index = order.find(suffix)
@@ -506,7 +509,7 @@ class NGramModel:
             # c - D_c <= largest - min(D) for every count c <= largest
             bounds.append((largest - min(d1, d2, d3)) / total + backoff * bounds[-1])
             levels.append((backoff, seen, added))
-        if bounds[-1] < threshold:
+        if bounds[-1] < threshold or largest < min_count:
             return np.zeros(0, dtype=np.int64)
         found, reach = [], 1.0       # reach: product of the backoffs above this order
         for (backoff, seen, added), lower_bound in zip(reversed(levels), reversed(bounds[:-1])):
@@ -733,8 +736,10 @@ class NGramModel:
 # words before it, and holds at most this many words.
 PHRASE_THRESHOLD = 0.5
 PHRASE_WORDS = 3
-# Only the likeliest few words are tried as the start of a phrase (each try is a lookup).
+# Only the likeliest two words are tried as the start of a phrase (each try is a lookup), and
+# only when at least this likely: a phrase must be likely as a whole to be worth a slot.
 _PHRASE_STARTS = 2
+_PHRASE_MIN_START = 0.1
 
 
 def with_phrases(model: NGramModel, previous: Sequence[str], words: Sequence[Tuple[str, float]],
@@ -748,6 +753,8 @@ def with_phrases(model: NGramModel, previous: Sequence[str], words: Sequence[Tup
     candidates = [Candidate(w, p) for w, p in words]
     if max_words > 1:
         for word, p in words[:_PHRASE_STARTS]:
+            if p < _PHRASE_MIN_START:
+                break
             rest, p_rest = model.phrase(previous, word, threshold, max_words)
             if rest:
                 candidates.append(Candidate(" ".join([word] + rest), p * p_rest))
