@@ -1,9 +1,17 @@
 """Reading the text before the cursor: words, the partial word, sentence starts, case, bad input."""
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from predtext.engine import context as context_module
 from predtext.engine.context import (BOUNDARY, DEFAULT_WINDOW_CHARS, apply_case, parse_context,
                                      tokenize)
+
+# Letters of several scripts, digits, combining marks, joiners, underscores, spaces, marks,
+# controls and lone surrogates: what the shortcuts in parse_context must not get wrong.
+TRICKY = st.text(alphabet=st.sampled_from(list("ab Zé9_'\u2019-\u2010.,;\n\t\u0301\u093f"
+                                               "\u0928\u00df\x00\x7f\ud800")), max_size=80)
 
 
 def test_words_and_partial_word():
@@ -20,6 +28,26 @@ def test_words_and_partial_word():
 ])
 def test_partial_word_is_unicode_aware(text, prefix):
     assert parse_context(text).prefix == prefix
+
+
+@settings(max_examples=400, deadline=None)
+@given(TRICKY)
+def test_partial_word_shortcut_agrees_with_the_pattern(tail):
+    _, partial = context_module._patterns()
+    assert context_module._partial_word(tail) == partial.search(tail).group(0)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["type", "backspace"]), TRICKY), max_size=12))
+def test_reading_keystroke_by_keystroke_gives_what_a_fresh_read_gives(edits):
+    """parse_context cleans only what a keystroke added; the answer must not show it."""
+    text = ""
+    for action, chunk in edits:
+        text = text + chunk if action == "type" else text[:len(text) // 2]
+        incremental = parse_context(text)
+        context_module._last_window = ("", "")
+        context_module._tokens.cache_clear()
+        assert parse_context(text) == incremental
 
 
 def test_tokenize_marks_sentence_ends_once():

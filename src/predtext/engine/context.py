@@ -176,11 +176,8 @@ def parse_context(text_before_cursor: str, window_chars: int = DEFAULT_WINDOW_CH
     if not isinstance(text_before_cursor, str):
         raise TypeError(f"text_before_cursor must be str, not {type(text_before_cursor).__name__}")
     offset = window_start(len(text_before_cursor), window_chars, step)
-    text = clean(text_before_cursor[offset:])
-
-    _, partial_re = _patterns()
-    tail = text[-_MAX_PARTIAL_CHARS:]
-    prefix = partial_re.search(tail).group(0)
+    text = _clean_window(text_before_cursor[offset:])
+    prefix = _partial_word(text[-_MAX_PARTIAL_CHARS:])
     before = text[: len(text) - len(prefix)]
 
     scan_from = max(0, len(before) - _WORDS_SCAN_CHARS)
@@ -197,6 +194,40 @@ def parse_context(text_before_cursor: str, window_chars: int = DEFAULT_WINDOW_CH
     shouting = len(recent) == 2 and all(_is_all_caps(w) for w in recent)
     return Context(text=text, offset=offset, words=tuple(words), prefix=prefix,
                    sentence_start=sentence_start, shouting=shouting)
+
+
+# The last window cleaned, and its cleaned form: a keystroke adds a character to the window,
+# so only that character needs cleaning (clean() works character by character).
+_last_window = ("", "")
+
+
+def _clean_window(window: str) -> str:
+    global _last_window
+    last, last_cleaned = _last_window
+    if last and window.startswith(last):
+        cleaned = last_cleaned + clean(window[len(last):])
+    else:
+        cleaned = clean(window)
+    _last_window = (window, cleaned)
+    return cleaned
+
+
+def _partial_word(tail: str) -> str:
+    """The word being typed at the end of ``tail``: the partial-word pattern, searched from the
+    start of the run of characters that may be in a word (a search over the whole tail tries
+    every position in it; this is a tenth of the time)."""
+    _, partial_re = _patterns()
+    start = len(tail)
+    while start > 0 and _may_be_in_word(tail[start - 1]):
+        start -= 1
+    return partial_re.search(tail, start).group(0)
+
+
+def _may_be_in_word(char: str) -> bool:
+    """True for every character a word can hold (the pattern's letters and digits are exactly
+    the ``isalnum`` ones); a few more do no harm: the pattern decides."""
+    return (char.isalnum() or char in APOSTROPHES or char in HYPHENS
+            or unicodedata.category(char)[0] == "M")
 
 
 def _is_all_caps(word: str) -> bool:
