@@ -118,6 +118,17 @@ def test_a_thousand_times_less_likely_than_the_best_is_left_out():
         assert texts(engine.suggest("I don")) == ["done", "donor"]
 
 
+def test_forget_leaves_nothing_typed_in_memory(engine):
+    from predtext.engine import context as context_module
+    engine.suggest("my secret password is hunter")
+    assert "hunter" in context_module._last_window[0]
+    engine.forget()
+    assert context_module._last_window == ("", "")
+    assert context_module._tokens.cache_info().currsize == 0
+    assert context_module.normalize_word.cache_info().currsize == 0
+    assert engine.suggest("the cat sat on ")[0].text == "the"      # and it still works
+
+
 def test_apostrophe_styles_are_one_word():
     with Engine([WordList(["don't", "don\u2019t", "done"])]) as engine:
         assert texts(engine.suggest("I do")) == ["don't", "done"]     # one entry, not two

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from predtext.engine.context import BOUNDARY, parse_context
+from predtext.engine.context import BOUNDARY, normalize_word, parse_context
 from predtext.engine.ngram import NGramModel, NGramPredictor, make_predictor
 from predtext.engine.predictor import Resources
 from predtext.errors import ModelFileError
@@ -129,6 +129,12 @@ def test_bad_arrays_and_files_are_reported(tmp_path):
     broken["ngram.order2.next_ids"] = broken["ngram.order2.next_ids"][:-1]
     with pytest.raises(ValueError, match="order 2"):
         NGramModel.from_arrays(broken, meta)
+    empty_context = dict(arrays)        # a context with no next word: never written, refused
+    starts = arrays["ngram.order2.context_starts"].copy()
+    starts[-2] = starts[-1]
+    empty_context["ngram.order2.context_starts"] = starts
+    with pytest.raises(ValueError, match="order 2"):
+        NGramModel.from_arrays(empty_context, meta)
     with pytest.raises(ValueError, match="format"):
         NGramModel.from_arrays(arrays, {**meta, "format": "other"})
     garbage = tmp_path / "garbage.safetensors"
@@ -158,21 +164,64 @@ def test_predictor_uses_context_words_and_prefix():
     assert 0 < candidates[0].probability <= 1
 
 
+def _models_to_probe():
+    """A corpus model with learned text on top, and models that only ever learned (all their
+    counts in the online overlay, as a new user's history), of every order."""
+    built = NGramModel.from_text(TEXT)
+    built.learn("The bird sat on the fence. A bird and a cat sat on the fence.")
+    yield built
+    for order in (1, 2, 3, 4):
+        learned = NGramModel(order=order)
+        learned.learn(TEXT)
+        learned.learn("w. x y. x w. x w. x w. c a c c b c b a.")
+        yield learned
+
+
 @pytest.mark.parametrize("threshold", [0.05, 0.2, 0.4, 0.6])
 def test_no_word_that_reaches_the_threshold_is_left_unscored(threshold):
-    """likely_next scores only some followers of a context; none it skips may reach the threshold."""
-    model = NGramModel.from_text(TEXT)
-    model.learn("The bird sat on the fence. A bird and a cat sat on the fence.")
-    words = model.words() + [BOUNDARY, "unseen"]
-    contexts = [[a, b] for a in words for b in words] + [[w] for w in words] + [[]]
+    """likely_next scores only some followers of a context, in ascending id order; none it
+    skips may reach the threshold."""
     reached = 0
-    for previous in contexts:
-        scored = set(model._possible_followers(model._context_ids(previous), threshold).tolist())
-        for word, p in model.distribution(previous).items():
-            if p >= threshold:
-                reached += 1
-                assert model._id(word) in scored, (previous, word, p)
+    for model in _models_to_probe():
+        words = model.words() + [BOUNDARY, "unseen"]
+        contexts = [[a, b] for a in words[:40] for b in words] + [[w] for w in words] + [[]]
+        for previous in contexts:
+            scored = model._possible_followers(model._context_ids(previous), threshold)
+            assert np.all(np.diff(scored) > 0), previous
+            for word, p in model.distribution(previous).items():
+                if p >= threshold:
+                    reached += 1
+                    assert model._id(word) in set(scored.tolist()), (previous, word, p)
     assert reached > 0
+
+
+def test_likely_next_is_the_likeliest_word_with_its_probability():
+    answered = 0
+    for model in _models_to_probe():
+        words = model.words() + [BOUNDARY]
+        for previous in [[a, b] for a in words[:30] for b in words] + [[w] for w in words]:
+            answer = model.likely_next(previous, 0.2)
+            if answer is not None:
+                answered += 1
+                distribution = model.distribution(previous)
+                assert answer[1] == pytest.approx(distribution[normalize_word(answer[0])])
+                assert answer[1] == pytest.approx(max(distribution.values())), previous
+    assert answered > 10
+    learned = NGramModel(order=2)
+    learned.learn("w. x y. x w. x w. x w.")
+    assert learned.likely_next(["x"], 0.5) == ("w", pytest.approx(learned.probability("w", ["x"])))
+
+
+def test_cached_answers_do_not_outlive_a_renumbering():
+    model = NGramModel.from_text(TEXT)
+    model.learn("best regards. best regards. apple pie. apple pie. zebra crossing. zebra crossing.")
+    words = model.words()
+    for word in words:
+        model.likely_next([word], 0.3)            # fill the cache
+    model.compact()                               # new words move among the sorted ids
+    for word in words:
+        assert model.likely_next([word], 0.3) == model._likely_next(
+            model._context_ids([word]), 0.3), word
 
 
 def test_likely_next_is_the_likeliest_word_seen_twice_in_that_context():
@@ -188,6 +237,25 @@ def test_likely_next_is_the_likeliest_word_seen_twice_in_that_context():
     assert model.likely_next(["sat", "on"], 0.01)[0] == "the"      # seen three times
     assert model.likely_next(["a", "dog"], 0.01) is None            # "met" seen once
     assert model.likely_next(["sat", "on"], 0.99) is None
+
+
+def test_a_learned_word_is_capitalised_only_when_seen_so_inside_a_sentence():
+    model = NGramModel.from_text(TEXT)
+    model.learn("Soon we go to Paris. Paris is far, and soon we rest. Zebras run.")
+    assert model.written_form("soon") == "soon"        # its capital only began a sentence
+    assert model.written_form("paris") == "Paris"
+    assert model.written_form("zebras") == "zebras"
+    assert model.written_form("the") == "the"          # corpus words keep their form
+
+
+def test_a_phrase_needs_evidence_after_its_own_context():
+    model = NGramModel.from_text("I will come as soon as possible. " * 5 + "As a rule, no.",
+                                 discounts=[(0.5, 1.0, 1.5)] * 3)
+    assert model.likely_next(["as", "soon"], 0.5)[0] == "as"       # seen five times
+    # "back soon" was never seen: the estimate backs off to "soon", whose "as" only ever came
+    # after one word ("as soon as"): no evidence that "as" follows "back soon".
+    assert model.probability("as", ["back", "soon"]) > 0.5
+    assert model.likely_next(["back", "soon"], 0.5) is None
 
 
 def test_phrase_follows_likely_words_and_stops_at_marks():

@@ -97,12 +97,19 @@ def test_history_recency_alone_is_trusted_by_how_many_words_it_holds():
 
 def test_history_offers_the_users_own_phrases_once_written_twice():
     predictor = HistoryPredictor(None)
+    predictor.learn("Soon we go.")          # "soon" learned before "see", "you": ids not sorted
     predictor.learn("Then I will see you soon.")
     assert all(" " not in c.text for c in predictor.predict(parse_context("Bye, see y"), 5))
     predictor.learn("Fine, see you soon.")
     offered = {c.text: c.probability for c in predictor.predict(parse_context("Bye, see y"), 5)}
     assert "you soon" in offered
     assert offered["you soon"] < offered["you"]
+    words_only = make_history({"persist": False, "phrase_words": 1}, Resources())
+    for line in ("See you soon.", "See you soon."):
+        words_only.learn(line)
+    assert all(" " not in c.text for c in words_only.predict(parse_context("Bye, see y"), 5))
+    with pytest.raises(ValueError, match="phrase_threshold"):
+        make_history({"persist": False, "phrase_threshold": 2}, Resources())
 
 
 def test_history_fixes_a_too_open_file_mode(tmp_path):

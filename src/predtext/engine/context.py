@@ -212,6 +212,15 @@ def _clean_window(window: str) -> str:
     return cleaned
 
 
+def forget_recent_text() -> None:
+    """Drop what the reading shortcuts keep of recently typed text (the last window, the words
+    before the cursor, memoised word keys): after ``Engine.forget`` nothing typed stays."""
+    global _last_window
+    _last_window = ("", "")
+    for cached in (_tokens, normalize_word, suggestion_key):
+        cached.cache_clear()
+
+
 def _partial_word(tail: str) -> str:
     """The word being typed at the end of ``tail``: the partial-word pattern, searched from the
     start of the run of characters that may be in a word (a search over the whole tail tries

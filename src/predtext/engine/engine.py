@@ -11,7 +11,8 @@ from typing import Any, List, Mapping, Optional, Sequence, Tuple, Union
 from predtext.engine.combiner import combine
 from predtext.engine.config import EngineConfig, load_config
 from predtext.engine.context import (CLOSING_MARKS, DEFAULT_WINDOW_CHARS, MARKERS, Context,
-                                     apply_case, clean, parse_context, suggestion_key)
+                                     apply_case, clean, forget_recent_text, parse_context,
+                                     suggestion_key)
 from predtext.engine.predictor import Predictor, PredictorRunner, Resources, create_predictor
 from predtext.engine.suggestion import Suggestion
 
@@ -216,6 +217,8 @@ class Engine:
         with self._lock:
             self._runner.call("forget", wait_s=_LEARN_WAIT_S)
             self._last = None
+            self._word_anchor, self._offered = None, set()
+            forget_recent_text()
 
     def close(self) -> None:
         """Stop the predictor lanes (the engine is unusable afterwards)."""

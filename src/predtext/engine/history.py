@@ -19,7 +19,8 @@ from typing import Any, List, Mapping, Optional
 
 from predtext.engine.config import user_data_dir
 from predtext.engine.context import MARKERS, Context, normalize_word, tokenize
-from predtext.engine.ngram import NGramModel, with_phrases
+from predtext.engine.ngram import (PHRASE_THRESHOLD, PHRASE_WORDS, NGramModel,
+                                   checked_phrase_options, with_phrases)
 from predtext.engine.predictor import Candidate, Resources
 
 HISTORY_FILE = "history.txt"
@@ -90,15 +91,20 @@ class HistoryPredictor:
     off (no suggestions, nothing learned or stored); ``learning = False`` keeps suggesting from
     the stored history without adding to it. ``recency`` is the recency cache's share
     of the mix, ``window`` how many recent words it holds and ``decay`` how fast they fade.
+    ``phrase_words`` and ``phrase_threshold``: the user's own phrases, as for the n-gram
+    predictor (``phrase_words = 1``: single words only).
     """
 
     inline = True     # bounded work: run in the caller's thread (see PredictorRunner)
 
     def __init__(self, store: Optional[HistoryStore] = None, name: str = "history",
                  enabled: bool = True, learning: bool = True, order: int = 3, recency: float = 0.3,
-                 window: int = 500, decay: float = 0.995):
+                 window: int = 500, decay: float = 0.995,
+                 phrase_threshold: float = PHRASE_THRESHOLD, phrase_words: int = PHRASE_WORDS):
         if not 0.0 <= recency <= 1.0:
             raise ValueError(f"recency must be in [0, 1], got {recency!r}")
+        self.phrase_threshold, self.phrase_words = checked_phrase_options(phrase_threshold,
+                                                                          phrase_words)
         self.name = name
         self.enabled = enabled
         self.learning = learning
@@ -181,7 +187,8 @@ class HistoryPredictor:
             entry[1] += share * p
         ranked = sorted(mixed.values(), key=lambda entry: -entry[1])[:k]
         # The user's own phrases ("see you soon"), as the n-gram predictor offers the corpus's.
-        return with_phrases(model, context.words, [(word, p) for word, p in ranked if p > 0], k)
+        return with_phrases(model, context.words, [(word, p) for word, p in ranked if p > 0], k,
+                            self.phrase_threshold, self.phrase_words)
 
     def _recent_words(self, context: Context) -> tuple:
         """Recency distribution over recent words that start with the prefix,
@@ -238,7 +245,8 @@ def make_predictor(options: Mapping[str, Any], resources: Resources) -> HistoryP
     """Factory for ``type = "history"``.
 
     Options: ``persist = false`` keeps the history in memory only; ``learn = false`` stops
-    adding to it; ``data_dir``, ``max_bytes``, ``order``, ``recency``, ``window``, ``decay``.
+    adding to it; ``data_dir``, ``max_bytes``, ``order``, ``recency``, ``window``, ``decay``,
+    ``phrase_words``, ``phrase_threshold``.
     """
     store = None
     if options.get("persist", True):
@@ -250,4 +258,6 @@ def make_predictor(options: Mapping[str, Any], resources: Resources) -> HistoryP
                             order=int(options.get("order", 3)),
                             recency=float(options.get("recency", 0.3)),
                             window=int(options.get("window", 500)),
-                            decay=float(options.get("decay", 0.995)))
+                            decay=float(options.get("decay", 0.995)),
+                            phrase_threshold=options.get("phrase_threshold", PHRASE_THRESHOLD),
+                            phrase_words=options.get("phrase_words", PHRASE_WORDS))

@@ -47,8 +47,13 @@ _COMPACT_CONTEXT_ENTRIES = 2000
 _COMPACT_TOTAL_ENTRIES = 200_000
 # Answers of likely_next kept between keystrokes (the same words come up letter after letter).
 _NEXT_CACHE_SIZE = 4096
-# A phrase goes on only to a word seen after its context at least this often: one sighting
-# after a rare context makes any word look likely.
+_UNKNOWN = object()
+# A phrase goes on only to a word with this much evidence after the longest part of its
+# context ever seen: one sighting after a rare context makes any word look likely. At the
+# highest order the evidence is how often the word followed; below it, Kneser-Ney's count of
+# how many different words came before the pair. So after "back soon" (never seen) "as" is
+# refused, though "soon as" is common: it is always "as soon as", and nothing says "as"
+# follows "back soon".
 _PHRASE_MIN_COUNT = 2
 
 
@@ -448,18 +453,22 @@ class NGramModel:
                 if scores[i] > 0]
 
     def likely_next(self, previous: Sequence[str], threshold: float) -> Optional[Tuple[str, float]]:
-        """The next word and its probability when one word is that likely (P >= ``threshold``).
+        """The next word and its probability when one word is that likely (P >= ``threshold``)
+        and has the evidence a phrase needs (see ``_PHRASE_MIN_COUNT``).
 
         None when no word reaches it, or when the likeliest next token is a mark or a sentence
         end (a phrase stops there).
         """
         context = self._context_ids(previous)
         key = (context, threshold)
-        if key not in self._next_cache:
-            if len(self._next_cache) >= _NEXT_CACHE_SIZE:
-                self._next_cache.clear()
-            self._next_cache[key] = self._likely_next(context, threshold)
-        return self._next_cache[key]
+        cache = self._next_cache          # one dict throughout: learn() may swap in a new one
+        answer = cache.get(key, _UNKNOWN)
+        if answer is _UNKNOWN:
+            answer = self._likely_next(context, threshold)
+            if len(cache) >= _NEXT_CACHE_SIZE:
+                cache.clear()
+            cache[key] = answer
+        return answer
 
     def _likely_next(self, context: tuple, threshold: float) -> Optional[Tuple[str, float]]:
         candidates = self._possible_followers(context, threshold, _PHRASE_MIN_COUNT)
@@ -474,7 +483,8 @@ class NGramModel:
         return self.surface(word_id), float(scores[best])
 
     def _seen_after(self, context: tuple, word_id: int) -> int:
-        """How often ``word_id`` was seen after the longest suffix of ``context`` ever seen."""
+        """The count of ``word_id`` after the longest suffix of ``context`` ever seen (times
+        seen at the highest order, different words before the pair below it)."""
         for order in reversed(self._orders[1:]):
             suffix = context[len(context) - (order.n - 1):]
             index = order.find(suffix)
@@ -512,17 +522,20 @@ class NGramModel:
         if bounds[-1] < threshold or largest < min_count:
             return np.zeros(0, dtype=np.int64)
         found, reach = [], 1.0       # reach: product of the backoffs above this order
+        sorted_alone = True
         for (backoff, seen, added), lower_bound in zip(reversed(levels), reversed(bounds[:-1])):
             if seen is not None:
                 found.append(seen.astype(np.int64))
             if added:
                 found.append(np.fromiter(added.keys(), dtype=np.int64, count=len(added)))
+                sorted_alone = False
             reach *= backoff
             if reach * lower_bound < threshold:
                 break            # words not seen at this order or above cannot reach it
         else:
             return np.arange(len(self._words), dtype=np.int64)   # backoff alone could reach it
-        return np.unique(np.concatenate(found)) if len(found) > 1 else found[0]
+        # One stored context's next ids are sorted already; learned ones come in any order.
+        return found[0] if len(found) == 1 and sorted_alone else np.unique(np.concatenate(found))
 
     def phrase(self, previous: Sequence[str], first: str, threshold: float,
                max_words: int) -> Tuple[List[str], float]:
@@ -564,10 +577,9 @@ class NGramModel:
         """Add ``text`` to the counts, continuing from the end of the previous learned text."""
         if not isinstance(text, str):
             raise TypeError(f"text must be str, got {type(text).__name__}")
-        self._next_cache = {}
         ids = list(self._learn_tail)
         for token in tokenize(unicodedata.normalize("NFC", text)):
-            ids.append(self._learn_word(token))
+            ids.append(self._learn_word(token, sentence_start=not ids or ids[-1] == _BOUNDARY_ID))
         for end in range(self.order, len(ids) + 1):
             self._add(self.order, tuple(ids[end - self.order:end]))
         if self.order > 1:
@@ -576,8 +588,9 @@ class NGramModel:
                 or sum(o.extra_entries for o in self._orders) > _COMPACT_TOTAL_ENTRIES):
             self.compact()
         self._unigram_scores()      # rebuild now, not in the next keystroke
+        self._next_cache = {}       # answers from before (or during) this learning are stale
 
-    def _learn_word(self, token: str) -> int:
+    def _learn_word(self, token: str, sentence_start: bool) -> int:
         if token == BOUNDARY:
             return _BOUNDARY_ID
         key = token.lower()
@@ -589,8 +602,11 @@ class NGramModel:
             self._words.append(key)
             self._ids[key] = word_id
             self._word_counts.append(0)
-            if token != key:
-                self._surface[word_id] = token
+        # A learned word is shown capitalised once it is seen so inside a sentence ("Paris");
+        # a capital at a sentence start says nothing ("Soon we go.").
+        if (token != key and not sentence_start and word_id >= self._sorted_end
+                and word_id not in self._surface):
+            self._surface[word_id] = token
         self._word_counts[word_id] += 1
         return word_id
 
@@ -682,26 +698,25 @@ class NGramModel:
             levels = []
             for n in range(1, order + 1):
                 prefix = f"ngram.order{n}."
-                parts = [np.asarray(arrays[prefix + name]) for name in
-                         ("context_keys", "context_starts", "next_ids", "counts", "context_stats")]
-                levels.append(_Order(n, parts[0].astype(np.int64), parts[1].astype(np.int64),
-                                     parts[2].astype(np.int32), parts[3].astype(np.int32),
-                                     parts[4].astype(np.int64).reshape(-1, 4)))
+                keys, starts, next_ids, counts, stats = (
+                    np.asarray(arrays[prefix + name]) for name in
+                    ("context_keys", "context_starts", "next_ids", "counts", "context_stats"))
+                levels.append((keys.astype(np.int64), starts.astype(np.int64),
+                               next_ids.astype(np.int32), counts.astype(np.int32),
+                               stats.astype(np.int64).reshape(-1, 4)))
         except (KeyError, TypeError, AttributeError) as exc:
             raise ValueError(f"incomplete n-gram description: {exc!r}") from None
         vocabulary_size = len(model._words)
         if len(model._word_counts) != vocabulary_size or model._words[1:] != sorted(vocabulary):
             raise ValueError("vocabulary and word counts disagree or are not sorted")
-        for level in levels:
-            contexts = len(level.keys)
-            if (len(level.starts) != contexts + 1 or len(level.stats) != contexts
-                    or level.starts[0] != 0 or level.starts[-1] != len(level.next_ids)
-                    or len(level.counts) != len(level.next_ids)
-                    or np.any(np.diff(level.starts) < 0) or np.any(np.diff(level.keys) <= 0)
-                    or (len(level.next_ids) and (level.next_ids.min() < 0
-                                                 or level.next_ids.max() >= vocabulary_size))):
-                raise ValueError(f"order {level.n} arrays are inconsistent")
-        model._orders = levels
+        for n, (keys, starts, next_ids, counts, stats) in enumerate(levels, 1):
+            # Every stored context has at least one next word (as from_rows builds them).
+            if (len(starts) != len(keys) + 1 or len(stats) != len(keys) or starts[0] != 0
+                    or starts[-1] != len(next_ids) or len(counts) != len(next_ids)
+                    or np.any(np.diff(starts) <= 0) or np.any(np.diff(keys) <= 0)
+                    or (len(next_ids) and (next_ids.min() < 0 or next_ids.max() >= vocabulary_size))):
+                raise ValueError(f"order {n} arrays are inconsistent")
+        model._orders = [_Order(n, *level) for n, level in enumerate(levels, 1)]
         model._unigram_cache = None
         return model
 
@@ -742,6 +757,15 @@ _PHRASE_STARTS = 2
 _PHRASE_MIN_START = 0.1
 
 
+def checked_phrase_options(threshold, words) -> Tuple[float, int]:
+    """``phrase_threshold`` and ``phrase_words`` as given to a predictor, or ValueError."""
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 < threshold <= 1:
+        raise ValueError(f"phrase_threshold must be a number in (0, 1], got {threshold!r}")
+    if isinstance(words, bool) or not isinstance(words, int) or words < 1:
+        raise ValueError(f"phrase_words must be an int >= 1, got {words!r}")
+    return float(threshold), words
+
+
 def with_phrases(model: NGramModel, previous: Sequence[str], words: Sequence[Tuple[str, float]],
                  k: int, threshold: float = PHRASE_THRESHOLD,
                  max_words: int = PHRASE_WORDS) -> List[Candidate]:
@@ -773,16 +797,11 @@ class NGramPredictor:
 
     def __init__(self, model: NGramModel, name: str = "ngram", learn: bool = True,
                  phrase_threshold: float = PHRASE_THRESHOLD, phrase_words: int = PHRASE_WORDS):
-        if (isinstance(phrase_threshold, bool) or not isinstance(phrase_threshold, (int, float))
-                or not 0 < phrase_threshold <= 1):
-            raise ValueError(f"phrase_threshold must be a number in (0, 1], got {phrase_threshold!r}")
-        if isinstance(phrase_words, bool) or not isinstance(phrase_words, int) or phrase_words < 1:
-            raise ValueError(f"phrase_words must be an int >= 1, got {phrase_words!r}")
         self.name = name
         self.model = model
         self._learns = learn
-        self.phrase_threshold = float(phrase_threshold)
-        self.phrase_words = phrase_words
+        self.phrase_threshold, self.phrase_words = checked_phrase_options(phrase_threshold,
+                                                                          phrase_words)
 
     def predict(self, context: Context, k: int) -> List[Candidate]:
         words = self.model.predict(context.words, context.prefix, k)
