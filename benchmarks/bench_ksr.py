@@ -178,7 +178,9 @@ def _config(weights: dict, policy: str = None) -> dict:
 
 def _words_only(config: dict) -> dict:
     """``config`` without phrase suggestions: every suggestion is one word, as presage's are."""
-    config["predictors"]["ngram"]["phrase_words"] = 1
+    for name in ("ngram", "history"):
+        if name in config["predictors"]:
+            config["predictors"][name]["phrase_words"] = 1
     return config
 
 

@@ -641,8 +641,8 @@ def make_predictor(options: Mapping[str, Any], resources: Resources) -> NeuralPr
     """Factory for ``type = "neural"``: the loaded language model, or ``path`` to a model file.
 
     Options: ``beam_width``, ``max_length``, ``span``, ``normalize``, ``n_best``,
-    ``unknown_weight``, ``unknown_min`` (see :class:`NeuralPredictor`); the known words are the loaded
-    vocabulary.
+    ``unknown_weight``, ``unknown_min`` (see :class:`NeuralPredictor`); the known words are
+    the loaded vocabulary.
     """
     path = options.get("path")
     if path:
