@@ -265,14 +265,6 @@ def test_asking_for_fewer_words_stops_the_search_early_with_the_same_best_ones(m
     assert bounded_steps < lm.steps - before
 
 
-def test_the_factory_warms_the_predictor_up_and_forgets_the_warm_up_text(model):
-    warmed = make_predictor({}, Resources(extra={"language_model": model}))
-    assert warmed.steps > 0 and warmed.reader.length == -1
-    fresh = NeuralPredictor(model)
-    for text in ["the c", "a dog met on the ", "The q"]:
-        assert suggest(warmed, text) == suggest(fresh, text)
-
-
 def test_search_options_are_checked(model):
     with pytest.raises(ValueError):
         CompletionSearch(ModelAdapter(model), beam_width=0)

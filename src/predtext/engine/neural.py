@@ -546,17 +546,6 @@ class NeuralPredictor:
         """Cell-step calls made so far (each steps one batch through every layer)."""
         return self.lm.steps
 
-    def warm_up(self) -> None:
-        """Run a few searches and forget them: the first ones build the model's step buffers
-        for each batch size and start the core's threads (12-20 ms each, cold), which would
-        otherwise be the user's first keystrokes."""
-        from predtext.engine.context import parse_context
-
-        for text in ("The", "The q", "The quick brown fox ", "The quick brown fox j"):
-            self.predict(parse_context(text), 8)
-        with self._lock:
-            self.reader.clear()
-
     def learn(self, text: str) -> None:
         """Words the user wrote count as known words from now on."""
         from predtext.engine.context import tokenize
@@ -682,7 +671,5 @@ def make_predictor(options: Mapping[str, Any], resources: Resources) -> NeuralPr
         if not isinstance(options["normalize"], bool):
             raise ValueError(f"normalize must be true or false, got {options['normalize']!r}")
         settings["normalize"] = options["normalize"]
-    predictor = NeuralPredictor(model, name=str(options.get("name", "neural")),
-                                known_words=resources.vocabulary, **settings)
-    predictor.warm_up()
-    return predictor
+    return NeuralPredictor(model, name=str(options.get("name", "neural")),
+                           known_words=resources.vocabulary, **settings)
