@@ -213,6 +213,23 @@ def test_generate_is_reproducible_and_greedy_is_top_k_one():
                                                                    seed=9)
 
 
+def test_the_generate_method_runs_on_a_thread_of_its_own(monkeypatch):
+    """So the caller's thread keeps no compiled-core thread team (see backend.threads)."""
+    import threading
+
+    import predtext.lm.generate as generate_module
+
+    model = tiny_model()
+    seen = []
+    real = generate_module.generate
+    monkeypatch.setattr(generate_module, "generate",
+                        lambda *a, **k: seen.append(threading.get_ident()) or real(*a, **k))
+    assert model.generate("the ", 12, seed=3) == real(model, "the ", 12, seed=3)
+    assert seen and seen[0] != threading.get_ident()
+    with pytest.raises(ValueError, match="top_p"):            # errors reach the caller
+        model.generate("the ", 5, top_p=0)
+
+
 def test_beam_search_finds_the_exact_best_continuations():
     model = tiny_model("lstm", numpy.float64)
     model.eval()

@@ -442,10 +442,15 @@ class LanguageModel(Module):
         return numpy.exp(log_probs[0].astype(numpy.float64))
 
     def generate(self, prompt="", length=200, **options):
-        """Sampled continuation of ``prompt``; see ``predtext.lm.generate.generate``."""
+        """Sampled continuation of ``prompt``; see ``predtext.lm.generate.generate``.
+
+        It runs on a thread of its own, so that the caller's thread is left without a
+        compiled-core thread team (see ``predtext.backend.threads``).
+        """
+        from predtext.backend.threads import on_own_thread
         from predtext.lm.generate import generate
 
-        return generate(self, prompt, length, **options)
+        return on_own_thread(generate, self, prompt, length, **options)
 
     def beam_search(self, state, **options):
         """Likeliest continuations from ``state``; see ``predtext.lm.generate.beam_search``."""
