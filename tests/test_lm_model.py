@@ -180,6 +180,18 @@ def test_step_sees_a_parameter_replaced_after_the_state_was_made():
     assert not numpy.allclose(before, after)
 
 
+@pytest.mark.parametrize("options", [dict(cell="lstm", peephole=True), dict(cell="gru", bias=False),
+                                     dict(cell="rnn", embed_size=4, tie_weights=True)])
+def test_a_state_builds_its_compiled_step_once(options):
+    model = tiny_model(**options)
+    state = model.initial_state(2)
+    model.step([1, 2], state)
+    network = state._buffers.network
+    for token in (3, 4, 5):
+        model.step([token, token], state)
+    assert state._buffers.network is network
+
+
 def test_next_token_distribution_sums_to_one():
     model = tiny_model()
     probs = model.next_token_distribution("the c")

@@ -360,6 +360,13 @@ class NGramModel:
             self._unigram_max = float(self._unigram_cache.max())
         return self._unigram_cache
 
+    def _backoff(self, n: int, total: int, n1: int, n2: int, n3: int) -> float:
+        """The weight of order n-1 after a context of order n seen ``total`` times, with
+        ``n1``, ``n2``, ``n3`` next words seen once, twice, three times or more: the mass
+        the discounts took."""
+        d1, d2, d3 = self._discounts[n - 1]
+        return (d1 * n1 + d2 * n2 + d3 * n3) / total
+
     def _interpolate(self, order: _Order, context: tuple, candidates: np.ndarray,
                      lower: np.ndarray) -> np.ndarray:
         """One Kneser-Ney level: discounted counts of ``context`` plus backoff weight x ``lower``."""
@@ -368,8 +375,7 @@ class NGramModel:
         total, n1, n2, n3 = order.context_stats(context, index)
         if total == 0 or not len(candidates):
             return lower            # unseen context: this order adds nothing
-        d1, d2, d3 = self._discounts[n - 1]
-        scores = lower * ((d1 * n1 + d2 * n2 + d3 * n3) / total)
+        scores = lower * self._backoff(n, total, n1, n2, n3)
         first, last = int(candidates[0]), int(candidates[-1])
         contiguous = last - first + 1 == len(candidates)
         if index >= 0:
@@ -514,10 +520,10 @@ class NGramModel:
             seen = order.next_ids[order.starts[index]:order.starts[index + 1]] if index >= 0 else None
             added = order.extra_counts.get(suffix) or {}
             largest = (int(order.largest[index]) if index >= 0 else 0) + max(added.values(), default=0)
-            d1, d2, d3 = self._discounts[order.n - 1]
-            backoff = (d1 * n1 + d2 * n2 + d3 * n3) / total
+            backoff = self._backoff(order.n, total, n1, n2, n3)
             # c - D_c <= largest - min(D) for every count c <= largest
-            bounds.append((largest - min(d1, d2, d3)) / total + backoff * bounds[-1])
+            smallest_discount = min(self._discounts[order.n - 1])
+            bounds.append((largest - smallest_discount) / total + backoff * bounds[-1])
             levels.append((backoff, seen, added))
         if bounds[-1] < threshold or largest < min_count:
             return np.zeros(0, dtype=np.int64)

@@ -105,7 +105,7 @@ class _StepBuffers:
     """A state's compiled whole-network step (it owns its scratch arrays) and the parameter
     arrays it was built on, to notice when one was replaced."""
 
-    __slots__ = ("network", "params", "arrays", "array_ids")
+    __slots__ = ("network", "params", "array_ids")
 
     def __init__(self, model, batch):
         rnn, decoder = model.rnn, model.decoder
@@ -113,15 +113,15 @@ class _StepBuffers:
         layers = [[getattr(rnn, f"{kind}_l{k}") if present.get(kind, True) else None
                    for kind in ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_ch")]
                   for k in range(model.num_layers)]
-        self.params = [model.embedding.weight, decoder.weight, decoder.bias]
-        self.params += [param for layer in layers for param in layer]
-        self.params = [param for param in self.params if param is not None]
-        # The arrays are held, so no other array can take one of their ids while we compare.
-        self.arrays = [param.data for param in self.params]
-        self.array_ids = [id(array) for array in self.arrays]
         self.network = model.ops.network_step(
             rnn.cell, model.embedding.weight.data, [[_data(p) for p in layer] for layer in layers],
             decoder.weight.data, _data(decoder.bias), batch)
+        # The parameters in the order of the network's `arrays`, which it holds: no other
+        # array can take one of their ids while we compare.
+        self.params = [model.embedding.weight] + [p for layer in layers for p in layer
+                                                  if p is not None]
+        self.params += [p for p in (decoder.weight, decoder.bias) if p is not None]
+        self.array_ids = [id(array) for array in self.network.arrays]
 
     def current(self):
         # Once per model step: ids compared as one list (~1 us), not array by array.
