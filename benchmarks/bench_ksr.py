@@ -49,7 +49,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import tomllib
+from predtext.engine.config import tomllib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -169,8 +169,9 @@ def run_predtext(test: str, k: int, config: dict, model=None):
 def _config(weights: dict, policy: str = None) -> dict:
     """The default configuration restricted to ``weights`` (name -> weight), history in memory."""
     config = copy.deepcopy(PREDTEXT_DEFAULT)
-    config["predictors"] = {name: dict(config["predictors"][name], weight=weight)
-                            for name, weight in weights.items()}
+    for name, table in config["predictors"].items():
+        table["enabled"] = name in weights
+        table["weight"] = weights.get(name, table["weight"])
     if policy:
         config["engine"]["combination"] = policy
     return config

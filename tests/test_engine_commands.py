@@ -2,7 +2,7 @@
 
 import io
 import json
-import tomllib
+from predtext.engine.config import tomllib
 
 import pytest
 
@@ -102,7 +102,7 @@ def test_ksr_whitespace_only_text_saves_nothing(home, ngram_file, tmp_path, caps
 
 
 @pytest.mark.parametrize("problem", ["missing", "empty", "not utf-8", "directory", "k=0",
-                                     "k=abc", "bad model", "missing model", "bad config"])
+                                     "k=abc", "k=51", "bad model", "missing model", "bad config"])
 def test_ksr_bad_input_is_one_line_and_exit_2(problem, home, ngram_file, text_file, tmp_path,
                                              capsys):
     args = ["ksr", str(text_file), "--model", str(ngram_file)]
@@ -120,6 +120,8 @@ def test_ksr_bad_input_is_one_line_and_exit_2(problem, home, ngram_file, text_fi
         args += ["-k", "0"]
     elif problem == "k=abc":
         args += ["-k", "abc"]
+    elif problem == "k=51":              # more than the engine offers at once
+        args += ["-k", "51"]
     elif problem == "bad model":
         (tmp_path / "bad.safetensors").write_bytes(b"garbage, not a model")
         args[3] = str(tmp_path / "bad.safetensors")
@@ -169,8 +171,11 @@ def test_config_follows_the_user_file(home, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "combination: max" in out
     assert f"model: {model} (from the config, missing)" in out
-    assert "weight 0.9" in out and "off" in out
-    assert "neural" not in out
+    lines = {line.split()[0]: line for line in out.splitlines() if line.startswith("  ")}
+    # The file changes the defaults; what it does not mention runs as by default.
+    assert "weight 0.9" in lines["ngram"] and '"phrase_words": 3' in lines["ngram"]
+    assert lines["history"].split()[-1] == "off"
+    assert "weight 1 " in lines["neural"] and " on " in lines["neural"]
 
 
 def test_config_default_prints_a_valid_config(home, capsys):
@@ -221,7 +226,8 @@ def test_ngram_build_takes_a_directory(home, tmp_path, capsys):
     assert NGramModel.load(out).probability("dog", ["the"]) > 0
 
 
-@pytest.mark.parametrize("problem", ["missing", "empty", "order", "out is a directory"])
+@pytest.mark.parametrize("problem", ["missing", "empty", "order", "out is a directory",
+                                     "out cannot be written"])
 def test_ngram_build_bad_input_is_one_line_and_exit_2(problem, home, text_file, tmp_path, capsys):
     args = ["ngram", "build", str(text_file), "--out", str(tmp_path / "x.ngram")]
     if problem == "missing":
@@ -233,6 +239,8 @@ def test_ngram_build_bad_input_is_one_line_and_exit_2(problem, home, text_file, 
         args += ["--order", "7"]
     elif problem == "out is a directory":
         args[4] = str(tmp_path)
+    elif problem == "out cannot be written":
+        args[4] = str(text_file / "x.ngram")      # under a file
     assert main(args) == 2
     one_line_error(capsys, "ngram")
 

@@ -136,11 +136,13 @@ def test_apostrophe_styles_are_one_word():
 
 def test_nothing_is_glued_to_a_closing_mark():
     with Engine([WordList(["apple", "application"])]) as engine:
-        for text in ("well,", "the end.", "why?", "(so)", "wait\u2026"):
-            assert engine.suggest(text) == []
+        for text in ("well,", "the end.", "why?", "(so)", "wait\u2026", 'he said "yes"',
+                     "I love it \U0001f44d", "it costs 5%", "see item #", "f("):
+            assert engine.suggest(text) == [], text
         assert texts(engine.suggest("well, "))[0] == "apple"          # after the space
         assert texts(engine.suggest('he said "'))[0].lower() == "apple"   # an opening mark is fine
         assert texts(engine.suggest("("))[0].lower() == "apple"
+        assert texts(engine.suggest('so ("'))[0].lower() == "apple"
 
 
 class Slow:
@@ -302,7 +304,8 @@ def test_unknown_or_broken_predictors_are_skipped_with_a_log(tmp_path, caplog, m
     with caplog.at_level(logging.WARNING, logger="predtext.engine"):
         engine = Engine.load(model=NGramModel.from_text(TEXT), config=path)
     try:
-        assert [p.name for p in engine.predictors] == ["ngram"]
+        names = [p.name for p in engine.predictors]
+        assert "ngram" in names and not {"mystery", "dictionary", "off"} & set(names)
         assert "mystery" in caplog.text and "nonesuch" in caplog.text
         assert "dictionary" in caplog.text
         assert "'off'" not in caplog.text
@@ -323,3 +326,206 @@ def test_load_from_a_saved_model_and_without_one(tmp_path, monkeypatch):
         assert engine.suggest("how mar")[0].text == "marvellous"
     with pytest.raises(TypeError, match="model"):
         Engine.load(model=42, config=config)
+
+
+def test_engines_loaded_on_several_threads_at_once_all_get_their_predictors(monkeypatch):
+    from predtext.engine import predictor as predictor_module
+    monkeypatch.setattr(predictor_module, "_registry", {})
+    monkeypatch.setattr(predictor_module, "_builtins_registered", False)
+    monkeypatch.setattr(predictor_module, "_entry_points_loaded", False)
+    config = {"predictors": {"ngram": {}, "dictionary": {}, "history": {"persist": False},
+                             "abbreviations": {"enabled": False}}}
+    model = NGramModel.from_text(TEXT)
+    start, names = threading.Barrier(4), {}
+
+    def load(i):
+        start.wait()
+        with Engine.load(model=model, config=config) as engine:
+            names[i] = [p.name for p in engine.predictors]
+
+    threads = [threading.Thread(target=load, args=(i,)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert names == {i: ["ngram", "history", "dictionary"] for i in range(4)}
+
+
+def test_a_hung_predictor_does_not_keep_the_program_from_exiting(tmp_path):
+    import subprocess
+    import sys
+    script = tmp_path / "hang.py"
+    script.write_text(
+        "import time\n"
+        "from predtext.engine.engine import Engine, EngineConfig\n"
+        "class Hung:\n"
+        "    name = 'hung'\n"
+        "    def predict(self, context, k):\n"
+        "        time.sleep(3600)\n"
+        "engine = Engine([Hung()], EngineConfig(time_budget_ms=20))\n"
+        "print(engine.suggest('hello wor'))\n"
+        "engine.close()\n")
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and done.stdout.strip() == "[]", done.stderr
+
+
+def test_forget_erases_what_every_predictor_learned(engine):
+    before = texts(engine.suggest("the launch codename is "))
+    for _ in range(3):
+        engine.learn("the launch codename is zorbulax")
+    assert texts(engine.suggest("the launch codename is "))[0] == "zorbulax"
+    engine.forget()
+    assert texts(engine.suggest("the launch codename is ")) == before
+    assert not [w for w in texts(engine.suggest("the launch codename is zor")) if "zorbulax" in w]
+
+
+def test_asking_again_at_the_same_prefix_hides_nothing(engine):
+    best = texts(engine.suggest("the cat sat on the m", k=1))
+    assert texts(engine.suggest("the cat sat on the m", k=6))[0] == best[0]
+    assert texts(engine.suggest("the cat sat on the m", k=1)) == best
+    engine.learn("something else")
+    assert texts(engine.suggest("the cat sat on the m", k=6))[0] == best[0]
+
+
+def test_two_texts_with_the_same_length_and_ending_get_their_own_answers():
+    class LastWordEcho:
+        name = "echo"
+
+        def predict(self, context, k):
+            return [Candidate(w + "s", 0.5) for w in context.words if w.isalpha()][:1]
+
+    a = "cats sit on mats, and then he went quietly home to the "
+    b = "dogs run on logs, and then he went quietly home to the "
+    assert len(a) == len(b)
+    with Engine([LastWordEcho()]) as engine:
+        assert texts(engine.suggest(a)) == ["catss"]
+        assert texts(engine.suggest(b)) == ["dogss"]
+
+
+class Learner:
+    """Learns only when told to go on: a predictor busy learning a long text."""
+
+    def __init__(self, name="learner", inline=False):
+        self.name, self.inline = name, inline
+        self.learning, self.go = threading.Event(), threading.Event()
+
+    def predict(self, context, k):
+        return [Candidate("sunlearned", 0.1)]
+
+    def learn(self, text):
+        self.learning.set()
+        self.go.wait(30)
+
+
+@pytest.mark.parametrize("inline", [False, True])
+def test_suggestions_from_other_threads_go_on_while_predictors_learn(inline):
+    learner = Learner(inline=inline)
+    with Engine([WordList(["sun", "sunny"]), learner]) as engine:
+        learning = threading.Thread(target=engine.learn, args=("a long text",))
+        learning.start()
+        assert learner.learning.wait(20)
+        answers = []
+        asking = threading.Thread(target=lambda: answers.append(texts(engine.suggest("the s"))))
+        asking.start()
+        asking.join(20)
+        learner.go.set()
+        learning.join(20)
+        assert not asking.is_alive()
+        assert answers == [["sun", "sunny"]]        # the learner is skipped while it learns
+
+
+def test_the_engine_takes_weights_and_configs_as_load_does():
+    with pytest.raises(ValueError, match="words"):
+        Engine([(WordList(["sun"]), float("nan"))])
+    with pytest.raises(ValueError, match="words"):
+        Engine([(WordList(["sun"]), -1.0)])
+    with Engine([WordList(["sun", "sunny"])], config={"engine": {"combination": "max"}}) as engine:
+        assert engine.config.combination == "max"
+        assert texts(engine.suggest("the s")) == ["sun", "sunny"]
+
+
+def test_k_may_be_any_integer_type(engine):
+    import numpy as np
+    assert engine.suggest("the cat sat on the m", k=np.int64(2))[0].text == "mat"
+
+
+class Garbage:
+    name = "garbage"
+
+    def __init__(self, result):
+        self.result = result
+
+    def predict(self, context, k):
+        return self.result
+
+
+@pytest.mark.parametrize("result", [[("sunburn", 10**400)], [("sunburn", float("nan"))],
+                                    "sunburn", [("sunburn",)], None])
+def test_a_predictor_returning_garbage_is_skipped(result, caplog):
+    with Engine([WordList(["sun", "sunny"]), Garbage(result)]) as engine:
+        with caplog.at_level(logging.WARNING, logger="predtext.engine"):
+            assert texts(engine.suggest("the s")) == ["sun", "sunny"]
+
+
+def test_only_the_candidates_asked_for_are_taken():
+    many = [Candidate(f"sun{i:06d}", 1.0 - i * 1e-7) for i in range(200_000)]
+    with Engine([Garbage(many)]) as engine:
+        assert texts(engine.suggest("the s", k=3)) == ["sun000000", "sun000001", "sun000002"]
+
+
+class SlowLearner(Slow):
+    def learn(self, text):
+        pass
+
+
+def test_closing_an_engine_with_calls_waiting_logs_no_error(caplog):
+    slow = SlowLearner()
+    engine = Engine([slow], EngineConfig(time_budget_ms=20))
+    engine.suggest("the s")                       # the lane is now busy
+    engine._runner.call("learn", "queued behind it")
+    with caplog.at_level(logging.DEBUG):
+        engine.close()
+        slow.release.set()
+        import time
+        time.sleep(0.2)
+    assert "CancelledError" not in caplog.text and "exception calling callback" not in caplog.text
+
+
+@pytest.mark.parametrize("setting", ["time_budget_ms = inf", "time_budget_ms = nan",
+                                     "time_budget_ms = 1e300", "time_budget_ms = 0"])
+def test_time_budgets_that_cannot_be_waited_for_are_refused(tmp_path, setting):
+    path = tmp_path / "budget.toml"
+    path.write_text(f"[engine]\n{setting}\n")
+    with pytest.raises(ConfigError, match="budget.toml.*time_budget_ms"):
+        load_config(path)
+
+
+@pytest.mark.parametrize("weight", ["inf", "nan", "-1"])
+def test_weights_that_are_no_finite_number_are_refused(tmp_path, weight):
+    path = tmp_path / "weights.toml"
+    path.write_text(f"[predictors.ngram]\nweight = {weight}\n")
+    with pytest.raises(ConfigError, match="weights.toml.*ngram.weight"):
+        load_config(path)
+
+
+def test_a_config_file_changes_the_defaults_it_names(tmp_path):
+    path = tmp_path / "mine.toml"
+    path.write_text("[predictors.ngram]\nphrase_words = 1\n[predictors.dictionary]\nenabled = false\n"
+                    "[predictors.extra]\ntype = \"ngram\"\npath = \"other.ng\"\n")
+    config = {p.name: p for p in load_config(path).predictors}
+    defaults = {p.name: p for p in default_config().predictors}
+    assert list(config) == list(defaults) + ["extra"]
+    assert config["ngram"].weight == defaults["ngram"].weight
+    assert config["ngram"].options["phrase_words"] == 1
+    assert config["ngram"].options["phrase_threshold"] == defaults["ngram"].options["phrase_threshold"]
+    assert not config["dictionary"].enabled and config["history"].enabled
+    assert config["extra"].options == {"path": "other.ng", "name": "extra"}
+    only_engine = EngineConfig.from_dict({"engine": {"learn": False}})
+    assert not only_engine.learn
+    assert [p.name for p in only_engine.predictors] == list(defaults)
+
+
+def test_a_table_of_another_type_does_not_take_the_defaults_options():
+    config = EngineConfig.from_dict({"predictors": {"ngram": {"type": "mine", "weight": 2}}})
+    ngram = next(p for p in config.predictors if p.name == "ngram")
+    assert ngram.type == "mine" and ngram.weight == 2 and ngram.options == {"name": "ngram"}

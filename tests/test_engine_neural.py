@@ -159,13 +159,15 @@ def test_no_completion_of_a_word_in_letters_the_model_never_saw(model):
 def test_a_completion_never_ends_in_an_apostrophe_or_hyphen(tmp_path):
     """A model that learned "th' king" and "well- met" still offers only whole words."""
     path = tmp_path / "elided.txt"
-    path.write_text("th' king sat. th' dog ran. well- met, th' man.\n" * 60, encoding="utf-8")
+    path.write_text("th' king sat. th' dog ran. well- met, th' man. rock--and roll.\n" * 60,
+                    encoding="utf-8")
     train([path], tmp_path / "elided.safetensors", tiny_config(), log=quiet)
     predictor = NeuralPredictor(LanguageModel.load(tmp_path / "elided.safetensors"), n_best=20)
-    offered = [c.text for text in ("th", "the king sat. th", "we", "a ")
+    offered = [c.text for text in ("th", "the king sat. th", "we", "a ", "rock-")
                for c in suggest(predictor, text, 20)]
     assert offered
     assert not [w for w in offered if w[-1] in "'\u2019-"], offered
+    assert not [w for w in offered if "--" in w], offered       # nor two joiners in a row
 
 
 # ---------------------------------------------------------------- the text state
@@ -272,6 +274,9 @@ def test_search_options_are_checked(model):
         make_predictor({"beam_width": -1}, Resources(extra={"language_model": model}))
     with pytest.raises(ValueError):
         make_predictor({}, Resources())
+    for option in ("beam_width", "max_length", "span", "n_best"):
+        with pytest.raises(ValueError, match=option):   # a typo must not take gigabytes
+            make_predictor({option: 100_000}, Resources(extra={"language_model": model}))
 
 
 # ---------------------------------------------------------------- word level

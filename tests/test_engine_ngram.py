@@ -93,6 +93,31 @@ def test_clause_marks_are_context_but_never_predicted():
     assert "," not in model.words()
 
 
+def test_forget_drops_all_online_learning_even_after_compaction():
+    model = NGramModel.from_text(TEXT)
+    contexts = (["on", "the"], ["the"], [], ["a", "dog"])
+    before = [model.distribution(c) for c in contexts]
+    model.learn("The zebra sat on the zebra. A dog and a zebra.")
+    model.compact()                       # renumbers ids and folds the learning in
+    model.learn("the zebra ran")
+    assert model.probability("zebra", ["the"]) > 0
+    model.forget()
+    assert [model.distribution(c) for c in contexts] == before
+    assert model.predict(["the"], "ze") == []
+    model.learn("the yak")                # and it learns again from there
+    assert model.predict(["the"], "y")[0][0] == "yak"
+    model.forget()
+    assert [model.distribution(c) for c in contexts] == before
+
+
+def test_knows_context_says_whether_a_word_was_ever_followed():
+    model = NGramModel.from_text("please buy bananas")
+    assert model.knows_context(["please"]) and model.knows_context([])
+    assert not model.knows_context(["bananas"]) and not model.knows_context(["opened", "the"])
+    model.learn("bananas are ripe")
+    assert model.knows_context(["bananas"])
+
+
 def test_prefix_range_includes_words_learned_online():
     model = NGramModel.from_text(TEXT)
     model.learn("zebras zigzag")

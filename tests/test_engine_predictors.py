@@ -112,6 +112,22 @@ def test_history_offers_the_users_own_phrases_once_written_twice():
         make_history({"persist": False, "phrase_threshold": 2}, Resources())
 
 
+def test_history_says_nothing_after_a_word_the_user_never_followed_with_another():
+    predictor = HistoryPredictor()
+    predictor.learn("please buy bananas")
+    assert predictor.predict(parse_context("She opened the "), 6) == []
+    assert predictor.predict(parse_context("I said please "), 6)[0].text == "buy"
+    assert predictor.predict(parse_context("She opened the ba"), 6)[0].text == "bananas"
+
+
+@pytest.mark.parametrize("option, value", [("max_bytes", 0), ("max_bytes", -1), ("order", 9),
+                                           ("order", 0), ("decay", float("nan")), ("decay", -3),
+                                           ("decay", 1.5), ("window", 0), ("recency", 2)])
+def test_history_options_are_checked(tmp_path, option, value):
+    with pytest.raises(ValueError, match=option):
+        make_history({option: value, "data_dir": str(tmp_path)}, Resources())
+
+
 def test_history_fixes_a_too_open_file_mode(tmp_path):
     path = tmp_path / HISTORY_FILE
     path.write_text("old words\n")

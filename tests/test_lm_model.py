@@ -123,6 +123,23 @@ def test_bad_files_raise_model_file_error_naming_the_file(tmp_path, damage):
         LanguageModel.load(path)
 
 
+def test_a_damaged_n_gram_inside_a_model_file_is_reported_naming_the_file(tmp_path):
+    from predtext.engine.engine import Engine
+    from predtext.engine.ngram import NGramModel
+    from predtext.lm.modelfile import load_model, save_model
+
+    path = tmp_path / "m.safetensors"
+    tiny_model().save(path, ngram=NGramModel.from_text(TEXT))
+    tensors, meta = load_model(path)
+    dropped = next(name for name in tensors if name.startswith("ngram.") and "keys" in name)
+    del tensors[dropped]
+    save_model(path, tensors, meta)             # a consistent file, with an n-gram part missing
+    with pytest.raises(ModelFileError, match="m.safetensors.*n-gram"):
+        LanguageModel.load(path).ngram
+    with pytest.raises(ModelFileError, match="m.safetensors"):
+        Engine.load(model=str(path), config={"predictors": {"history": {"persist": False}}})
+
+
 def test_a_file_of_another_kind_is_refused(tmp_path):
     from predtext.lm.modelfile import save_model
 

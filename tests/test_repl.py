@@ -22,10 +22,12 @@ from predtext.repl.history import PrivateFileHistory
 
 TEXT = ("the apple and the application of the apple pie. the apple tree. an apple a day. "
         "the application form. the cat sat on the mat. the cat ran.")
-# Only the n-gram: nothing read from the machine (no word list, no stored history).
-CONFIG = {"engine": {"time_budget_ms": 2000}, "predictors": {"ngram": {"weight": 1.0}}}
+# Only the n-gram: nothing read from the machine (no word list, no stored history). A config
+# changes the defaults, so the other predictors are switched off by name.
+_OFF = {name: {"enabled": False} for name in ("neural", "history", "dictionary", "abbreviations")}
+CONFIG = {"engine": {"time_budget_ms": 2000}, "predictors": {**_OFF, "ngram": {"weight": 1.0}}}
 TWO_PREDICTORS = {"engine": {"time_budget_ms": 2000},
-                  "predictors": {"ngram": {"weight": 1.0}, "dictionary": {"weight": 0.5}}}
+                  "predictors": {**_OFF, "ngram": {"weight": 1.0}, "dictionary": {"weight": 0.5}}}
 
 RIGHT, TAB, ENTER, CTRL_C, CTRL_D, BACKSPACE = "\x1b[C", "\t", "\r", "\x03", "\x04", "\x7f"
 
@@ -361,7 +363,8 @@ def _line_mode(tmp_path, stdin, *extra):
     model = tmp_path / "model.safetensors"
     NGramModel.from_text(TEXT).save(model)
     config = tmp_path / "config.toml"
-    config.write_text('[engine]\ntime_budget_ms = 2000\n[predictors.ngram]\nweight = 1.0\n')
+    config.write_text('[engine]\ntime_budget_ms = 2000\n[predictors.ngram]\nweight = 1.0\n'
+                      + "".join(f"[predictors.{name}]\nenabled = false\n" for name in _OFF))
     return subprocess.run([sys.executable, "-m", "predtext.cli", "repl", "--model", str(model),
                            "--config", str(config), *extra],
                           input=stdin, capture_output=True, text=True, timeout=60, env=os.environ)
@@ -395,7 +398,7 @@ def test_a_bad_config_stops_with_a_clear_error(tmp_path):
 
 
 def test_learning_follows_the_engine_config_unless_the_user_chose():
-    quiet = {"engine": {"learn": False}, "predictors": {"ngram": {"weight": 1.0}}}
+    quiet = {"engine": {"learn": False}, "predictors": {**_OFF, "ngram": {"weight": 1.0}}}
     assert ready_handle(make_engine(quiet)).learning is False
     assert ready_handle(make_engine()).learning is True
     chosen = EngineHandle()

@@ -21,7 +21,9 @@ pytestmark = pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is no
 
 TEXT = ("the apple and the application of the apple pie. the apple tree. an apple a day. "
         "the application form. the cat sat on the mat. the cat ran.")
-CONFIG = "[engine]\ntime_budget_ms = 2000\n[predictors.ngram]\nweight = 1.0\n"
+CONFIG = ("[engine]\ntime_budget_ms = 2000\n[predictors.ngram]\nweight = 1.0\n"
+          + "".join(f"[predictors.{name}]\nenabled = false\n"
+                    for name in ("neural", "history", "dictionary", "abbreviations")))
 
 
 class Tmux:

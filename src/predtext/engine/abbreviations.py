@@ -14,11 +14,10 @@ option names another file; entries may also be given inline in the engine config
 from __future__ import annotations
 
 import os
-import tomllib
 from pathlib import Path
 from typing import Any, Dict, List, Mapping
 
-from predtext.engine.config import ConfigError, user_config_dir
+from predtext.engine.config import ConfigError, tomllib, user_config_dir
 from predtext.engine.context import Context, normalize_word
 from predtext.engine.predictor import Candidate, Resources
 

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from predtext.cli import EXIT_BAD_INPUT, one_line_errors, positive_int
+from predtext.engine.engine import MAX_K
 from predtext.errors import PredtextError
 
 
@@ -48,6 +49,12 @@ def run(args) -> int:
         return EXIT_BAD_INPUT
 
 
+def _suggestion_count(text: str) -> int:
+    """argparse type for -k: what the engine can offer at once."""
+    value = positive_int(text)
+    if value > MAX_K:
+        raise argparse.ArgumentTypeError(f"at most {MAX_K} suggestions, got {text!r}")
+    return value
 
 
 def _read_text(path: str) -> str:
@@ -94,8 +101,8 @@ def _ksr_arguments(parser):
     parser.add_argument("--model", metavar="PATH",
                         help="model file (predtext train) or n-gram file (predtext ngram build); "
                              "default: the configured or packaged model")
-    parser.add_argument("-k", type=positive_int, default=6, metavar="K",
-                        help="suggestions offered per keystroke (default 6)")
+    parser.add_argument("-k", type=_suggestion_count, default=6, metavar="K",
+                        help=f"suggestions offered per keystroke (1-{MAX_K}, default 6)")
     parser.add_argument("--config", metavar="PATH", help="engine config file (default: yours)")
     parser.add_argument("--case-sensitive", action="store_true",
                         help="a suggestion must match the word's case to count")

@@ -8,17 +8,24 @@ The config file lives at ``$PREDTEXT_CONFIG`` if set, else ``$XDG_CONFIG_HOME/pr
 
 from __future__ import annotations
 
+import math
 import os
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Union
 
 from predtext.errors import PredtextError
 
+try:
+    import tomllib
+except ModuleNotFoundError:      # Python 3.10
+    import tomli as tomllib
+
 DEFAULT_CONFIG_TOML = """\
 # predtext engine configuration.
 # Each [predictors.NAME] table runs one predictor; `type` defaults to NAME.
+# A config file changes these defaults: it needs only the settings it changes, and
+# `enabled = false` in a predictor's table turns that predictor off.
 
 [engine]
 combination = "linear"    # "linear" (weighted sum) or "max" (meritocracy)
@@ -48,6 +55,7 @@ weight = 1.0
 """
 
 COMBINATION_POLICIES = ("linear", "max")
+MAX_TIME_BUDGET_MS = 3_600_000.0
 
 
 class ConfigError(PredtextError):
@@ -103,11 +111,22 @@ class EngineConfig:
     source: str = "<defaults>"
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any], source: str = "<dict>") -> "EngineConfig":
-        """Validate a parsed TOML document. Raises :class:`ConfigError` naming ``source``."""
+    def from_dict(cls, data: Mapping[str, Any], source: str = "<dict>",
+                  over_defaults: bool = True) -> "EngineConfig":
+        """Validate a parsed TOML document. Raises :class:`ConfigError` naming ``source``.
+
+        With ``over_defaults`` the document changes the default configuration: its
+        ``[engine]`` settings replace the defaults' one by one, a predictor table adds to the
+        default table of that name (unless it names another ``type``), and a predictor the
+        document does not mention keeps running as by default.
+        """
         def fail(problem):
             raise ConfigError(source, problem)
 
+        if not isinstance(data, Mapping):
+            fail(f"a config is a table of [engine] and [predictors.NAME], got {type(data).__name__}")
+        if over_defaults:
+            data = _over_defaults(data)
         unknown = set(data) - {"engine", "predictors"}
         if unknown:
             fail(f"unknown section(s) {sorted(unknown)} (expected [engine] and [predictors.NAME])")
@@ -121,8 +140,10 @@ class EngineConfig:
                     fail(f"engine.combination must be one of {COMBINATION_POLICIES}, got {value!r}")
                 config.combination = value
             elif key == "time_budget_ms":
-                if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-                    fail(f"engine.time_budget_ms must be a positive number, got {value!r}")
+                if (isinstance(value, bool) or not isinstance(value, (int, float))
+                        or not 0 < value <= MAX_TIME_BUDGET_MS):
+                    fail(f"engine.time_budget_ms must be a number of milliseconds above 0 and "
+                         f"at most {MAX_TIME_BUDGET_MS:.0f}, got {value!r}")
                 config.time_budget_ms = float(value)
             elif key == "model":
                 if not isinstance(value, str) or not value.strip():
@@ -146,8 +167,8 @@ class EngineConfig:
             enabled = options.pop("enabled", True)
             if not isinstance(kind, str) or not kind:
                 fail(f"predictors.{name}.type must be a name, got {kind!r}")
-            if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not weight >= 0:
-                fail(f"predictors.{name}.weight must be a number >= 0, got {weight!r}")
+            if not is_weight(weight):
+                fail(f"predictors.{name}.weight must be a finite number >= 0, got {weight!r}")
             if not isinstance(enabled, bool):
                 fail(f"predictors.{name}.enabled must be true or false, got {enabled!r}")
             options.setdefault("name", name)
@@ -155,8 +176,35 @@ class EngineConfig:
         return config
 
 
+def is_weight(value) -> bool:
+    """Whether ``value`` can weigh a predictor: a finite number >= 0."""
+    return (not isinstance(value, bool) and isinstance(value, (int, float))
+            and math.isfinite(value) and value >= 0)
+
+
+def _over_defaults(data: Mapping[str, Any]) -> Dict[str, Any]:
+    """``data`` laid over the default document (see :meth:`EngineConfig.from_dict`)."""
+    defaults = tomllib.loads(DEFAULT_CONFIG_TOML)
+    merged = dict(data)
+    engine = data.get("engine", {})
+    if isinstance(engine, Mapping):
+        merged["engine"] = {**defaults["engine"], **engine}
+    predictors = data.get("predictors", {})
+    if isinstance(predictors, Mapping):
+        tables = dict(defaults["predictors"])
+        for name, table in predictors.items():
+            base = tables.get(name)
+            if (isinstance(table, Mapping) and base is not None
+                    and table.get("type", name) == base.get("type", name)):
+                table = {**base, **table}
+            tables[name] = table
+        merged["predictors"] = tables
+    return merged
+
+
 def default_config() -> EngineConfig:
-    return EngineConfig.from_dict(tomllib.loads(DEFAULT_CONFIG_TOML), "<defaults>")
+    return EngineConfig.from_dict(tomllib.loads(DEFAULT_CONFIG_TOML), "<defaults>",
+                                  over_defaults=False)
 
 
 def load_config(path: Union[str, os.PathLike, None] = None) -> EngineConfig:

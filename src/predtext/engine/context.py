@@ -272,9 +272,21 @@ def normalize_word(word: str) -> str:
     return unicodedata.normalize("NFC", word).lower()
 
 
-# Marks that close what comes before them: a next word right after one, with no space
-# typed yet, would be glued to it ("well," + "I").
-CLOSING_MARKS = frozenset(".,;:!?)]}\u201d\u00bb\u2026")
+# Marks a word may follow directly: "(the", "\u201cthe", and a straight quote that opens ('said "the').
+OPENING_MARKS = frozenset("([{\u201c\u2018\u00ab\"'")
+
+
+def next_word_can_start(text: str) -> bool:
+    """Whether a next word can be written right at the end of ``text``: at its start, after a
+    space, or after opening marks that follow one. After anything else ("well,", 'said "yes"',
+    "5%") a word offered now would be glued to it: the space comes first.
+    """
+    end = len(text)
+    while end and text[end - 1] in OPENING_MARKS:
+        end -= 1
+    if end == len(text):
+        return not text or text[-1].isspace()
+    return end == 0 or text[end - 1].isspace()
 
 
 @functools.lru_cache(maxsize=1 << 14)

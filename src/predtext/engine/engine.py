@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import logging
+import numbers
 import os
 import threading
 from pathlib import Path
 from typing import Any, List, Mapping, Optional, Sequence, Tuple, Union
 
 from predtext.engine.combiner import combine
-from predtext.engine.config import EngineConfig, load_config
-from predtext.engine.context import (CLOSING_MARKS, DEFAULT_WINDOW_CHARS, MARKERS, Context,
-                                     apply_case, clean, forget_recent_text, parse_context,
-                                     suggestion_key)
+from predtext.engine.config import EngineConfig, is_weight, load_config
+from predtext.engine.context import (DEFAULT_WINDOW_CHARS, MARKERS, Context,
+                                     apply_case, clean, forget_recent_text, next_word_can_start,
+                                     parse_context, suggestion_key)
 from predtext.engine.predictor import Predictor, PredictorRunner, Resources, create_predictor
 from predtext.engine.suggestion import Suggestion
 
@@ -32,8 +33,9 @@ class Engine:
     """Predictive text: ``suggest`` for the text before the cursor, ``learn`` from what was written.
 
     ``predictors`` are :class:`~predtext.engine.predictor.Predictor` objects, or
-    ``(predictor, weight)`` pairs; ``config`` an :class:`EngineConfig` (combination policy,
-    time budget, repeat suggestions). Most programs use :meth:`Engine.load` instead.
+    ``(predictor, weight)`` pairs; ``config`` an :class:`EngineConfig`, a dict or the path of a
+    TOML file, for the combination policy, time budget and repeat suggestions (the predictors
+    are the ones given). Most programs use :meth:`Engine.load` instead.
 
     Safe to call from several threads: calls are serialised by a lock, and each predictor runs
     on its own lane within the per-keystroke time budget (see
@@ -41,8 +43,8 @@ class Engine:
     """
 
     def __init__(self, predictors: Sequence[Union[Predictor, Tuple[Predictor, float]]],
-                 config: Optional[EngineConfig] = None):
-        self.config = config if config is not None else EngineConfig()
+                 config: Union[EngineConfig, Mapping, str, os.PathLike, None] = None):
+        self.config = EngineConfig() if config is None else _as_config(config)
         #: The language model and n-gram model the engine was loaded with (None when not).
         self.language_model = None
         self.ngram = None
@@ -54,6 +56,9 @@ class Engine:
                 raise TypeError(f"predictors must have a name and predict(), got {type(predictor).__name__}")
             if weight is None:
                 weight = next((p.weight for p in self.config.predictors if p.name == predictor.name), 1.0)
+            if not is_weight(weight):
+                raise ValueError(f"the weight of predictor {predictor.name!r} must be a finite "
+                                 f"number >= 0, got {weight!r}")
             chosen.append(predictor)
             self._weights[id(predictor)] = float(weight)
         budget = self.config.time_budget_ms
@@ -62,7 +67,8 @@ class Engine:
         # The word being typed: where it starts, what was typed, what was offered for it.
         self._word_anchor = None
         self._typed = ""
-        self._offered: set = set()
+        self._offered: set = set()          # offered at the typed prefix
+        self._offered_before: set = set()   # offered at shorter prefixes of the same word
         self._last: Optional[Tuple[Any, List[Suggestion]]] = None
         self._runner.call("prepare")
 
@@ -97,7 +103,6 @@ class Engine:
             ngram = getattr(language_model, "ngram", None)
         resources = Resources(ngram=ngram, vocabulary=_vocabulary(ngram, language_model),
                               extra={"language_model": language_model})
-        _register_neural()
         predictors = []
         for spec in config.predictors:
             if not spec.enabled:
@@ -137,14 +142,13 @@ class Engine:
         """
         k = _checked_k(k)
         context = parse_context(text_before_cursor, DEFAULT_WINDOW_CHARS)
-        if not context.prefix and context.text and context.text[-1] in CLOSING_MARKS:
+        if not context.prefix and not next_word_can_start(context.text):
             return []        # right after "well," a next word would be glued to the comma
         with self._lock:
-            anchor = self._anchor(context)
-            key = (anchor, context.prefix, k)
+            key = (context.offset, context.text, k)
             if self._last is not None and self._last[0] == key:
                 return list(self._last[1])     # the same question twice (a UI refresh)
-            excluded = self._passed_over(anchor, context.prefix)
+            excluded = self._passed_over(context)
             request = min(k + len(excluded) + 1, _MAX_REQUEST)
             answers = self._runner.predict(context, request)
             ranked = combine([(p.name, self._weights[id(p)], c) for p, c in answers],
@@ -154,20 +158,22 @@ class Engine:
             self._last = (key, suggestions)
             return list(suggestions)
 
-    @staticmethod
-    def _anchor(context: Context) -> Tuple[int, str]:
-        """Identifies the word being typed: where it starts, and the text just before it."""
-        start = context.offset + len(context.text) - len(context.prefix)
-        return start, context.text_before_word[-32:]
+    def _passed_over(self, context: Context) -> set:
+        """What the user saw for this word and typed on past: to leave out now.
 
-    def _passed_over(self, anchor, prefix: str) -> set:
-        """What to leave out for this word; resets when a new word starts or the user backspaces."""
-        typed = suggestion_key(prefix)
-        same_word = anchor == self._word_anchor and typed.startswith(self._typed)
-        if not same_word:
+        The word is known by where it starts and the text before it; what was offered at
+        the typed prefix itself is not passed over yet (a second look, with another k, may
+        show it again). Resets when a new word starts or the user backspaces.
+        """
+        anchor = (context.offset + len(context.text) - len(context.prefix), context.text_before_word)
+        typed = suggestion_key(context.prefix)
+        if anchor != self._word_anchor or not typed.startswith(self._typed):
+            self._offered_before, self._offered = set(), set()
+        elif typed != self._typed:
+            self._offered_before |= self._offered
             self._offered = set()
         self._word_anchor, self._typed = anchor, typed
-        return set() if self.config.repeat_suggestions else set(self._offered)
+        return set() if self.config.repeat_suggestions else set(self._offered_before)
 
     @staticmethod
     def _shape(ranked: List[Suggestion], context: Context, excluded: set, k: int) -> List[Suggestion]:
@@ -199,9 +205,7 @@ class Engine:
             raise TypeError(f"text must be str, got {type(text).__name__}")
         if not self.config.learn or not text.strip():
             return
-        with self._lock:
-            self._runner.call("learn", clean(text), wait_s=_LEARN_WAIT_S)
-            self._last = None
+        self._after(self._runner.call("learn", clean(text)))
 
     def accept(self, suggestion: Suggestion, text_before_cursor: str = "") -> None:
         """Tell the predictors the user took ``suggestion`` at ``text_before_cursor``."""
@@ -209,16 +213,24 @@ class Engine:
             raise TypeError(f"suggestion must be a Suggestion, got {type(suggestion).__name__}")
         context = parse_context(text_before_cursor)
         with self._lock:
-            self._runner.call("accept", suggestion, context)
-            self._word_anchor, self._offered, self._last = None, set(), None
+            self._word_anchor, self._offered, self._offered_before = None, set(), set()
+        self._after(self._runner.call("accept", suggestion, context))
 
     def forget(self) -> None:
         """Erase what the predictors learned about the user (their stored history included)."""
         with self._lock:
-            self._runner.call("forget", wait_s=_LEARN_WAIT_S)
-            self._last = None
-            self._word_anchor, self._offered = None, set()
+            self._word_anchor, self._offered, self._offered_before = None, set(), set()
             forget_recent_text()
+        self._after(self._runner.call("forget"))
+
+    def _after(self, calls) -> None:
+        """Wait (without holding up other threads' suggestions) for the predictors to take in
+        a change, then drop the answer kept from before it."""
+        with self._lock:
+            self._last = None
+        self._runner.wait(calls, _LEARN_WAIT_S)
+        with self._lock:
+            self._last = None
 
     def close(self) -> None:
         """Stop the predictor lanes (the engine is unusable afterwards)."""
@@ -232,8 +244,9 @@ class Engine:
 
 
 def _checked_k(k) -> int:
-    if isinstance(k, bool) or not isinstance(k, int):
+    if isinstance(k, bool) or not isinstance(k, numbers.Integral):
         raise TypeError(f"k must be an int, got {type(k).__name__}")
+    k = int(k)
     if k <= 0:
         raise ValueError(f"k must be a positive number of suggestions, got k={k}")
     return min(k, MAX_K)
@@ -307,13 +320,3 @@ def _vocabulary(ngram, language_model) -> Optional[Mapping[str, float]]:
 
         return {token: 1.0 for token in tokenizer.id_to_token[1:] if is_word(token)}
     return None
-
-
-def _register_neural() -> None:
-    """Make the built-in ``neural`` predictor type known (beside the other built-ins)."""
-    from predtext.engine import neural, predictor
-
-    with predictor._registry_lock:
-        known = "neural" in predictor._registry
-    if not known:
-        predictor.register_predictor("neural", neural.make_predictor)

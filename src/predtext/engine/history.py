@@ -19,7 +19,7 @@ from typing import Any, List, Mapping, Optional
 
 from predtext.engine.config import user_data_dir
 from predtext.engine.context import MARKERS, Context, normalize_word, tokenize
-from predtext.engine.ngram import (PHRASE_THRESHOLD, PHRASE_WORDS, NGramModel,
+from predtext.engine.ngram import (MAX_ORDER, PHRASE_THRESHOLD, PHRASE_WORDS, NGramModel,
                                    checked_phrase_options, with_phrases)
 from predtext.engine.predictor import Candidate, Resources
 
@@ -34,8 +34,10 @@ class HistoryStore:
     """The user's written text on disk: append-only, owner-only, trimmed to its newest part."""
 
     def __init__(self, path, max_bytes: int = DEFAULT_MAX_BYTES):
+        if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 1:
+            raise ValueError(f"max_bytes must be a positive number of bytes, got {max_bytes!r}")
         self.path = Path(path)
-        self.max_bytes = int(max_bytes)
+        self.max_bytes = max_bytes
 
     def read(self) -> str:
         """The stored text ('' when there is none). Only the newest ``max_bytes`` are kept."""
@@ -103,6 +105,12 @@ class HistoryPredictor:
                  phrase_threshold: float = PHRASE_THRESHOLD, phrase_words: int = PHRASE_WORDS):
         if not 0.0 <= recency <= 1.0:
             raise ValueError(f"recency must be in [0, 1], got {recency!r}")
+        if not 0.0 < decay <= 1.0:
+            raise ValueError(f"decay must be in (0, 1], got {decay!r}")
+        if isinstance(order, bool) or not isinstance(order, int) or not 1 <= order <= MAX_ORDER:
+            raise ValueError(f"order must be an integer from 1 to {MAX_ORDER}, got {order!r}")
+        if isinstance(window, bool) or not isinstance(window, int) or window < 1:
+            raise ValueError(f"window must be a positive number of words, got {window!r}")
         self.phrase_threshold, self.phrase_words = checked_phrase_options(phrase_threshold,
                                                                           phrase_words)
         self.name = name
@@ -112,7 +120,7 @@ class HistoryPredictor:
         self.recency = recency
         self.decay = decay
         self._order = order
-        self._recent = collections.deque(maxlen=max(1, int(window)))
+        self._recent = collections.deque(maxlen=window)
         self._recency: Optional[tuple] = None     # the recent words' weights, sorted by word
         self._model: Optional[NGramModel] = None
         self._lock = threading.Lock()
@@ -170,6 +178,11 @@ class HistoryPredictor:
             return []
         model = self._ensure_model(blocking=False)
         if model is None:
+            return []
+        if not context.prefix and not model.knows_context(context.words):
+            # The user's n-gram has never seen this word followed by anything: its guess is
+            # just their most frequent words, which a fresh user's one line would push to the
+            # top everywhere ("please buy bananas" after "She opened the").
             return []
         from_model = model.predict(context.words, context.prefix, max(k, 10))
         # The cache knows which words are recent, not which fit here: it completes a typed
@@ -251,13 +264,12 @@ def make_predictor(options: Mapping[str, Any], resources: Resources) -> HistoryP
     store = None
     if options.get("persist", True):
         directory = Path(os.path.expanduser(str(options.get("data_dir") or user_data_dir())))
-        store = HistoryStore(directory / HISTORY_FILE,
-                             int(options.get("max_bytes", DEFAULT_MAX_BYTES)))
+        store = HistoryStore(directory / HISTORY_FILE, options.get("max_bytes", DEFAULT_MAX_BYTES))
     return HistoryPredictor(store, name=str(options.get("name", "history")),
                             learning=bool(options.get("learn", True)),
-                            order=int(options.get("order", 3)),
+                            order=options.get("order", 3),
                             recency=float(options.get("recency", 0.3)),
-                            window=int(options.get("window", 500)),
+                            window=options.get("window", 500),
                             decay=float(options.get("decay", 0.995)),
                             phrase_threshold=options.get("phrase_threshold", PHRASE_THRESHOLD),
                             phrase_words=options.get("phrase_words", PHRASE_WORDS))

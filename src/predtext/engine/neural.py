@@ -494,6 +494,11 @@ class CompletionSearch:
 # ---------------------------------------------------------------------------- the predictor
 
 
+def _joined_twice(word: str) -> bool:
+    """Whether ``word`` has two joiners in a row ("rock--and", "dogs''")."""
+    return any(a in _INNER_JOINERS and b in _INNER_JOINERS for a, b in zip(word, word[1:]))
+
+
 class NeuralPredictor:
     """Predictor over a character- or word-level :class:`~predtext.lm.model.LanguageModel`.
 
@@ -526,7 +531,8 @@ class NeuralPredictor:
         if not 0.0 <= unknown_min <= 1.0:
             raise ValueError(f"unknown_min must be in [0, 1], got {unknown_min!r}")
         self.unknown_min = float(unknown_min)
-        self.known_words = {normalize_word(w) for w in known_words} if known_words else set()
+        self._vocabulary = frozenset(normalize_word(w) for w in known_words or ())
+        self.known_words = set(self._vocabulary)
         self.reader = TextReader(self.lm, span=span)
         self._lock = threading.Lock()
         if self.level == "char":
@@ -553,6 +559,11 @@ class NeuralPredictor:
         with self._lock:
             self.known_words.update(normalize_word(w) for w in tokenize(text) if w not in MARKERS)
 
+    def forget(self) -> None:
+        """Only the vocabulary's words are known again."""
+        with self._lock:
+            self.known_words = set(self._vocabulary)
+
     def predict(self, context: Context, k: int) -> List[Candidate]:
         with self._lock:
             if self.level == "char":
@@ -577,6 +588,8 @@ class NeuralPredictor:
         candidates = []
         for continuation, log_prob in found:
             word = prefix + continuation
+            if _joined_twice(word):
+                continue        # "rock--and": no word by the tokenizer's rules
             probability = math.exp(log_prob)
             if self.known_words and normalize_word(word) not in self.known_words:
                 if probability < self.unknown_min:
@@ -637,6 +650,10 @@ class _WordIndex:
         return self._ids[lo:hi]
 
 
+# Far above any useful setting, low enough that a typo cannot take gigabytes or seconds a keystroke.
+_OPTION_LIMITS = {"beam_width": 256, "max_length": 64, "span": 4096, "n_best": 256}
+
+
 def make_predictor(options: Mapping[str, Any], resources: Resources) -> NeuralPredictor:
     """Factory for ``type = "neural"``: the loaded language model, or ``path`` to a model file.
 
@@ -653,14 +670,13 @@ def make_predictor(options: Mapping[str, Any], resources: Resources) -> NeuralPr
     if model is None:
         raise ValueError("the neural predictor needs a language model: load one, or give it a `path`")
     settings: Dict[str, Any] = {}
-    for option, kind in (("beam_width", int), ("max_length", int), ("span", int),
-                         ("n_best", int)):
+    for option, most in _OPTION_LIMITS.items():
         if option in options:
             value = options[option]
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= most:
                 raise ValueError(f"predictors.{options.get('name', 'neural')}.{option} must be "
-                                 f"a positive integer, got {value!r}")
-            settings[option] = kind(value)
+                                 f"an integer from 1 to {most}, got {value!r}")
+            settings[option] = value
     for option in ("unknown_weight", "unknown_min"):
         if option in options:
             value = options[option]

@@ -23,9 +23,11 @@ ones); when the overlay grows large it is folded back into the arrays (:meth:`co
 from __future__ import annotations
 
 import bisect
+import copy
 import json
 import math
 import unicodedata
+from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
@@ -190,6 +192,12 @@ class _Order:
         added = self.extra_counts.get(context)
         return self.base_count(index, word) + (added.get(word, 0) if added else 0)
 
+    def without_overlay(self) -> "_Order":
+        """The same arrays (never changed in place) with no online learning on top."""
+        bare = copy.copy(self)
+        bare.extra_counts, bare.extra_stats, bare.extra_entries = {}, {}, 0
+        return bare
+
 
 class NGramModel:
     """Word-level interpolated modified Kneser-Ney n-gram model (order 1 to 4, default 3).
@@ -226,6 +234,7 @@ class NGramModel:
         self._unigram_max = 0.0
         # likely_next answers, (context ids, threshold) -> answer; emptied by any change of counts.
         self._next_cache: Dict[tuple, Optional[Tuple[str, float]]] = {}
+        self._before_learning: Optional[Dict[str, Any]] = None    # for forget()
         self._set_rows(np.zeros((0, order), dtype=np.int64), np.zeros(0, dtype=np.int64))
 
     # ----------------------------------------------------------------- building
@@ -458,6 +467,15 @@ class NGramModel:
         return [(self.surface(int(candidates[i])), float(scores[i] / mass)) for i in top
                 if scores[i] > 0]
 
+    def knows_context(self, previous: Sequence[str]) -> bool:
+        """Whether anything was ever seen after the last of ``previous`` (the sentence start
+        when it is empty): whether the next-word distribution says more than word frequency."""
+        if self.order < 2:
+            return False
+        context = self._context_ids(previous)[-1:]
+        order = self._orders[1]
+        return order.find(context) >= 0 or context in order.extra_counts
+
     def likely_next(self, previous: Sequence[str], threshold: float) -> Optional[Tuple[str, float]]:
         """The next word and its probability when one word is that likely (P >= ``threshold``)
         and has the evidence a phrase needs (see ``_PHRASE_MIN_COUNT``).
@@ -583,6 +601,8 @@ class NGramModel:
         """Add ``text`` to the counts, continuing from the end of the previous learned text."""
         if not isinstance(text, str):
             raise TypeError(f"text must be str, got {type(text).__name__}")
+        if self._before_learning is None:
+            self._before_learning = self._learnable_state()
         ids = list(self._learn_tail)
         for token in tokenize(unicodedata.normalize("NFC", text)):
             ids.append(self._learn_word(token, sentence_start=not ids or ids[-1] == _BOUNDARY_ID))
@@ -595,6 +615,23 @@ class NGramModel:
             self.compact()
         self._unigram_scores()      # rebuild now, not in the next keystroke
         self._next_cache = {}       # answers from before (or during) this learning are stale
+
+    def forget(self) -> None:
+        """Drop everything learned online: back to the counts the model was built with."""
+        if self._before_learning is not None:
+            self.__dict__.update(self._before_learning)
+            self._before_learning = None
+            self._unigram_cache = None
+            self._next_cache = {}
+
+    def _learnable_state(self) -> Dict[str, Any]:
+        """A copy of what learn() and compact() change (the arrays themselves are replaced,
+        never written to, so they are shared)."""
+        return {"_words": list(self._words), "_ids": dict(self._ids),
+                "_sorted_end": self._sorted_end, "_word_counts": list(self._word_counts),
+                "_surface": dict(self._surface), "_learn_tail": list(self._learn_tail),
+                "_discounts": list(self._discounts),
+                "_orders": [order.without_overlay() for order in self._orders]}
 
     def _learn_word(self, token: str, sentence_start: bool) -> int:
         if token == BOUNDARY:
@@ -727,11 +764,18 @@ class NGramModel:
         return model
 
     def save(self, path) -> None:
-        """Write the model as a safetensors file (arrays, with the metadata as JSON)."""
-        from safetensors.numpy import save_file
+        """Write the model as a safetensors file (arrays, with the metadata as JSON), whole
+        or not at all. Raises ``ModelFileError`` naming the file when it cannot be written."""
+        from safetensors.numpy import save
+        from predtext.errors import ModelFileError
+        from predtext.lm.modelfile import atomic_write
         arrays, meta = self.to_arrays()
-        save_file({k: np.ascontiguousarray(v) for k, v in arrays.items()}, str(path),
-                  metadata={FORMAT: json.dumps(meta)})
+        data = save({k: np.ascontiguousarray(v) for k, v in arrays.items()},
+                    metadata={FORMAT: json.dumps(meta)})
+        try:
+            atomic_write(Path(path), data)
+        except OSError as exc:
+            raise ModelFileError(path, f"cannot write ({exc.strerror or exc})") from None
 
     @classmethod
     def load(cls, path) -> "NGramModel":
@@ -817,6 +861,9 @@ class NGramPredictor:
     def learn(self, text: str) -> None:
         if self._learns:
             self.model.learn(text)
+
+    def forget(self) -> None:
+        self.model.forget()
 
 
 def make_predictor(options: Mapping[str, Any], resources: Resources) -> NGramPredictor:

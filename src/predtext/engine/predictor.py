@@ -32,7 +32,7 @@ entry-point group::
 A predictor that raises, or does not answer within the engine's per-keystroke budget, is skipped
 for that keystroke and reported once in the log; the other predictors' suggestions still come.
 Predictors run on their own threads, so even one that hangs cannot stall typing; a predictor
-whose work is bounded and quick may set the class attribute ``inline = True`` to run in the
+whose work is bounded and quick may set the class attribute ``inline = True`` to predict in the
 caller's thread instead (saving a thread hand-off per keystroke), and an optional ``prepare()``
 is called once in the background when the engine starts (to load data without blocking).
 """
@@ -42,7 +42,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from concurrent.futures import Future, ThreadPoolExecutor, wait
+import queue
+from concurrent.futures import Future, wait
 from dataclasses import dataclass, field
 from typing import (Any, Callable, Dict, List, Mapping, NamedTuple, Optional, Protocol, Sequence,
                     runtime_checkable)
@@ -84,6 +85,9 @@ Factory = Callable[[Mapping[str, Any], Resources], Predictor]
 
 _registry: Dict[str, Factory] = {}
 _registry_lock = threading.Lock()
+# Held while the built-ins or the entry points are being registered, so that a second thread
+# waits for them instead of finding the registry half filled.
+_setup_lock = threading.RLock()
 _entry_points_loaded = False
 
 
@@ -100,10 +104,13 @@ def register_predictor(kind: str, factory: Factory) -> None:
 def _load_entry_points() -> None:
     """Register the factories that installed packages declare (once; broken ones are logged)."""
     global _entry_points_loaded
-    with _registry_lock:
-        if _entry_points_loaded:
-            return
-        _entry_points_loaded = True
+    with _setup_lock:
+        if not _entry_points_loaded:
+            _register_entry_points()
+            _entry_points_loaded = True
+
+
+def _register_entry_points() -> None:
     from importlib.metadata import entry_points
     try:
         found = entry_points(group=ENTRY_POINT_GROUP)
@@ -157,16 +164,18 @@ _builtins_registered = False
 def _register_builtins() -> None:
     """Register the built-in predictor kinds on first use (keeps ``import predtext`` light)."""
     global _builtins_registered
-    if _builtins_registered:
-        return
-    _builtins_registered = True
-    from predtext.engine import abbreviations, dictionary, history, ngram
-    for kind, factory in (("ngram", ngram.make_predictor),
-                          ("dictionary", dictionary.make_predictor),
-                          ("history", history.make_predictor),
-                          ("abbreviations", abbreviations.make_predictor)):
-        with _registry_lock:
-            _registry.setdefault(kind, factory)
+    with _setup_lock:
+        if _builtins_registered:
+            return
+        from predtext.engine import abbreviations, dictionary, history, ngram, neural
+        for kind, factory in (("ngram", ngram.make_predictor),
+                              ("dictionary", dictionary.make_predictor),
+                              ("history", history.make_predictor),
+                              ("abbreviations", abbreviations.make_predictor),
+                              ("neural", neural.make_predictor)):
+            with _registry_lock:
+                _registry.setdefault(kind, factory)
+        _builtins_registered = True
 
 
 class _OnceLog:
@@ -187,24 +196,71 @@ class _OnceLog:
             log.debug("predictor %r %s: %s", name, what, detail)
 
 
+class _Lane:
+    """One daemon thread running calls in order: a predictor's own thread.
+
+    Daemon, unlike a ThreadPoolExecutor's workers, so that a predictor that never returns
+    cannot keep the program from exiting.
+    """
+
+    def __init__(self, name: str):
+        self._calls: queue.SimpleQueue = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._serve, name=name, daemon=True)
+        self._thread.start()
+
+    def submit(self, function: Callable, *args) -> Future:
+        future: Future = Future()
+        self._calls.put((future, function, args))
+        return future
+
+    def _serve(self) -> None:
+        while True:
+            call = self._calls.get()
+            if call is None:
+                return
+            future, function, args = call
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                result = function(*args)
+            except BaseException as error:     # handed to whoever waits on the future
+                future.set_exception(error)
+            else:
+                future.set_result(result)
+
+    def close(self) -> None:
+        """Cancel the calls not yet started and let the thread end after the current one."""
+        while True:
+            try:
+                call = self._calls.get_nowait()
+            except queue.Empty:
+                break
+            if call is not None:
+                call[0].cancel()
+        self._calls.put(None)
+
+
 class PredictorRunner:
     """Runs predictors for one keystroke within a time budget.
 
-    Each predictor has its own single-thread lane, so calls to one predictor never overlap
+    Each predictor has its own lane (a thread), so calls to one predictor never overlap
     (a predictor need not be thread-safe) and ``learn`` is ordered with ``predict``. A predictor
     still busy with an earlier keystroke is skipped rather than queued, so a hung predictor
     costs nothing after its first overrun.
 
     A predictor whose class sets ``inline = True`` (the built-in ones: bounded NumPy work)
-    runs in the calling thread instead, which saves a thread hand-off per keystroke; its answer
-    is still dropped when it comes in over the budget. Its ``prepare`` still runs on its lane.
+    predicts in the calling thread instead, which saves a thread hand-off per keystroke; its
+    answer is still dropped when it comes in over the budget. Its other calls (``prepare``,
+    ``learn``...) run on its lane, holding the predictor's lock, and a keystroke that finds the
+    lock taken (the predictor is learning a long text) goes on without it.
     """
 
     def __init__(self, predictors: Sequence[Predictor], budget_s: Optional[float] = 0.04):
         self.predictors = list(predictors)
         self.budget_s = budget_s
-        self._lanes = {id(p): ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"predtext-{p.name}")
-                       for p in self.predictors}
+        self._lanes = {id(p): _Lane(f"predtext-{p.name}") for p in self.predictors}
+        self._inline_locks = {id(p): threading.Lock() for p in self.predictors
+                              if getattr(p, "inline", False)}
         self._busy: Dict[int, Future] = {}
         self._trouble = _OnceLog()
 
@@ -213,7 +269,7 @@ class PredictorRunner:
         started = time.perf_counter()
         pending = {}
         for predictor in self.predictors:
-            if getattr(predictor, "inline", False):
+            if id(predictor) in self._inline_locks:
                 continue
             previous = self._busy.get(id(predictor))
             if previous is not None and not previous.done():
@@ -225,18 +281,25 @@ class PredictorRunner:
             pending[future] = predictor
         answers = {}
         for predictor in self.predictors:
-            if getattr(predictor, "inline", False):
-                began = time.perf_counter()
-                try:
-                    result = predictor.predict(context, k)
-                except Exception as error:
-                    self._trouble.report(predictor.name, "raised", f"{type(error).__name__}: {error}")
-                    continue
-                if self.budget_s is not None and time.perf_counter() - began > self.budget_s:
-                    self._trouble.report(predictor.name, "overran its time budget",
-                                         f"{self.budget_s * 1000:.0f} ms")
-                    continue
-                answers[id(predictor)] = result
+            lock = self._inline_locks.get(id(predictor))
+            if lock is None:
+                continue
+            if not lock.acquire(blocking=False):
+                log.debug("predictor %r is busy learning; skipped for this keystroke", predictor.name)
+                continue
+            began = time.perf_counter()
+            try:
+                result = predictor.predict(context, k)
+            except Exception as error:
+                self._trouble.report(predictor.name, "raised", f"{type(error).__name__}: {error}")
+                continue
+            finally:
+                lock.release()
+            if self.budget_s is not None and time.perf_counter() - began > self.budget_s:
+                self._trouble.report(predictor.name, "overran its time budget",
+                                     f"{self.budget_s * 1000:.0f} ms")
+                continue
+            answers[id(predictor)] = result
         timeout = None
         if self.budget_s is not None:
             timeout = max(0.0, self.budget_s - (time.perf_counter() - started))
@@ -255,7 +318,7 @@ class PredictorRunner:
         for predictor in self.predictors:        # in configuration order
             if id(predictor) not in answers:
                 continue
-            candidates = _valid_candidates(answers[id(predictor)])
+            candidates = _valid_candidates(answers[id(predictor)], k)
             if candidates is None:
                 self._trouble.report(predictor.name, "returned something that is not candidates",
                                      type(answers[id(predictor)]).__name__)
@@ -263,33 +326,34 @@ class PredictorRunner:
             results.append((predictor, candidates))
         return results
 
-    def call(self, method: str, *args, wait_s: Optional[float] = None) -> None:
-        """Call ``method`` on every predictor that has it; errors are logged.
+    def call(self, method: str, *args) -> List[Future]:
+        """Call ``method`` on every predictor that has it, each on its lane; errors are logged.
 
-        Lane predictors get the call on their lane (and it is waited for up to ``wait_s``,
-        so that the next ``predict`` sees its effect; lanes are ordered, so it would anyway).
-        Inline predictors are called here, except for ``prepare``, which runs on the lane so
-        that loading data never blocks the caller.
+        Returns the calls' futures: :meth:`wait` for them so that the next ``predict`` sees
+        their effect (lane predictors would anyway: a lane runs its calls in order).
         """
         futures = []
         for predictor in self.predictors:
             function = getattr(predictor, method, None)
             if not callable(function):
                 continue
-            if getattr(predictor, "inline", False) and method != "prepare":
-                try:
-                    function(*args)
-                except Exception as error:
-                    self._trouble.report(predictor.name, f"failed in {method}()",
-                                         f"{type(error).__name__}: {error}")
-                continue
-            futures.append((predictor, self._lanes[id(predictor)].submit(function, *args)))
-        for predictor, future in futures:
+            lock = self._inline_locks.get(id(predictor))
+            if lock is not None:
+                function = _holding(lock, function)
+            future = self._lanes[id(predictor)].submit(function, *args)
             future.add_done_callback(lambda f, p=predictor: self._report_failure(p, method, f))
-        if wait_s is not None and futures:
-            wait([f for _, f in futures], timeout=wait_s)
+            futures.append(future)
+        return futures
+
+    @staticmethod
+    def wait(futures: Sequence[Future], timeout_s: Optional[float]) -> None:
+        """Wait up to ``timeout_s`` for calls made by :meth:`call` to finish."""
+        if futures:
+            wait(futures, timeout=timeout_s)
 
     def _report_failure(self, predictor: Predictor, method: str, future: Future) -> None:
+        if future.cancelled():
+            return          # the engine closed before the call started
         error = future.exception()
         if error is not None:
             self._trouble.report(predictor.name, f"failed in {method}()",
@@ -297,19 +361,27 @@ class PredictorRunner:
 
     def close(self) -> None:
         for lane in self._lanes.values():
-            lane.shutdown(wait=False, cancel_futures=True)
+            lane.close()
 
 
-def _valid_candidates(result) -> Optional[List[Candidate]]:
-    """Candidates with a text and a finite probability; None when ``result`` is not a list of them."""
+def _holding(lock: threading.Lock, function: Callable) -> Callable:
+    def call(*args):
+        with lock:
+            return function(*args)
+    return call
+
+
+def _valid_candidates(result, k: int) -> Optional[List[Candidate]]:
+    """The first ``k`` candidates with a text and a positive probability (more were not asked
+    for); None when ``result`` is not a list of them."""
     if not isinstance(result, (list, tuple)):
         return None
     valid = []
-    for item in result:
+    for item in result[:k]:
         try:
             text, probability = item
             probability = float(probability)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             return None
         if isinstance(text, str) and text and probability == probability and probability > 0:
             valid.append(Candidate(text, min(probability, 1.0)))

@@ -193,7 +193,7 @@ class LanguageModel(Module):
         self.tokenizer = tokenizer
         self.dtype = check_dtype(dtype)
         self.rng = numpy.random.default_rng(seed)
-        self._ngram_parts = None      # (arrays, meta) of an n-gram model read from a file
+        self._ngram_parts = None      # (arrays, meta, path) of an n-gram model read from a file
         self._ngram = None
         self.training_record = {}
 
@@ -511,7 +511,12 @@ class LanguageModel(Module):
         if self._ngram is None and self._ngram_parts is not None:
             from predtext.engine.ngram import NGramModel
 
-            self._ngram = NGramModel.from_arrays(*self._ngram_parts)
+            arrays, meta, path = self._ngram_parts
+            try:
+                self._ngram = NGramModel.from_arrays(arrays, meta)
+            except Exception as exc:     # any inconsistency in the stored arrays is a bad file
+                raise ModelFileError(path, f"its n-gram model is not readable "
+                                           f"({type(exc).__name__}: {exc})") from None
         return self._ngram
 
     @ngram.setter
@@ -550,7 +555,7 @@ class LanguageModel(Module):
         model.training_record = meta.get("training") or {}
         if meta.get(NGRAM_META_KEY) is not None:
             arrays = {k: v for k, v in tensors.items() if k.startswith(NGRAM_TENSOR_PREFIX)}
-            model._ngram_parts = (arrays, meta[NGRAM_META_KEY])
+            model._ngram_parts = (arrays, meta[NGRAM_META_KEY], path)
         model.eval()
         return model
 

@@ -74,7 +74,7 @@ def _tensors_digest(tensors: dict[str, np.ndarray]) -> str:
     return digest.hexdigest()
 
 
-def _atomic_write(path: Path, data: bytes):
+def atomic_write(path: Path, data: bytes):
     """Write ``data`` to ``path`` so that ``path`` holds either the old or the
     whole new content, never a mix, whatever fails on the way."""
     directory = path.parent
@@ -130,7 +130,7 @@ def _write(path, kind: str, tensors: dict[str, np.ndarray], meta: dict):
         raise TypeError(f"meta must be JSON-serialisable: {exc}") from None
     data = safetensors.numpy.save(tensors, metadata={METADATA_KEY: text})
     try:
-        _atomic_write(path, data)
+        atomic_write(path, data)
     except OSError as exc:
         raise ModelFileError(path, f"cannot write ({exc.strerror or exc})") from exc
 
