@@ -22,7 +22,7 @@ interpolated Kneser-Ney 3-gram (``predtext.engine.ngram.NGramModel``) counted on
 training text. To compare perplexities the two must predict the same tokens from the
 same vocabulary:
 
-* the vocabulary is the word model's (the most frequent 30,000 tokens of the training
+* the vocabulary is the word model's (the most frequent 20,000 tokens of the training
   text); every other token becomes the unknown token ``<unk>`` for both models, and
   ``<unk>`` is predicted like any other token;
 * the word tokenizer keeps whitespace as tokens (so text round-trips), an n-gram model

@@ -198,8 +198,10 @@ def test_forget_erases_the_history(home, capsys):
     history = home / "data" / HISTORY_FILE
     history.parent.mkdir(parents=True)
     history.write_text("what I wrote\n", encoding="utf-8")
+    lines = home / "data" / "repl_history"          # the terminal's up-arrow history
+    lines.write_text("+what I wrote\n", encoding="utf-8")
     assert main(["forget"]) == 0
-    assert not history.exists()
+    assert not history.exists() and not lines.exists()
     assert "erased" in capsys.readouterr().out
     assert main(["forget"]) == 0          # nothing to erase is fine too
 

@@ -200,6 +200,7 @@ def _forget_arguments(parser):
 def _run_forget(args):
     from predtext.engine.config import load_config, user_data_dir
     from predtext.engine.history import HISTORY_FILE, forget_history
+    from predtext.repl.history import HISTORY_FILE as REPL_HISTORY_FILE
 
     directories = {Path(user_data_dir())}
     try:
@@ -214,6 +215,11 @@ def _run_forget(args):
     for directory in sorted(directories):
         forget_history(directory)
         print(f"typing history erased ({directory / HISTORY_FILE})")
+        # The terminal's line history (recalled with the up arrow) holds the same lines.
+        lines = directory / REPL_HISTORY_FILE
+        if lines.exists():
+            lines.unlink()
+            print(f"terminal line history erased ({lines})")
     return 0
 
 

@@ -184,7 +184,7 @@ def _train_arguments(parser):
                       help="stop after N validations without improvement, 0 never (default 5)")
     stop.add_argument("--eval-interval", type=_number(0, low_open=True), metavar="SECONDS",
                       help="seconds of training between validations (default: a sixth of "
-                           "the budget, or 120)")
+                           "the budget, kept within 10-600, or 120 without a budget)")
     stop.add_argument("--eval-tokens", type=positive_int, metavar="N",
                       help="validation tokens scored each time (default 200000 char, 50000 word)")
 
