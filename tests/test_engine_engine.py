@@ -529,3 +529,17 @@ def test_a_table_of_another_type_does_not_take_the_defaults_options():
     config = EngineConfig.from_dict({"predictors": {"ngram": {"type": "mine", "weight": 2}}})
     ngram = next(p for p in config.predictors if p.name == "ngram")
     assert ngram.type == "mine" and ngram.weight == 2 and ngram.options == {"name": "ngram"}
+
+
+def test_a_dropped_engine_leaves_no_thread_behind():
+    import gc
+    before = {t for t in threading.enumerate() if t.name.startswith("predtext-")}
+    engine = Engine([WordList(["sun"]), SlowLearner()], EngineConfig(time_budget_ms=20))
+    engine.learn("a line")          # starts the lanes
+    lanes = {t for t in threading.enumerate() if t.name.startswith("predtext-")} - before
+    assert lanes
+    del engine
+    gc.collect()
+    for thread in lanes:
+        thread.join(10)
+    assert not any(thread.is_alive() for thread in lanes)

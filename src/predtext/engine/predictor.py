@@ -40,9 +40,10 @@ is called once in the background when the engine starts (to load data without bl
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 import time
-import queue
+import weakref
 from concurrent.futures import Future, wait
 from dataclasses import dataclass, field
 from typing import (Any, Callable, Dict, List, Mapping, NamedTuple, Optional, Protocol, Sequence,
@@ -200,33 +201,27 @@ class _Lane:
     """One daemon thread running calls in order: a predictor's own thread.
 
     Daemon, unlike a ThreadPoolExecutor's workers, so that a predictor that never returns
-    cannot keep the program from exiting.
+    cannot keep the program from exiting. Started by the first call; it ends when the lane
+    is closed or dropped (the thread holds the queue, not the lane).
     """
 
     def __init__(self, name: str):
+        self._name = name
         self._calls: queue.SimpleQueue = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._serve, name=name, daemon=True)
-        self._thread.start()
+        self._thread: Optional[threading.Thread] = None
+        self._starting = threading.Lock()
+        weakref.finalize(self, self._calls.put, None)
 
     def submit(self, function: Callable, *args) -> Future:
+        if self._thread is None:
+            with self._starting:
+                if self._thread is None:
+                    self._thread = threading.Thread(target=_serve, args=(self._calls,),
+                                                    name=self._name, daemon=True)
+                    self._thread.start()
         future: Future = Future()
         self._calls.put((future, function, args))
         return future
-
-    def _serve(self) -> None:
-        while True:
-            call = self._calls.get()
-            if call is None:
-                return
-            future, function, args = call
-            if not future.set_running_or_notify_cancel():
-                continue
-            try:
-                result = function(*args)
-            except BaseException as error:     # handed to whoever waits on the future
-                future.set_exception(error)
-            else:
-                future.set_result(result)
 
     def close(self) -> None:
         """Cancel the calls not yet started and let the thread end after the current one."""
@@ -238,6 +233,24 @@ class _Lane:
             if call is not None:
                 call[0].cancel()
         self._calls.put(None)
+
+
+def _serve(calls: queue.SimpleQueue) -> None:
+    """A lane's thread: run each call, hand its result or error to its future; None ends it."""
+    while True:
+        call = calls.get()
+        if call is None:
+            return
+        future, function, args = call
+        if not future.set_running_or_notify_cancel():
+            continue
+        try:
+            future.set_result(function(*args))
+        except BaseException as error:     # handed to whoever waits on the future
+            future.set_exception(error)
+        # Hold nothing while waiting: the future's callbacks refer to the runner, which must
+        # be free to go (and close this thread) when its engine is dropped.
+        del call, future, function, args
 
 
 class PredictorRunner:
