@@ -161,3 +161,39 @@ def test_cannot_be_pickled():
 
     with pytest.raises(TypeError):
         pickle.dumps(_core.NetworkStep("gru", *network("gru", np.float32), 1))
+
+
+def test_a_thread_limit_applies_to_the_calling_thread_only():
+    import threading
+
+    net = network("gru", np.float64, hidden=300, embed=64, vocab=66)
+    step = _core.NetworkStep("gru", *net, 4)
+    threads = _core.get_num_threads()
+    full = step.teams()
+    assert 1 <= max(full) <= threads and _core.get_thread_limit() == 0
+    h0, ids = np.random.default_rng(2).standard_normal((2, 4, 300)), np.array([1, 5, 9, 65])
+    seen = {}
+
+    def limited():
+        _core.set_thread_limit(1)
+        h, out = h0.copy(), np.empty((4, 66))
+        step(ids, h, None, out)
+        seen.update(teams=step.teams(), limit=_core.get_thread_limit(), h=h, out=out)
+
+    worker = threading.Thread(target=limited)
+    worker.start()
+    worker.join()
+    assert seen["teams"] == [1] * len(full) and seen["limit"] == 1
+    assert step.teams() == full and _core.get_thread_limit() == 0     # this thread: unchanged
+    h, out = h0.copy(), np.empty((4, 66))
+    step(ids, h, None, out)
+    np.testing.assert_allclose(seen["h"], h, rtol=1e-12, atol=1e-12)   # the same result
+    np.testing.assert_allclose(seen["out"], out, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("bad, error", [(-1, ValueError), (1025, ValueError), (1.5, TypeError),
+                                        ("2", TypeError)])
+def test_bad_thread_limits_are_refused(bad, error):
+    with pytest.raises(error, match="n:"):
+        _core.set_thread_limit(bad)
+    assert _core.get_thread_limit() == 0

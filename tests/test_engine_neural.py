@@ -342,3 +342,49 @@ def test_config_names_the_model_file(model_file, tmp_path, monkeypatch):
         neural = engine.predictors[0]
         assert neural.name == "neural" and neural.search.beam_width == 4
         assert engine.suggest("the c")[0].text == "cat"
+
+
+def test_the_model_steps_on_one_thread_while_calls_keep_coming_in_slow(model):
+    from predtext import _core
+    from predtext.backend.threads import ThreadCountChoice
+
+    choice = ThreadCountChoice(window=8, slow_factor=8.0, recent=4, hold=3)
+    for _ in range(8):
+        assert choice.choose() == 0
+        choice.record(0, 1e-3, 10)
+    choice.record(0, 1.0, 10)                  # one slow call: an idle machine's hiccup
+    assert choice.choose() == 0
+    for _ in range(4):
+        choice.record(0, 1e-3, 10)
+    choice.record(0, 1.0, 10)                  # lone again: the first one has aged out
+    assert choice.choose() == 0
+    choice.record(0, 1e-3, 0)                  # no work: says nothing
+    choice.record(0, 2.0, 10)                  # a second slow call close by: load
+    assert [choice.choose() for _ in range(4)] == [1, 1, 1, 0]
+
+    class LimitSpy:
+        """The model, noting the calling thread's core limit at each step."""
+
+        def __init__(self):
+            self.limits = []
+
+        def step(self, ids, state):
+            self.limits.append(_core.get_thread_limit())
+            return model.step(ids, state)
+
+        def __getattr__(self, name):
+            return getattr(model, name)
+
+    predictor = NeuralPredictor(model)
+    predictor.lm.model = spy = LimitSpy()
+    predictor._threads._held = 1              # as after calls that came in slow
+    _core.set_thread_limit(3)                  # the caller's own limit
+    try:
+        suggest(predictor, "the cat sat on the ")
+        assert spy.limits and set(spy.limits) == {1}
+        assert _core.get_thread_limit() == 3   # given back
+        spy.limits.clear()
+        suggest(predictor, "the dog sat on the ")
+        assert spy.limits and set(spy.limits) == {0}
+    finally:
+        _core.set_thread_limit(0)

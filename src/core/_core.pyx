@@ -183,10 +183,49 @@ def get_num_threads():
     return _nthreads
 
 
+cdef extern from *:
+    """
+    #if defined(_MSC_VER)
+    static __declspec(thread) int pt_thread_limit = 0;
+    #else
+    static _Thread_local int pt_thread_limit = 0;
+    #endif
+    """
+    int pt_thread_limit
+
+
+def set_thread_limit(n):
+    """Let kernels called from the calling thread use at most ``n`` threads (0: no limit
+    beyond ``set_num_threads``).  Other threads keep theirs: the engine's predictor thread
+    can step its model on one core while a busy machine would starve a team of two."""
+    global pt_thread_limit
+    try:
+        n = operator.index(n)
+    except TypeError:
+        raise TypeError(f"n: expected an int, got {type(n).__name__}") from None
+    if not 0 <= n <= 1024:
+        raise ValueError(f"n: expected an int in [0, 1024], got {n}")
+    pt_thread_limit = n
+
+
+def get_thread_limit():
+    """The calling thread's limit (0: none)."""
+    return pt_thread_limit
+
+
+cdef inline int _limited(int threads) noexcept nogil:
+    return threads if pt_thread_limit <= 0 or threads <= pt_thread_limit else pt_thread_limit
+
+
 cdef int _team_size(long long B, long long GH, long long K):
     """Threads for a kernel whose step multiplies (B, K) by (K, GH): the set count, less
     when a step is too small to share.  A step ends in a barrier, and a thread that waits
     for a descheduled partner on a busy machine loses more than it gained."""
+    return _limited(_team_for(B, GH, K))
+
+
+cdef int _team_for(long long B, long long GH, long long K):
+    """``_team_size`` before the calling thread's limit."""
     cdef long long per_thread = B * GH * K // _MIN_STEP_WORK
     if per_thread < 1:
         return 1
@@ -628,18 +667,21 @@ cdef class NetworkStep:
     cdef Py_ssize_t *sizes              # and its element count
     cdef void **layer_ptrs              # 5 x L: the w_ih of every layer, then w_hh, b_ih, ...
     cdef int *threads                   # L + 1 team sizes (the last: the decoder's)
+    cdef int *limited                   # the same under the calling thread's limit
 
     def __cinit__(self):
         self.pointers = NULL
         self.sizes = NULL
         self.layer_ptrs = NULL
         self.threads = NULL
+        self.limited = NULL
 
     def __dealloc__(self):
         free(self.pointers)
         free(self.sizes)
         free(self.layer_ptrs)
         free(self.threads)
+        free(self.limited)
 
     def __init__(self, str cell, embedding, layers, decoder_weight, decoder_bias, batch):
         cdef int code = _cell_code(cell)
@@ -704,7 +746,8 @@ cdef class NetworkStep:
         self.sizes = <Py_ssize_t *>malloc(len(kept) * sizeof(Py_ssize_t))
         self.layer_ptrs = <void **>malloc(5 * L * sizeof(void *))
         self.threads = <int *>malloc((L + 1) * sizeof(int))
-        if not (self.pointers and self.sizes and self.layer_ptrs and self.threads):
+        self.limited = <int *>malloc((L + 1) * sizeof(int))
+        if not (self.pointers and self.sizes and self.layer_ptrs and self.threads and self.limited):
             raise MemoryError()
         cdef Py_ssize_t i
         for i in range(len(kept)):
@@ -716,13 +759,18 @@ cdef class NetworkStep:
                 self.layer_ptrs[i * L + k] = _ptr(per_layer[k][i])   # kind-major
             # A single step is bound by reading the weights, which two cores do faster than
             # one even at a batch of one (see cell_step).
-            self.threads[k] = _team_size(4 * (B + 4), G * H, inputs + H)
+            self.threads[k] = _team_for(4 * (B + 4), G * H, inputs + H)
             inputs = H
-        self.threads[L] = _team_size(B, ds[0], H)
+        self.threads[L] = _team_for(B, ds[0], H)
         self.single = dtype == np.float32
         self.pin_blas = False
         for k in range(L + 1):
             self.pin_blas = self.pin_blas or self.threads[k] > 1
+
+    def teams(self):
+        """The threads each layer's step (and, last, the decoder) uses when called from this
+        thread: the team sizes fixed when the step was built, under this thread's limit."""
+        return [_limited(self.threads[k]) for k in range(self.num_layers + 1)]
 
     def __reduce__(self):
         raise TypeError("NetworkStep cannot be pickled")
@@ -770,6 +818,15 @@ cdef class NetworkStep:
         cdef int E = self.embed_size, V = self.vocab_size, code = self.code
         cdef void **lp = self.layer_ptrs
         cdef int *threads = self.threads
+        cdef int k
+        if pt_thread_limit > 0:
+            # Team sizes are fixed when the step is built; the calling thread's limit (see
+            # set_thread_limit) applies to each call.
+            many = False
+            for k in range(L + 1):
+                self.limited[k] = _limited(self.threads[k])
+                many = many or self.limited[k] > 1
+            threads = self.limited
         cdef void *embedded = cnp.PyArray_DATA(self.embedded)
         cdef void *work = cnp.PyArray_DATA(self.work)
         cdef void *ph = cnp.PyArray_DATA(ah)

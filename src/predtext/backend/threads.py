@@ -1,4 +1,6 @@
-"""Running compiled-core work on a thread of its own.
+"""How many threads the compiled core's kernels use, where the work runs.
+
+Running compiled-core work on a thread of its own:
 
 The core's kernels run OpenMP teams, and GNU OpenMP gives every thread that starts one a pool
 of workers that lives as long as that thread. While there are more such threads than cores,
@@ -8,10 +10,17 @@ went from p50 1.7 to 3.6 ms once the main thread had run a few model steps. Work
 kernels from a thread that lives on (text generation in the terminal, a script's main
 thread) but is not on a hot path is therefore run on a short-lived thread: its pool goes
 with it.
+
+Choosing a thread count by measurement (:class:`ThreadCountChoice`): on an idle machine two
+threads step the engine's model faster than one, but when other work keeps every core busy
+a two-thread step waits for a descheduled partner.
 """
 
 from __future__ import annotations
 
+import collections
+import contextlib
+import statistics
 import threading
 
 
@@ -31,3 +40,63 @@ def on_own_thread(function, *args, **kwargs):
     if "error" in outcome:
         raise outcome["error"]
     return outcome["result"]
+
+
+@contextlib.contextmanager
+def thread_limit(n: int):
+    """Kernels called from this thread inside the block use at most ``n`` threads (0: as
+    many as ``set_num_threads`` allows)."""
+    from predtext import _core
+
+    before = _core.get_thread_limit()
+    _core.set_thread_limit(n)
+    try:
+        yield
+    finally:
+        _core.set_thread_limit(before)
+
+
+class ThreadCountChoice:
+    """The thread count for recurring work: the core's own (0) until calls keep running many
+    times slower per unit of work than such calls usually do, then one thread for a while.
+
+    Measured on the 2-core machine, the engine's default config: idle, two threads give
+    p50 1.75 ms against 2.6 with one; beside one busy process, two threads give p99 43 ms
+    (a team of two waits for a descheduled partner, and the neural predictor overruns its
+    budget) against 4.2 with one. A call ``slow_factor`` times slower per unit than the
+    median of the last ``window`` usual calls is slow; two slow calls among the last
+    ``recent`` show that load (an idle machine has a lone one now and then), and the next
+    ``hold`` calls then run on one thread before the core's count is tried again.
+    (Trying counts against each other call by call does not work: a team that has been idle
+    for a while is slow to wake, so the rare try of two threads always looks worse.)
+    """
+
+    def __init__(self, window: int = 32, slow_factor: float = 8.0, recent: int = 16,
+                 hold: int = 500):
+        self._times = collections.deque(maxlen=window)
+        self._slow_factor = slow_factor
+        self._recent = collections.deque(maxlen=recent)     # True where a call was slow
+        self._hold = hold
+        self._held = 0
+
+    def choose(self) -> int:
+        """The thread limit for the next call (0: the core's own count)."""
+        if self._held > 0:
+            self._held -= 1
+            return 1
+        return 0
+
+    def record(self, n: int, seconds: float, work: int) -> None:
+        """The call run with limit ``n`` took ``seconds`` for ``work`` units (none: ignored)."""
+        if n != 0 or work <= 0:
+            return
+        per_unit = seconds / work
+        times = self._times
+        slow = (len(times) >= times.maxlen // 4
+                and per_unit > self._slow_factor * statistics.median(times))
+        self._recent.append(slow)
+        if not slow:
+            times.append(per_unit)
+        elif sum(self._recent) >= 2:
+            self._held = self._hold
+            self._recent.clear()

@@ -32,11 +32,13 @@ import bisect
 import math
 import os
 import threading
+import time
 import unicodedata
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
+from predtext.backend.threads import ThreadCountChoice, thread_limit
 from predtext.engine.context import MARKERS, Context, normalize_word
 from predtext.engine.predictor import Candidate, Resources
 
@@ -57,8 +59,9 @@ class ModelAdapter:
     Wraps a :class:`predtext.lm.model.LanguageModel` (anything with ``tokenizer``,
     ``initial_state(batch)``, ``step(ids, state) -> (log_probs, state)`` and ``start_id``)
     and counts the cell steps it performs: ``steps`` (calls, each one cell step per layer for
-    the whole batch) and ``step_rows`` (rows stepped). Tests use them to check that a
-    keystroke costs a bounded amount of work.
+    the whole batch) and ``step_rows`` (rows stepped), and the seconds they took
+    (``step_seconds``). Tests use the counts to check that a keystroke costs a bounded amount
+    of work; the predictor uses the time to choose its thread count.
     """
 
     def __init__(self, model):
@@ -79,6 +82,7 @@ class ModelAdapter:
         self.token_ids: Dict[str, int] = dict(tokenizer.token_to_id)
         self.steps = 0
         self.step_rows = 0
+        self.step_seconds = 0.0
 
     def initial_state(self, batch: int):
         return self.model.initial_state(batch)
@@ -87,7 +91,9 @@ class ModelAdapter:
         """One cell step of every row of ``state`` (in place); the (B, V) log-probabilities."""
         self.steps += 1
         self.step_rows += len(ids)
+        began = time.perf_counter()
         log_probs, _ = self.model.step(ids, state)
+        self.step_seconds += time.perf_counter() - began
         return log_probs
 
     def encode(self, text: str) -> List[int]:
@@ -535,6 +541,8 @@ class NeuralPredictor:
         self.known_words = set(self._vocabulary)
         self.reader = TextReader(self.lm, span=span)
         self._lock = threading.Lock()
+        # Two threads step the model faster on an idle machine, one on a busy one.
+        self._threads = ThreadCountChoice()
         if self.level == "char":
             self.search = CompletionSearch(self.lm, beam_width=beam_width, max_length=max_length,
                                            n_best=max(n_best, beam_width))
@@ -566,9 +574,15 @@ class NeuralPredictor:
 
     def predict(self, context: Context, k: int) -> List[Candidate]:
         with self._lock:
-            if self.level == "char":
-                return self._predict_characters(context, k)
-            return self._predict_words(context, k)
+            threads = self._threads.choose()
+            steps, seconds = self.lm.steps, self.lm.step_seconds
+            with thread_limit(threads):
+                if self.level == "char":
+                    found = self._predict_characters(context, k)
+                else:
+                    found = self._predict_words(context, k)
+            self._threads.record(threads, self.lm.step_seconds - seconds, self.lm.steps - steps)
+            return found
 
     # -- character level
 
