@@ -348,7 +348,7 @@ def test_the_model_steps_on_one_thread_while_calls_keep_coming_in_slow(model):
     from predtext import _core
     from predtext.backend.threads import ThreadCountChoice
 
-    choice = ThreadCountChoice(window=8, slow_factor=8.0, recent=4, hold=3)
+    choice = ThreadCountChoice(window=8, slow_factor=8.0, slow_calls=2, recent=4, hold=3)
     for _ in range(8):
         assert choice.choose() == 0
         choice.record(0, 1e-3, 10)

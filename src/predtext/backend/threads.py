@@ -64,17 +64,19 @@ class ThreadCountChoice:
     p50 1.75 ms against 2.6 with one; beside one busy process, two threads give p99 43 ms
     (a team of two waits for a descheduled partner, and the neural predictor overruns its
     budget) against 4.2 with one. A call ``slow_factor`` times slower per unit than the
-    median of the last ``window`` usual calls is slow; two slow calls among the last
-    ``recent`` show that load (an idle machine has a lone one now and then), and the next
-    ``hold`` calls then run on one thread before the core's count is tried again.
+    median of the last ``window`` usual calls is slow; ``slow_calls`` of them among the last
+    ``recent`` show that load (an idle machine has one or two now and then: with two, one
+    idle run in four switched), and the next ``hold`` calls then run on one thread before
+    the core's count is tried again.
     (Trying counts against each other call by call does not work: a team that has been idle
     for a while is slow to wake, so the rare try of two threads always looks worse.)
     """
 
-    def __init__(self, window: int = 32, slow_factor: float = 8.0, recent: int = 16,
-                 hold: int = 500):
+    def __init__(self, window: int = 32, slow_factor: float = 8.0, slow_calls: int = 3,
+                 recent: int = 16, hold: int = 500):
         self._times = collections.deque(maxlen=window)
         self._slow_factor = slow_factor
+        self._slow_calls = slow_calls
         self._recent = collections.deque(maxlen=recent)     # True where a call was slow
         self._hold = hold
         self._held = 0
@@ -97,6 +99,6 @@ class ThreadCountChoice:
         self._recent.append(slow)
         if not slow:
             times.append(per_unit)
-        elif sum(self._recent) >= 2:
+        elif sum(self._recent) >= self._slow_calls:
             self._held = self._hold
             self._recent.clear()
