@@ -543,3 +543,103 @@ def test_a_dropped_engine_leaves_no_thread_behind():
     for thread in lanes:
         thread.join(10)
     assert not any(thread.is_alive() for thread in lanes)
+
+
+def test_two_predictors_over_one_model_never_learn_at_once():
+    model = NGramModel.from_text("the cat sat on the mat. the dog ran to the cat. " * 20)
+    config = {"engine": {"time_budget_ms": 1000},
+              "predictors": {"neural": {"enabled": False}, "history": {"enabled": False},
+                             "dictionary": {"enabled": False}, "abbreviations": {"enabled": False},
+                             "ngram": {}, "words": {"type": "ngram", "phrase_words": 1}}}
+    active, overlaps, errors = [0], [0], []
+    learn = NGramModel.learn
+
+    def watched(self, text):
+        active[0] += 1
+        overlaps[0] += active[0] > 1
+        try:
+            return learn(self, text)
+        finally:
+            active[0] -= 1
+
+    with Engine.load(model=model, config=config) as engine:
+        assert [p.name for p in engine.predictors] == ["ngram", "words"]
+        model.learn = watched.__get__(model)
+
+        def type_on():
+            for i in range(400):
+                try:
+                    engine.suggest(f"the w{i % 30}")
+                except Exception as error:        # pragma: no cover - reported below
+                    errors.append(error)
+
+        typist = threading.Thread(target=type_on)
+        typist.start()
+        for i in range(60):
+            engine.learn(" ".join(f"w{i}x{j} the zz{i}" for j in range(20)))
+        typist.join()
+    assert overlaps == [0] and errors == []
+    assert len(set(model._words)) == len(model._words)
+    assert all(model._ids[w] == i for i, w in enumerate(model._words))
+
+
+def test_a_second_history_on_the_same_file_is_refused(tmp_path, monkeypatch, caplog):
+    monkeypatch.setenv("PREDTEXT_DATA_DIR", str(tmp_path))
+    config = {"predictors": {"mine": {"type": "history"}}}
+    with caplog.at_level(logging.WARNING, logger="predtext.engine"):
+        with Engine.load(model=NGramModel.from_text(TEXT), config=config) as engine:
+            assert [p.name for p in engine.predictors].count("mine") == 0
+            engine.learn("hello world again")
+    assert "'mine' skipped" in caplog.text
+    assert (tmp_path / "history.txt").read_text() == "hello world again\n"   # once
+
+
+def test_the_constructor_weighs_its_own_predictors_by_the_config_given_only():
+    words = WordList(["sun"], name="history")
+    with Engine([words], config={"engine": {}}) as engine:
+        assert engine.weight(words) == 1.0
+    with Engine([words], config={"predictors": {"history": {"weight": 0.5}}}) as engine:
+        assert engine.weight(words) == 0.5
+
+
+class SlowAccept:
+    name = "slow-accept"
+
+    def __init__(self):
+        self.release = threading.Event()
+
+    def predict(self, context, k):
+        return []
+
+    def accept(self, suggestion, context):
+        self.release.wait(30)
+
+
+def test_accept_does_not_wait_for_a_slow_plugin():
+    slow = SlowAccept()
+    with Engine([WordList(["sun"]), slow], EngineConfig(time_budget_ms=20)) as engine:
+        taken = engine.suggest("the s")[0]
+        accepting = threading.Thread(target=engine.accept, args=(taken, "the s"))
+        accepting.start()
+        accepting.join(2)                     # it waits a keystroke's budget, not 5 s
+        done = not accepting.is_alive()
+        slow.release.set()
+    assert done
+
+
+def test_a_closed_engine_says_so():
+    engine = Engine([WordList(["sun"]), SlowLearner()])
+    engine.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        engine.learn("a line")
+    with pytest.raises(RuntimeError, match="closed"):
+        engine.suggest("the s")
+
+
+def test_what_was_passed_over_stays_out_as_the_read_window_moves():
+    words = ["hello", "help", "helmet", "helium", "helix", "hell"]
+    for padding in (10, 4096 + 1024 - 5, 4096 + 1024 - 4, 4096 + 1024 - 3):
+        text = "x" * padding + " "
+        with Engine([WordList(words)]) as engine:
+            offered = [texts(engine.suggest(text + typed, k=2)) for typed in ("h", "he", "hel")]
+        assert offered == [["hello", "help"], ["helmet", "helium"], ["helix", "hell"]], padding

@@ -388,3 +388,12 @@ def test_the_model_steps_on_one_thread_while_calls_keep_coming_in_slow(model):
         assert spy.limits and set(spy.limits) == {0}
     finally:
         _core.set_thread_limit(0)
+
+
+def test_a_short_memory_of_step_times_still_works():
+    from predtext.backend.threads import ThreadCountChoice
+
+    choice = ThreadCountChoice(window=2, slow_calls=1, hold=1)
+    choice.record(0, 1e-3, 1)
+    choice.record(0, 1.0, 1)
+    assert choice.choose() == 1 and choice.choose() == 0

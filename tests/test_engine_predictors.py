@@ -202,3 +202,10 @@ def test_registry_discovers_entry_points_and_survives_broken_ones(monkeypatch, c
     assert "plugged" in names and "broken" not in names
     assert "broken" in caplog.text and "no module named nowhere" in caplog.text
     assert create_predictor("plugged", {}, Resources()).predict(parse_context("plu"), 1)[0].text == "plugin"
+
+
+def test_a_unigram_history_still_offers_next_words():
+    predictor = HistoryPredictor(order=1)
+    predictor.learn("please buy bananas")
+    assert {c.text for c in predictor.predict(parse_context("She opened the "), 6)} == {
+        "please", "buy", "bananas"}

@@ -217,6 +217,12 @@ cdef inline int _limited(int threads) noexcept nogil:
     return threads if pt_thread_limit <= 0 or threads <= pt_thread_limit else pt_thread_limit
 
 
+cdef inline bint _pins_blas(int threads) noexcept nogil:
+    """Whether BLAS runs single-threaded inside a kernel of ``threads``: inside a team, so
+    that it does not add threads to it, and wherever the calling thread has a limit."""
+    return threads > 1 or pt_thread_limit > 0
+
+
 cdef int _team_size(long long B, long long GH, long long K):
     """Threads for a kernel whose step multiplies (B, K) by (K, GH): the set count, less
     when a step is too small to share.  A step ends in a barrier, and a thread that waits
@@ -467,7 +473,7 @@ def sequence_forward(str cell, x, w_ih, w_hh, b_ih=None, b_hh=None, h0=None, c0=
     cdef int train = training
     cdef bint single = dtype == np.float32
     with nogil:
-        if d.nthreads > 1:
+        if _pins_blas(d.nthreads):
             pt_blas_single_enter()
         if single:
             pt_forward_f(&d, train, <float *>_ptr(ax), <float *>_ptr(aw_ih),
@@ -483,7 +489,7 @@ def sequence_forward(str cell, x, w_ih, w_hh, b_ih=None, b_hh=None, h0=None, c0=
                          <double *>_ptr(xg), <double *>_ptr(hs), <double *>_ptr(cs),
                          <double *>_ptr(hn_cache), <double *>_ptr(hh_work),
                          <double *>_ptr(out), <double *>_ptr(h_n), <double *>_ptr(c_n))
-        if d.nthreads > 1:
+        if _pins_blas(d.nthreads):
             pt_blas_single_exit()
 
     if not training:
@@ -553,7 +559,7 @@ def sequence_backward(SequenceCache cache, d_out, d_hn=None, d_cn=None, *, grad_
     d.nthreads = _team_size(B, GH, H)
     cdef bint single = dtype == np.float32
     with nogil:
-        if d.nthreads > 1:
+        if _pins_blas(d.nthreads):
             pt_blas_single_enter()
         if single:
             pt_backward_f(&d, <float *>_ptr(ax), <float *>_ptr(aw_ih), <float *>_ptr(aw_hh),
@@ -574,7 +580,7 @@ def sequence_backward(SequenceCache cache, d_out, d_hn=None, d_cn=None, *, grad_
                           <double *>_ptr(dh0), <double *>_ptr(dc0), <double *>_ptr(gw_ih),
                           <double *>_ptr(gw_hh), <double *>_ptr(gb_ih), <double *>_ptr(gb_hh),
                           <double *>_ptr(gpeep))
-        if d.nthreads > 1:
+        if _pins_blas(d.nthreads):
             pt_blas_single_exit()
     return dx, dh0, dc0
 
@@ -621,7 +627,7 @@ def cell_step(str cell, x, h, c, w_ih, w_hh, b_ih, b_hh, h_out, c_out, work, pee
     cdef int nthreads = _team_size(4 * (B + 4), GH, I + H)
     cdef bint single = dtype == np.float32
     with nogil:
-        if nthreads > 1:
+        if _pins_blas(nthreads):
             pt_blas_single_enter()
         if single:
             pt_step_f(code, B, I, H, nthreads, <float *>_ptr(ax), <float *>_ptr(ah),
@@ -633,7 +639,7 @@ def cell_step(str cell, x, h, c, w_ih, w_hh, b_ih, b_hh, h_out, c_out, work, pee
                       <double *>_ptr(ac), <double *>_ptr(aw_ih), <double *>_ptr(aw_hh),
                       <double *>_ptr(ab_ih), <double *>_ptr(ab_hh), <double *>_ptr(apeep),
                       <double *>_ptr(ah_out), <double *>_ptr(ac_out), <double *>_ptr(awork))
-        if nthreads > 1:
+        if _pins_blas(nthreads):
             pt_blas_single_exit()
 
 
@@ -770,7 +776,17 @@ cdef class NetworkStep:
     def teams(self):
         """The threads each layer's step (and, last, the decoder) uses when called from this
         thread: the team sizes fixed when the step was built, under this thread's limit."""
-        return [_limited(self.threads[k]) for k in range(self.num_layers + 1)]
+        cdef int *threads = self._teams_here()
+        return [threads[k] for k in range(self.num_layers + 1)]
+
+    cdef int *_teams_here(self) noexcept:
+        """The team sizes for a call from this thread (see set_thread_limit)."""
+        if pt_thread_limit <= 0:
+            return self.threads
+        cdef int k
+        for k in range(self.num_layers + 1):
+            self.limited[k] = _limited(self.threads[k])
+        return self.limited
 
     def __reduce__(self):
         raise TypeError("NetworkStep cannot be pickled")
@@ -817,16 +833,10 @@ cdef class NetworkStep:
         cdef bint single = self.single, many = self.pin_blas
         cdef int E = self.embed_size, V = self.vocab_size, code = self.code
         cdef void **lp = self.layer_ptrs
-        cdef int *threads = self.threads
-        cdef int k
-        if pt_thread_limit > 0:
-            # Team sizes are fixed when the step is built; the calling thread's limit (see
-            # set_thread_limit) applies to each call.
-            many = False
-            for k in range(L + 1):
-                self.limited[k] = _limited(self.threads[k])
-                many = many or self.limited[k] > 1
-            threads = self.limited
+        # Team sizes are fixed when the step is built; the calling thread's limit (see
+        # set_thread_limit) applies to each call, BLAS included.
+        cdef int *threads = self._teams_here()
+        many = many or pt_thread_limit > 0
         cdef void *embedded = cnp.PyArray_DATA(self.embedded)
         cdef void *work = cnp.PyArray_DATA(self.work)
         cdef void *ph = cnp.PyArray_DATA(ah)
@@ -920,7 +930,7 @@ def matmul(a, b, out=None, bint trans_a=False, bint trans_b=False, bint accumula
     cdef int lda = sa[1], ldb = sb[1], iM = M, iN = N, iK = K
     cdef bint single = dtype == np.float32
     with nogil:
-        if nthreads > 1:
+        if _pins_blas(nthreads):
             pt_blas_single_enter()
         if single:
             pt_matmul_f(trans_a, trans_b, iM, iN, iK, <float *>_ptr(aa), lda, <float *>_ptr(ab),
@@ -929,7 +939,7 @@ def matmul(a, b, out=None, bint trans_a=False, bint trans_b=False, bint accumula
             pt_matmul_d(trans_a, trans_b, iM, iN, iK, <double *>_ptr(aa), lda,
                         <double *>_ptr(ab), ldb, 1.0 if accumulate else 0.0,
                         <double *>_ptr(aout), iN, nthreads)
-        if nthreads > 1:
+        if _pins_blas(nthreads):
             pt_blas_single_exit()
     return aout
 

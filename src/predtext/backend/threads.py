@@ -94,7 +94,7 @@ class ThreadCountChoice:
             return
         per_unit = seconds / work
         times = self._times
-        slow = (len(times) >= times.maxlen // 4
+        slow = (len(times) >= max(1, times.maxlen // 4)
                 and per_unit > self._slow_factor * statistics.median(times))
         self._recent.append(slow)
         if not slow:

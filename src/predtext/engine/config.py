@@ -183,8 +183,9 @@ def is_weight(value) -> bool:
 
 
 def _over_defaults(data: Mapping[str, Any]) -> Dict[str, Any]:
-    """``data`` laid over the default document (see :meth:`EngineConfig.from_dict`)."""
-    defaults = tomllib.loads(DEFAULT_CONFIG_TOML)
+    """``data`` laid over the default document (see :meth:`EngineConfig.from_dict`); the
+    result shares the default document's tables, which are only read."""
+    defaults = _DEFAULTS
     merged = dict(data)
     engine = data.get("engine", {})
     if isinstance(engine, Mapping):
@@ -202,13 +203,17 @@ def _over_defaults(data: Mapping[str, Any]) -> Dict[str, Any]:
     return merged
 
 
+_DEFAULTS = tomllib.loads(DEFAULT_CONFIG_TOML)
+
+
 def default_config() -> EngineConfig:
-    return EngineConfig.from_dict(tomllib.loads(DEFAULT_CONFIG_TOML), "<defaults>",
-                                  over_defaults=False)
+    return EngineConfig.from_dict(_DEFAULTS, "<defaults>", over_defaults=False)
 
 
-def load_config(path: Union[str, os.PathLike, None] = None) -> EngineConfig:
+def load_config(path: Union[str, os.PathLike, None] = None,
+                over_defaults: bool = True) -> EngineConfig:
     """Read the config at ``path``; with ``None``, the user's config file, or the defaults.
+    ``over_defaults``: see :meth:`EngineConfig.from_dict`.
 
     A named file that is missing, and any file that is not valid TOML or holds bad values,
     raises :class:`ConfigError` naming the file.
@@ -230,4 +235,4 @@ def load_config(path: Union[str, os.PathLike, None] = None) -> EngineConfig:
         raise ConfigError(path, f"config is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(path, f"config is not valid TOML: {exc}") from None
-    return EngineConfig.from_dict(data, str(path))
+    return EngineConfig.from_dict(data, str(path), over_defaults)

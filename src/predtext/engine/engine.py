@@ -44,7 +44,8 @@ class Engine:
 
     def __init__(self, predictors: Sequence[Union[Predictor, Tuple[Predictor, float]]],
                  config: Union[EngineConfig, Mapping, str, os.PathLike, None] = None):
-        self.config = EngineConfig() if config is None else _as_config(config)
+        # The predictors are the ones given: a config's tables only weigh them by name.
+        self.config = EngineConfig() if config is None else _as_config(config, over_defaults=False)
         #: The language model and n-gram model the engine was loaded with (None when not).
         self.language_model = None
         self.ngram = None
@@ -103,7 +104,7 @@ class Engine:
             ngram = getattr(language_model, "ngram", None)
         resources = Resources(ngram=ngram, vocabulary=_vocabulary(ngram, language_model),
                               extra={"language_model": language_model})
-        predictors = []
+        predictors, stores = [], {}
         for spec in config.predictors:
             if not spec.enabled:
                 continue
@@ -114,9 +115,19 @@ class Engine:
                 log.info("predictor %r: no n-gram model loaded, left out", spec.name)
                 continue
             try:
-                predictors.append((create_predictor(spec.type, spec.options, resources), spec.weight))
+                predictor = create_predictor(spec.type, spec.options, resources)
             except Exception as exc:     # one bad predictor must not take the engine down
                 log.warning("predictor %r (type %r) skipped: %s", spec.name, spec.type, exc)
+                continue
+            store = getattr(getattr(predictor, "store", None), "path", None)
+            if store is not None and store in stores:
+                # Two history predictors on one file would store every line twice.
+                log.warning("predictor %r skipped: it keeps its history in %s, as %r does "
+                            "(turn one off with enabled = false)", spec.name, store, stores[store])
+                continue
+            if store is not None:
+                stores[store] = spec.name
+            predictors.append((predictor, spec.weight))
         engine = cls(predictors, config)
         engine.language_model = language_model
         engine.ngram = ngram
@@ -165,7 +176,9 @@ class Engine:
         the typed prefix itself is not passed over yet (a second look, with another k, may
         show it again). Resets when a new word starts or the user backspaces.
         """
-        anchor = (context.offset + len(context.text) - len(context.prefix), context.text_before_word)
+        # (Not the whole window before the word: its start moves as the text grows.)
+        anchor = (context.offset + len(context.text) - len(context.prefix),
+                  context.text_before_word[-256:])
         typed = suggestion_key(context.prefix)
         if anchor != self._word_anchor or not typed.startswith(self._typed):
             self._offered_before, self._offered = set(), set()
@@ -214,7 +227,9 @@ class Engine:
         context = parse_context(text_before_cursor)
         with self._lock:
             self._word_anchor, self._offered, self._offered_before = None, set(), set()
-        self._after(self._runner.call("accept", suggestion, context))
+        # The user is typing on: wait only as long as a keystroke may take (a built-in
+        # predictor is done by then; a slow plugin takes it in before its next prediction).
+        self._after(self._runner.call("accept", suggestion, context), self._runner.budget_s)
 
     def forget(self) -> None:
         """Erase what the predictors learned about the user (their stored history included)."""
@@ -223,12 +238,10 @@ class Engine:
             forget_recent_text()
         self._after(self._runner.call("forget"))
 
-    def _after(self, calls) -> None:
+    def _after(self, calls, wait_s: Optional[float] = _LEARN_WAIT_S) -> None:
         """Wait (without holding up other threads' suggestions) for the predictors to take in
         a change, then drop the answer kept from before it."""
-        with self._lock:
-            self._last = None
-        self._runner.wait(calls, _LEARN_WAIT_S)
+        self._runner.wait(calls, wait_s)
         with self._lock:
             self._last = None
 
@@ -252,13 +265,13 @@ def _checked_k(k) -> int:
     return min(k, MAX_K)
 
 
-def _as_config(config) -> EngineConfig:
+def _as_config(config, over_defaults: bool = True) -> EngineConfig:
     if config is None:
         return load_config()
     if isinstance(config, (str, os.PathLike)):
-        return load_config(config)
+        return load_config(config, over_defaults)
     if isinstance(config, Mapping):
-        return EngineConfig.from_dict(config)
+        return EngineConfig.from_dict(config, over_defaults=over_defaults)
     if isinstance(config, EngineConfig):
         return config
     raise TypeError(f"config must be an EngineConfig, a path, a dict or None, "

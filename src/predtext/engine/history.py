@@ -179,7 +179,7 @@ class HistoryPredictor:
         model = self._ensure_model(blocking=False)
         if model is None:
             return []
-        if not context.prefix and not model.knows_context(context.words):
+        if not context.prefix and model.order > 1 and not model.knows_context(context.words):
             # The user's n-gram has never seen this word followed by anything: its guess is
             # just their most frequent words, which a fresh user's one line would push to the
             # top everywhere ("please buy bananas" after "She opened the").

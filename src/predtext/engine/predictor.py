@@ -210,9 +210,12 @@ class _Lane:
         self._calls: queue.SimpleQueue = queue.SimpleQueue()
         self._thread: Optional[threading.Thread] = None
         self._starting = threading.Lock()
+        self._closed = False
         weakref.finalize(self, self._calls.put, None)
 
     def submit(self, function: Callable, *args) -> Future:
+        if self._closed:
+            raise RuntimeError("the engine is closed")
         if self._thread is None:
             with self._starting:
                 if self._thread is None:
@@ -225,6 +228,7 @@ class _Lane:
 
     def close(self) -> None:
         """Cancel the calls not yet started and let the thread end after the current one."""
+        self._closed = True
         while True:
             try:
                 call = self._calls.get_nowait()
@@ -263,17 +267,21 @@ class PredictorRunner:
 
     A predictor whose class sets ``inline = True`` (the built-in ones: bounded NumPy work)
     predicts in the calling thread instead, which saves a thread hand-off per keystroke; its
-    answer is still dropped when it comes in over the budget. Its other calls (``prepare``,
-    ``learn``...) run on its lane, holding the predictor's lock, and a keystroke that finds the
-    lock taken (the predictor is learning a long text) goes on without it.
+    answer is still dropped when it comes in over the budget. The inline predictors' other
+    calls all run on one lane; ``learn``, ``accept`` and ``forget`` hold one lock there (the
+    predictors may share data: two n-gram predictors over one model), and a keystroke that
+    finds it taken (one of them is learning a long text) goes on without them. ``prepare``,
+    which must be safe beside ``predict``, runs without it.
     """
 
     def __init__(self, predictors: Sequence[Predictor], budget_s: Optional[float] = 0.04):
         self.predictors = list(predictors)
         self.budget_s = budget_s
-        self._lanes = {id(p): _Lane(f"predtext-{p.name}") for p in self.predictors}
-        self._inline_locks = {id(p): threading.Lock() for p in self.predictors
-                              if getattr(p, "inline", False)}
+        self._inline = {id(p) for p in self.predictors if getattr(p, "inline", False)}
+        self._inline_lock = threading.Lock()
+        inline_lane = _Lane("predtext-inline")
+        self._lanes = {id(p): inline_lane if id(p) in self._inline else _Lane(f"predtext-{p.name}")
+                       for p in self.predictors}
         self._busy: Dict[int, Future] = {}
         self._trouble = _OnceLog()
 
@@ -282,7 +290,7 @@ class PredictorRunner:
         started = time.perf_counter()
         pending = {}
         for predictor in self.predictors:
-            if id(predictor) in self._inline_locks:
+            if id(predictor) in self._inline:
                 continue
             previous = self._busy.get(id(predictor))
             if previous is not None and not previous.done():
@@ -293,26 +301,26 @@ class PredictorRunner:
             self._busy[id(predictor)] = future
             pending[future] = predictor
         answers = {}
-        for predictor in self.predictors:
-            lock = self._inline_locks.get(id(predictor))
-            if lock is None:
-                continue
-            if not lock.acquire(blocking=False):
-                log.debug("predictor %r is busy learning; skipped for this keystroke", predictor.name)
-                continue
-            began = time.perf_counter()
-            try:
-                result = predictor.predict(context, k)
-            except Exception as error:
-                self._trouble.report(predictor.name, "raised", f"{type(error).__name__}: {error}")
-                continue
-            finally:
-                lock.release()
-            if self.budget_s is not None and time.perf_counter() - began > self.budget_s:
-                self._trouble.report(predictor.name, "overran its time budget",
-                                     f"{self.budget_s * 1000:.0f} ms")
-                continue
-            answers[id(predictor)] = result
+        inline = [p for p in self.predictors if id(p) in self._inline]
+        if inline and not self._inline_lock.acquire(blocking=False):
+            log.debug("the inline predictors are busy learning; skipped for this keystroke")
+            inline = []
+        try:
+            for predictor in inline:
+                began = time.perf_counter()
+                try:
+                    result = predictor.predict(context, k)
+                except Exception as error:
+                    self._trouble.report(predictor.name, "raised", f"{type(error).__name__}: {error}")
+                    continue
+                if self.budget_s is not None and time.perf_counter() - began > self.budget_s:
+                    self._trouble.report(predictor.name, "overran its time budget",
+                                         f"{self.budget_s * 1000:.0f} ms")
+                    continue
+                answers[id(predictor)] = result
+        finally:
+            if inline:
+                self._inline_lock.release()
         timeout = None
         if self.budget_s is not None:
             timeout = max(0.0, self.budget_s - (time.perf_counter() - started))
@@ -350,9 +358,10 @@ class PredictorRunner:
             function = getattr(predictor, method, None)
             if not callable(function):
                 continue
-            lock = self._inline_locks.get(id(predictor))
-            if lock is not None:
-                function = _holding(lock, function)
+            if id(predictor) in self._inline and method != "prepare":
+                # prepare() loads data while the predictor already answers (history: nothing
+                # until loaded); holding the lock would keep every inline predictor out.
+                function = _holding(self._inline_lock, function)
             future = self._lanes[id(predictor)].submit(function, *args)
             future.add_done_callback(lambda f, p=predictor: self._report_failure(p, method, f))
             futures.append(future)
@@ -373,7 +382,7 @@ class PredictorRunner:
                                  f"{type(error).__name__}: {error}")
 
     def close(self) -> None:
-        for lane in self._lanes.values():
+        for lane in set(self._lanes.values()):
             lane.close()
 
 
