@@ -148,8 +148,8 @@ class Engine:
         Completions of the word being typed (``replace`` = its typed length), or next words at a
         word boundary (``replace`` = 0). The typed word itself is never offered, nor, unless
         ``repeat_suggestions`` is set, what was already offered and passed over for this word.
-        Suggestions follow the user's case. Right after a closing mark ("well,") there are
-        none: the next word comes after the space not yet typed.
+        Suggestions follow the user's case. Right after anything but a space or an opening
+        mark ("well,", 'said "yes"') there are none: the next word comes after a space.
         """
         k = _checked_k(k)
         context = parse_context(text_before_cursor, DEFAULT_WINDOW_CHARS)
