@@ -132,8 +132,9 @@ def test_menu_offers_the_engine_suggestions_with_source_and_score():
     async def scenario(term):
         term.type("the app")
         completions = await term.menu("the app")
-        assert [(c.text, -c.start_position) for c in completions] == expected
-        assert {"application", "apple"} <= {c.text for c in completions}
+        assert [(c.display_text, -c.start_position) for c in completions] == expected
+        assert all(c.text == c.display_text + " " for c in completions)   # the space comes too
+        assert {"application", "apple"} <= {c.display_text for c in completions}
         for completion in completions:
             assert completion.display_meta_text.startswith("ngram 0.")
     drive(engine, scenario)
@@ -162,14 +163,39 @@ def test_right_arrow_accepts_the_grey_suggestion():
     async def scenario(term):
         term.type("the app")
         await wait_until(lambda: term.buffer.suggestion is not None and term.buffer.text == "the app")
-        assert "app" + term.buffer.suggestion.text == best
+        assert "app" + term.buffer.suggestion.text == best + " "
         term.type(RIGHT)
-        await wait_until(lambda: term.buffer.text == "the " + best)
+        await wait_until(lambda: term.buffer.text == "the " + best + " ")   # with its space
         term.type(ENTER)
-        await wait_until(lambda: term.repl.transcript == ["the " + best])
+        await wait_until(lambda: term.repl.transcript == ["the " + best])  # not kept at the end
         # 8 keys (7 letters and →) made 15 characters.
         assert (term.repl.savings.keys, term.repl.savings.characters) == (8, len("the " + best))
     drive(engine, scenario)
+
+
+def test_the_space_after_a_word_taken_is_free_and_gives_way_to_a_closing_mark():
+    best = make_engine().suggest("the app", 6)[0].text
+
+    async def scenario(term):
+        term.type("the app")
+        await wait_until(lambda: term.buffer.suggestion is not None and term.buffer.text == "the app")
+        term.type(RIGHT + "pie" + ENTER)
+        await wait_until(lambda: term.repl.transcript == [f"the {best} pie"])
+        # 11 keys (7 letters, →, 3 letters): the space after the word cost none.
+        assert (term.repl.savings.keys, term.repl.savings.characters) == (11, len(f"the {best} pie"))
+        term.type("the app")
+        await wait_until(lambda: term.buffer.suggestion is not None and term.buffer.text == "the app")
+        term.type(RIGHT + ",")
+        await wait_until(lambda: term.buffer.text == f"the {best},")
+        term.type(" the ")
+        first = (await term.menu(f"the {best}, the "))[0].display_text
+        term.type(TAB)                           # from the menu too
+        await wait_until(lambda: term.buffer.text == f"the {best}, the {first} ")
+        term.type(".")
+        await wait_until(lambda: term.buffer.text == f"the {best}, the {first}.")
+        term.type(" ,")                          # a space typed by hand stays
+        await wait_until(lambda: term.buffer.text == f"the {best}, the {first}. ,")
+    drive(make_engine(), scenario)
 
 
 def test_next_word_after_a_space_and_refresh_after_backspace():
@@ -202,7 +228,7 @@ def test_enter_commits_the_line_and_learns_it_unless_learning_is_off():
         await wait_until(lambda: spy.learned == ["zebras graze"])
         assert term.repl.transcript == ["zebras graze"]
         term.type("the zeb")
-        assert "zebras" in [c.text for c in await term.menu("the zeb")]
+        assert "zebras" in [c.display_text for c in await term.menu("the zeb")]
         term.type(CTRL_C + ":learn off" + ENTER + "quiet words" + ENTER)
         await wait_until(lambda: term.repl.transcript == ["zebras graze", "quiet words"])
         assert spy.learned == ["zebras graze"]
@@ -271,7 +297,7 @@ def test_model_command_loads_another_model_in_the_background(tmp_path):
         term.type(f":model {other}" + ENTER)
         await wait_until(lambda: term.repl.handle.name == "zoo.safetensors")
         term.type("the ze")
-        assert {c.text for c in await term.menu("the ze")} == {"zebra", "zebu"}
+        assert {c.display_text for c in await term.menu("the ze")} == {"zebra", "zebu"}
     drive(make_engine(), scenario)
 
 
@@ -305,7 +331,7 @@ def test_a_new_engine_replaces_the_menu_an_old_answer_was_still_filling():
         term.type("the ap")
         await wait_until(old.asked.is_set)            # the old engine is answering "the ap"
         term.repl.handle.start(lambda: new, "new")    # ... when the new one arrives
-        await wait_until(lambda: {c.text for c in term.menu_for("the ap") or []}
+        await wait_until(lambda: {c.display_text for c in term.menu_for("the ap") or []}
                          == {"apricot", "apron"})
     drive(old, scenario)
 

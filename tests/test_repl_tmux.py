@@ -117,7 +117,8 @@ def test_menu_shows_suggestions_and_right_arrow_accepts_the_grey_text(terminal):
     assert tmux.cursor_x() == len("> the app")
 
     tmux.send("Right")
-    tmux.wait_for(lambda s: tmux.cursor_x() == len(grey), what="→ to accept the grey text")
+    tmux.wait_for(lambda s: tmux.cursor_x() == len(grey) + 1,
+                  what="→ to accept the grey text, with the space after it")
     tmux.send("Enter")
     screen = tmux.wait_for(lambda s: "saved" in s, what="the committed line and the savings")
     assert f"8 keys → {len(grey) - 2} chars" in screen

@@ -34,6 +34,10 @@ from predtext.repl.completer import (DEFAULT_K, InlineEngineSuggestion, Predtext
 from predtext.repl.engine_handle import EngineHandle
 from predtext.repl.stats import KeystrokeSavings, KeyToScreen
 
+# Marks that close what comes before them: typed right after a suggestion taken, they take the
+# place of the space that came with it.
+_CLOSING_MARKS = ".,;:!?)]}\u201d\u00bb\u2026"
+
 PROMPT = "> "
 #: Set to a file path to have the terminal append timing events to it as JSON lines
 #: (first prompt drawn, key-to-screen latency); ``python benchmarks/bench_repl.py`` reads it.
@@ -67,6 +71,9 @@ class Repl:
         self.engine_config = engine_config
         self._after_first_frame = after_first_frame
         self.transcript: List[str] = []
+        # The line as it stood right after a suggestion was taken with its space: a closing
+        # mark typed next takes that space's place ("apple ," -> "apple,").
+        self._spaced_line: Optional[str] = None
         self.shown: List[str] = []
         self.savings = KeystrokeSavings()
         self.key_to_screen = KeyToScreen()
@@ -118,6 +125,8 @@ class Repl:
                     except Quit:
                         return 0
                 else:
+                    if line == self._spaced_line:
+                        line = line[:-1]        # the space after the last word taken
                     await self.commit(unescape(line))
         finally:
             self._loop = None
@@ -206,6 +215,28 @@ class Repl:
             buffer_of(event).reset()
             self.savings.discard_line()
 
+        @Condition
+        def space_added() -> bool:
+            """The cursor follows the space that came with a suggestion just taken."""
+            buffer = self.session.default_buffer
+            if not (buffer.document.is_cursor_at_the_end and buffer.text.endswith(" ")):
+                return False
+            state = buffer.complete_state          # walking the menu with Tab
+            if state is not None and isinstance(state.current_completion, SuggestionCompletion):
+                return state.current_completion.text.endswith(" ")
+            return buffer.text == self._spaced_line
+
+        def closing(mark):
+            def handler(event):
+                buffer = buffer_of(event)
+                buffer.delete_before_cursor(1)
+                buffer.insert_text(mark)
+            handler.__doc__ = f"{mark!r} right after a suggestion taken: in place of its space"
+            return handler
+
+        for mark in _CLOSING_MARKS:
+            bindings.add(mark, filter=space_added)(closing(mark))
+
         @bindings.add("enter", filter=has_completions & completion_is_selected)
         def _take_selected(event):
             """Enter on a selected suggestion takes it, rather than committing the line."""
@@ -214,6 +245,7 @@ class Repl:
             completion = state.current_completion
             buffer.complete_state = None
             if isinstance(completion, SuggestionCompletion):
+                self._spaced_line = buffer.text if completion.text.endswith(" ") else None
                 self._accepted(completion.suggestion, state.original_document.text_before_cursor)
 
         @Condition
@@ -231,6 +263,7 @@ class Repl:
             before = buffer.document.text_before_cursor
             buffer.insert_text(suggestion.text)
             if isinstance(suggestion, InlineEngineSuggestion):
+                self._spaced_line = buffer.text
                 self._accepted(suggestion.suggestion, before)
 
         def refreshing(command_name):

@@ -15,7 +15,9 @@
 The completion menu lists the engine's suggestions for the text before the cursor, with their
 source and score in the meta column; accepting one replaces the typed part of the word. The
 auto-suggestion shows the best suggestion that continues what was typed as grey text after the
-cursor (→ or Ctrl-F accepts it).
+cursor (→ or Ctrl-F accepts it). Either way the word comes with the space after it, as on a
+phone keyboard (and as ``predtext ksr`` counts it: the space after a selection is free),
+unless a space already follows the cursor.
 """
 
 from __future__ import annotations
@@ -122,10 +124,12 @@ def describe_source(suggestion) -> str:
 
 
 class SuggestionCompletion(Completion):
-    """A menu entry that remembers the engine suggestion it shows (``.suggestion``)."""
+    """A menu entry that remembers the engine suggestion it shows (``.suggestion``); it
+    inserts the word with a space after it unless ``space`` is false."""
 
-    def __init__(self, suggestion):
-        super().__init__(suggestion.text, start_position=-suggestion.replace,
+    def __init__(self, suggestion, space: bool = True):
+        super().__init__(suggestion.text + (" " if space else ""),
+                         start_position=-suggestion.replace, display=suggestion.text,
                          display_meta=describe_source(suggestion))
         self.suggestion = suggestion
 
@@ -145,9 +149,10 @@ class PredtextCompleter(Completer):
 
     def get_completions(self, document: Document,
                         complete_event: CompleteEvent) -> Iterable[Completion]:
+        space = not document.text_after_cursor[:1].isspace()
         for suggestion in self.suggester.suggest(document.text_before_cursor):
             if suggestion.replace <= len(document.text_before_cursor):
-                yield SuggestionCompletion(suggestion)
+                yield SuggestionCompletion(suggestion, space)
 
 
 class InlineEngineSuggestion(InlineSuggestion):
@@ -159,7 +164,8 @@ class InlineEngineSuggestion(InlineSuggestion):
 
 
 def continuation(text_before_cursor: str, suggestions: Sequence) -> Optional[InlineEngineSuggestion]:
-    """The best suggestion that extends exactly what was typed, as the text still to insert.
+    """The best suggestion that extends exactly what was typed, as the text still to insert
+    (with the space after it).
 
     Grey text can only be appended after the cursor, so a suggestion that rewrites the typed
     part (an abbreviation's expansion, a different case) stays in the menu only.
@@ -169,7 +175,7 @@ def continuation(text_before_cursor: str, suggestions: Sequence) -> Optional[Inl
             continue
         typed = text_before_cursor[len(text_before_cursor) - suggestion.replace:]
         if suggestion.text.startswith(typed) and len(suggestion.text) > len(typed):
-            return InlineEngineSuggestion(suggestion.text[len(typed):], suggestion)
+            return InlineEngineSuggestion(suggestion.text[len(typed):] + " ", suggestion)
     return None
 
 
