@@ -150,8 +150,8 @@ def test_tab_moves_through_the_menu_and_enter_takes_the_selected_word():
         term.type(TAB)
         await wait_until(lambda: term.buffer.text == "the " + second)
         term.type(ENTER)          # takes the selected word; does not commit the line
-        await wait_until(lambda: term.buffer.complete_state is None)
-        assert term.buffer.text == "the " + second
+        following = await term.menu("the " + second)   # ... and the next words come at once
+        assert all(c.start_position == 0 for c in following)
         assert term.repl.transcript == []
     drive(make_engine(), scenario)
 
@@ -431,3 +431,52 @@ def test_learning_follows_the_engine_config_unless_the_user_chose():
     chosen.set_learning(False)
     chosen.start(make_engine, "test-model")
     assert chosen.wait(10) and chosen.learning is False and chosen.engine.config.learn is False
+
+
+def test_the_space_that_came_with_a_word_gives_way_only_to_the_next_key():
+    best = make_engine().suggest("the app", 6)[0].text
+
+    async def grey(term):
+        term.type("the app")
+        await wait_until(lambda: term.buffer.suggestion is not None and term.buffer.text == "the app")
+        term.type(RIGHT)
+        await wait_until(lambda: term.buffer.text == f"the {best} ")
+
+    async def scenario(term):
+        await grey(term)
+        term.type(" x")                          # no double space
+        await wait_until(lambda: term.buffer.text == f"the {best} x")
+        term.type(CTRL_C)
+        await grey(term)
+        term.type(CTRL_C + f"the {best} ,")      # typed by hand: its space stays
+        await wait_until(lambda: term.buffer.text == f"the {best} ,")
+        term.type(CTRL_C + "the app")
+        first = (await term.menu("the app"))[0].display_text
+        term.type(TAB + "s")                     # a letter goes on with the selected word
+        await wait_until(lambda: term.buffer.text == f"the {first}s")
+        term.type(CTRL_C)
+        await grey(term)
+        term.type(ENTER)
+        await wait_until(lambda: term.repl.transcript == [f"the {best}"])
+        assert term.repl.session.history.get_strings()[-1] == f"the {best}"   # recalled as is
+    drive(make_engine(), scenario)
+
+
+def test_no_space_comes_between_a_word_and_a_mark_already_after_the_cursor():
+    completer = PredtextCompleter(Suggester(make_engine(), k=3))
+    before_mark = Document("the app. and more", cursor_position=len("the app"))
+    assert not any(c.text.endswith(" ") for c in completer.get_completions(before_mark, CompleteEvent()))
+    before_space = Document("the app and", cursor_position=len("the app"))
+    assert not any(c.text.endswith(" ") for c in completer.get_completions(before_space, CompleteEvent()))
+
+
+def test_the_refresh_knows_a_menu_that_shows_the_answer():
+    from prompt_toolkit.buffer import CompletionState
+    from predtext.repl.app import _menu_shows
+    from predtext.repl.completer import SuggestionCompletion
+
+    answer = make_engine().suggest("the app", 6)
+    menu = CompletionState(Document("the app"), [SuggestionCompletion(s) for s in answer])
+    assert _menu_shows(menu, "the app", answer)             # its entries carry their space
+    assert not _menu_shows(menu, "the ap", answer)
+    assert not _menu_shows(menu, "the app", answer[1:])

@@ -29,14 +29,11 @@ from prompt_toolkit.shortcuts import CompleteStyle, print_formatted_text
 from prompt_toolkit.styles import Style
 
 from predtext.repl.colon_commands import Quit, is_command, run_command, unescape
-from predtext.repl.completer import (DEFAULT_K, InlineEngineSuggestion, PredtextAutoSuggest,
-                                     PredtextCompleter, Suggester, SuggestionCompletion)
+from predtext.repl.completer import (CLOSING_MARKS, DEFAULT_K, InlineEngineSuggestion,
+                                     PredtextAutoSuggest, PredtextCompleter, Suggester,
+                                     SuggestionCompletion)
 from predtext.repl.engine_handle import EngineHandle
 from predtext.repl.stats import KeystrokeSavings, KeyToScreen
-
-# Marks that close what comes before them: typed right after a suggestion taken, they take the
-# place of the space that came with it.
-_CLOSING_MARKS = ".,;:!?)]}\u201d\u00bb\u2026"
 
 PROMPT = "> "
 #: Set to a file path to have the terminal append timing events to it as JSON lines
@@ -71,9 +68,10 @@ class Repl:
         self.engine_config = engine_config
         self._after_first_frame = after_first_frame
         self.transcript: List[str] = []
-        # The line as it stood right after a suggestion was taken with its space: a closing
-        # mark typed next takes that space's place ("apple ," -> "apple,").
-        self._spaced_line: Optional[str] = None
+        # Keys pressed so far, and (text, cursor, keys) right after a suggestion was taken
+        # with its space: the next key may take that space's place (see _key_bindings).
+        self._keys = 0
+        self._space_owed: Optional[tuple] = None
         self.shown: List[str] = []
         self.savings = KeystrokeSavings()
         self.key_to_screen = KeyToScreen()
@@ -125,8 +123,6 @@ class Repl:
                     except Quit:
                         return 0
                 else:
-                    if line == self._spaced_line:
-                        line = line[:-1]        # the space after the last word taken
                     await self.commit(unescape(line))
         finally:
             self._loop = None
@@ -215,27 +211,52 @@ class Repl:
             buffer_of(event).reset()
             self.savings.discard_line()
 
+        # A suggestion taken comes with its space (see completer.py). That space gives way to
+        # what is typed right after it: a closing mark takes its place ("apple ," -> "apple,"),
+        # a space or Enter does not double it, and while the word is only selected in the menu
+        # a letter goes on with the word itself (Tab to "appear", then "s": "appears").
+
+        def walking() -> bool:
+            state = self.session.default_buffer.complete_state
+            return (state is not None and isinstance(state.current_completion, SuggestionCompletion)
+                    and state.current_completion.text.endswith(" "))
+
         @Condition
-        def space_added() -> bool:
-            """The cursor follows the space that came with a suggestion just taken."""
+        def space_owed() -> bool:
+            """The space before the cursor came with a suggestion, taken by the last key."""
             buffer = self.session.default_buffer
-            if not (buffer.document.is_cursor_at_the_end and buffer.text.endswith(" ")):
+            if not buffer.document.text_before_cursor.endswith(" "):
                 return False
-            state = buffer.complete_state          # walking the menu with Tab
-            if state is not None and isinstance(state.current_completion, SuggestionCompletion):
-                return state.current_completion.text.endswith(" ")
-            return buffer.text == self._spaced_line
+            # (_keys already counts the key being handled: taken by the one before it.)
+            return walking() or self._space_owed == (buffer.text, buffer.cursor_position,
+                                                     self._keys - 1)
 
         def closing(mark):
             def handler(event):
                 buffer = buffer_of(event)
                 buffer.delete_before_cursor(1)
-                buffer.insert_text(mark)
+                after = buffer.document.text_after_cursor[:1]
+                buffer.insert_text(mark + (" " if after and not after.isspace() else ""))
             handler.__doc__ = f"{mark!r} right after a suggestion taken: in place of its space"
             return handler
 
-        for mark in _CLOSING_MARKS:
-            bindings.add(mark, filter=space_added)(closing(mark))
+        for mark in CLOSING_MARKS:
+            bindings.add(mark, filter=space_owed)(closing(mark))
+
+        @bindings.add(" ", filter=space_owed)
+        def _space_after_taken(event):
+            """A space right after a suggestion taken: it has one already."""
+            buffer = buffer_of(event)
+            buffer.complete_state = None
+            buffer.insert_text("")             # refresh: the next words
+
+        @bindings.add("<any>", filter=Condition(walking))
+        def _refine_selected(event):
+            """A letter while a menu entry is selected goes on with that word."""
+            buffer = buffer_of(event)
+            if event.data.isprintable():
+                buffer.delete_before_cursor(1)
+            buffer.insert_text(event.data)
 
         @bindings.add("enter", filter=has_completions & completion_is_selected)
         def _take_selected(event):
@@ -245,8 +266,23 @@ class Repl:
             completion = state.current_completion
             buffer.complete_state = None
             if isinstance(completion, SuggestionCompletion):
-                self._spaced_line = buffer.text if completion.text.endswith(" ") else None
-                self._accepted(completion.suggestion, state.original_document.text_before_cursor)
+                self._took(buffer, completion.suggestion, state.original_document.text_before_cursor)
+
+        @bindings.add("enter", filter=space_owed & ~completion_is_selected)
+        def _commit_without_space(event):
+            """Enter right after a suggestion taken commits the line without its space."""
+            buffer = buffer_of(event)
+            buffer.delete_before_cursor(1)
+            buffer.validate_and_handle()
+
+        @bindings.add("tab")
+        def _menu_next(event):
+            """Tab selects the next suggestion, opening the menu on the first."""
+            buffer = buffer_of(event)
+            if buffer.complete_state:
+                buffer.complete_next()
+            else:
+                buffer.start_completion(select_first=True)
 
         @Condition
         def grey_text_shown() -> bool:
@@ -263,8 +299,7 @@ class Repl:
             before = buffer.document.text_before_cursor
             buffer.insert_text(suggestion.text)
             if isinstance(suggestion, InlineEngineSuggestion):
-                self._spaced_line = buffer.text
-                self._accepted(suggestion.suggestion, before)
+                self._took(buffer, suggestion.suggestion, before)
 
         def refreshing(command_name):
             command = get_by_name(command_name)
@@ -282,6 +317,14 @@ class Repl:
         bindings.add("delete")(refreshing("delete-char"))
         return bindings
 
+    def _took(self, buffer, suggestion, text_before_cursor: str) -> None:
+        """``suggestion`` was taken at ``text_before_cursor``: its space is owed until the next
+        key, the engine hears of it, and the next words are asked for."""
+        if buffer.document.text_before_cursor.endswith(" "):
+            self._space_owed = (buffer.text, buffer.cursor_position, self._keys)
+        self._accepted(suggestion, text_before_cursor)
+        buffer.insert_text("")                 # refresh: prompt_toolkit asks after insertions
+
     def _accepted(self, suggestion, text_before_cursor: str) -> None:
         try:
             self.handle.accept(suggestion, text_before_cursor)
@@ -289,6 +332,7 @@ class Repl:
             logging.getLogger("predtext.repl").debug("accept failed", exc_info=True)
 
     def _key_pressed(self, _key_processor) -> None:
+        self._keys += 1
         self.savings.key_pressed()
         self.key_to_screen.key_pressed()
 
@@ -367,4 +411,4 @@ class Repl:
 def _menu_shows(menu, text: str, answer) -> bool:
     """Whether the completion menu shows ``answer`` for ``text``."""
     return (menu is not None and menu.original_document.text_before_cursor == text
-            and [c.text for c in menu.completions] == [s.text for s in answer])
+            and [c.display_text for c in menu.completions] == [s.text for s in answer])

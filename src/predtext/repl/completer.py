@@ -17,7 +17,7 @@ source and score in the meta column; accepting one replaces the typed part of th
 auto-suggestion shows the best suggestion that continues what was typed as grey text after the
 cursor (→ or Ctrl-F accepts it). Either way the word comes with the space after it, as on a
 phone keyboard (and as ``predtext ksr`` counts it: the space after a selection is free),
-unless a space already follows the cursor.
+unless a space or a closing mark already follows the cursor.
 """
 
 from __future__ import annotations
@@ -123,6 +123,16 @@ def describe_source(suggestion) -> str:
     return f"{'+'.join(sources) or '?'} {suggestion.score:.2f}"
 
 
+# Marks that close what comes before them: no space goes between a word taken and one of them.
+CLOSING_MARKS = ".,;:!?)]}\u201d\u00bb\u2026"
+
+
+def space_after(text_after_cursor: str) -> bool:
+    """Whether a word taken here comes with a space: not when a space or a closing mark follows."""
+    following = text_after_cursor[:1]
+    return not (following.isspace() or (following and following in CLOSING_MARKS))
+
+
 class SuggestionCompletion(Completion):
     """A menu entry that remembers the engine suggestion it shows (``.suggestion``); it
     inserts the word with a space after it unless ``space`` is false."""
@@ -149,7 +159,7 @@ class PredtextCompleter(Completer):
 
     def get_completions(self, document: Document,
                         complete_event: CompleteEvent) -> Iterable[Completion]:
-        space = not document.text_after_cursor[:1].isspace()
+        space = space_after(document.text_after_cursor)
         for suggestion in self.suggester.suggest(document.text_before_cursor):
             if suggestion.replace <= len(document.text_before_cursor):
                 yield SuggestionCompletion(suggestion, space)
