@@ -480,3 +480,38 @@ def test_the_refresh_knows_a_menu_that_shows_the_answer():
     assert _menu_shows(menu, "the app", answer)             # its entries carry their space
     assert not _menu_shows(menu, "the ap", answer)
     assert not _menu_shows(menu, "the app", answer[1:])
+
+
+LEFT, SHIFT_TAB, CTRL_R = "\x1b[D", "\x1b[Z", "\x12"
+
+
+def test_the_owed_space_survives_a_look_through_the_menu_and_keeps_to_its_line():
+    best = make_engine().suggest("the app", 6)[0].text
+
+    async def scenario(term):
+        term.type("the app")
+        await wait_until(lambda: term.buffer.suggestion is not None and term.buffer.text == "the app")
+        term.type(RIGHT)
+        await term.menu(f"the {best} ")
+        term.type(TAB)                           # a look at the next words ...
+        await wait_until(lambda: term.buffer.text != f"the {best} ")
+        term.type(SHIFT_TAB)                     # ... and back
+        await wait_until(lambda: term.buffer.text == f"the {best} ")
+        term.type(",")
+        await wait_until(lambda: term.buffer.text == f"the {best},")
+        term.type(CTRL_C + "the world" + LEFT * 5 + "app")
+        await wait_until(lambda: term.menu_for("the app"))      # the line goes on after it
+        first = term.menu_for("the app")[0].display_text
+        term.type(TAB + ENTER + ENTER)           # taken mid-line, then the line committed
+        await wait_until(lambda: term.repl.transcript == [f"the {first} world"])
+        term.type("the app")
+        await term.menu("the app")
+        term.type(TAB + "(")                     # not a letter: the word stays as taken
+        await wait_until(lambda: term.buffer.text == f"the {first} (")
+        term.type(CTRL_C + "zz app")
+        await term.menu("zz app")
+        term.type(TAB + CTRL_R + "qwe ,")        # a search while an entry is selected
+        await wait_until(lambda: term.repl.session.search_buffer.text == "qwe ,")
+        term.type(ENTER)                         # back to the line
+        await wait_until(lambda: term.repl.session.search_buffer.text == "")
+    drive(make_engine(), scenario)

@@ -17,7 +17,7 @@ import time
 from typing import List, Optional
 
 from prompt_toolkit import PromptSession
-from prompt_toolkit.application import run_in_terminal
+from prompt_toolkit.application import get_app, run_in_terminal
 from prompt_toolkit.auto_suggest import ThreadedAutoSuggest
 from prompt_toolkit.completion import ThreadedCompleter
 from prompt_toolkit.filters import Condition, completion_is_selected, has_completions
@@ -34,6 +34,9 @@ from predtext.repl.completer import (CLOSING_MARKS, DEFAULT_K, InlineEngineSugge
                                      SuggestionCompletion)
 from predtext.repl.engine_handle import EngineHandle
 from predtext.repl.stats import KeystrokeSavings, KeyToScreen
+
+# Characters that go on with a word selected in the menu (besides letters and digits).
+_WORD_JOINERS = "'\u2019-"
 
 PROMPT = "> "
 #: Set to a file path to have the terminal append timing events to it as JSON lines
@@ -216,10 +219,18 @@ class Repl:
         # a space or Enter does not double it, and while the word is only selected in the menu
         # a letter goes on with the word itself (Tab to "appear", then "s": "appears").
 
+        # Typing into the line itself (not into a Ctrl-R search, say).
+        typing = Condition(lambda: get_app().current_buffer is self.session.default_buffer)
+
         def walking() -> bool:
             state = self.session.default_buffer.complete_state
             return (state is not None and isinstance(state.current_completion, SuggestionCompletion)
                     and state.current_completion.text.endswith(" "))
+
+        def owed_by_last_key() -> bool:
+            # (_keys already counts the key being handled: taken by the one before it.)
+            buffer = self.session.default_buffer
+            return self._space_owed == (buffer.text, buffer.cursor_position, self._keys - 1)
 
         @Condition
         def space_owed() -> bool:
@@ -227,9 +238,7 @@ class Repl:
             buffer = self.session.default_buffer
             if not buffer.document.text_before_cursor.endswith(" "):
                 return False
-            # (_keys already counts the key being handled: taken by the one before it.)
-            return walking() or self._space_owed == (buffer.text, buffer.cursor_position,
-                                                     self._keys - 1)
+            return walking() or owed_by_last_key()
 
         def closing(mark):
             def handler(event):
@@ -241,20 +250,20 @@ class Repl:
             return handler
 
         for mark in CLOSING_MARKS:
-            bindings.add(mark, filter=space_owed)(closing(mark))
+            bindings.add(mark, filter=typing & space_owed)(closing(mark))
 
-        @bindings.add(" ", filter=space_owed)
+        @bindings.add(" ", filter=typing & space_owed)
         def _space_after_taken(event):
             """A space right after a suggestion taken: it has one already."""
             buffer = buffer_of(event)
             buffer.complete_state = None
             buffer.insert_text("")             # refresh: the next words
 
-        @bindings.add("<any>", filter=Condition(walking))
+        @bindings.add("<any>", filter=typing & Condition(walking))
         def _refine_selected(event):
             """A letter while a menu entry is selected goes on with that word."""
             buffer = buffer_of(event)
-            if event.data.isprintable():
+            if event.data.isalnum() or event.data in _WORD_JOINERS:
                 buffer.delete_before_cursor(1)
             buffer.insert_text(event.data)
 
@@ -268,21 +277,32 @@ class Repl:
             if isinstance(completion, SuggestionCompletion):
                 self._took(buffer, completion.suggestion, state.original_document.text_before_cursor)
 
-        @bindings.add("enter", filter=space_owed & ~completion_is_selected)
+        @bindings.add("enter", filter=typing & space_owed & ~completion_is_selected)
         def _commit_without_space(event):
-            """Enter right after a suggestion taken commits the line without its space."""
+            """Enter right after a suggestion taken at the end of the line commits the line
+            without its space."""
             buffer = buffer_of(event)
-            buffer.delete_before_cursor(1)
+            if not buffer.document.text_after_cursor:
+                buffer.delete_before_cursor(1)
             buffer.validate_and_handle()
 
-        @bindings.add("tab")
-        def _menu_next(event):
-            """Tab selects the next suggestion, opening the menu on the first."""
-            buffer = buffer_of(event)
-            if buffer.complete_state:
-                buffer.complete_next()
-            else:
-                buffer.start_completion(select_first=True)
+        def browsing(step, open_on):
+            def handler(event):
+                # Looking through the menu and back leaves a space owed still owed (it is
+                # owed again once the line is back to what it was).
+                if self._space_owed is not None and self._space_owed[2] == self._keys - 1:
+                    self._space_owed = self._space_owed[:2] + (self._keys,)
+                buffer = buffer_of(event)
+                if buffer.complete_state:
+                    step(buffer)
+                else:
+                    buffer.start_completion(**{open_on: True})
+            return handler
+
+        bindings.add("tab", filter=typing)(browsing(
+            lambda buffer: buffer.complete_next(), "select_first"))
+        bindings.add("s-tab", filter=typing)(browsing(
+            lambda buffer: buffer.complete_previous(), "select_last"))
 
         @Condition
         def grey_text_shown() -> bool:
