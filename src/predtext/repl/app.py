@@ -17,26 +17,23 @@ import time
 from typing import List, Optional
 
 from prompt_toolkit import PromptSession
-from prompt_toolkit.application import get_app, run_in_terminal
+from prompt_toolkit.application import run_in_terminal
 from prompt_toolkit.auto_suggest import ThreadedAutoSuggest
 from prompt_toolkit.completion import ThreadedCompleter
 from prompt_toolkit.filters import Condition, completion_is_selected, has_completions
 from prompt_toolkit.formatted_text import FormattedText
 from prompt_toolkit.history import History, InMemoryHistory
-from prompt_toolkit.key_binding import KeyBindings
+from prompt_toolkit.key_binding import KeyBindings, merge_key_bindings
 from prompt_toolkit.key_binding.bindings.named_commands import get_by_name
 from prompt_toolkit.shortcuts import CompleteStyle, print_formatted_text
 from prompt_toolkit.styles import Style
 
 from predtext.repl.colon_commands import Quit, is_command, run_command, unescape
-from predtext.repl.completer import (CLOSING_MARKS, DEFAULT_K, InlineEngineSuggestion,
-                                     PredtextAutoSuggest, PredtextCompleter, Suggester,
-                                     SuggestionCompletion)
+from predtext.repl.completer import (DEFAULT_K, InlineEngineSuggestion, PredtextAutoSuggest,
+                                     PredtextCompleter, Suggester, SuggestionCompletion)
 from predtext.repl.engine_handle import EngineHandle
 from predtext.repl.stats import KeystrokeSavings, KeyToScreen
-
-# Characters that go on with a word selected in the menu (besides letters and digits).
-_WORD_JOINERS = "'\u2019-"
+from predtext.repl.taken_space import TakenSpace
 
 PROMPT = "> "
 #: Set to a file path to have the terminal append timing events to it as JSON lines
@@ -71,10 +68,7 @@ class Repl:
         self.engine_config = engine_config
         self._after_first_frame = after_first_frame
         self.transcript: List[str] = []
-        # Keys pressed so far, and (text, cursor, keys) right after a suggestion was taken
-        # with its space: the next key may take that space's place (see _key_bindings).
-        self._keys = 0
-        self._space_owed: Optional[tuple] = None
+        self.taken_space = TakenSpace(lambda: self.session.default_buffer)
         self.shown: List[str] = []
         self.savings = KeystrokeSavings()
         self.key_to_screen = KeyToScreen()
@@ -91,7 +85,8 @@ class Repl:
             complete_style=CompleteStyle.COLUMN,
             history=history if history is not None else InMemoryHistory(),
             bottom_toolbar=self._toolbar,
-            key_bindings=self._key_bindings(),
+            key_bindings=merge_key_bindings([self._key_bindings(),
+                                             self.taken_space.key_bindings()]),
             style=STYLE,
             erase_when_done=True,     # the committed line is printed again, as transcript
             input=input,
@@ -214,59 +209,6 @@ class Repl:
             buffer_of(event).reset()
             self.savings.discard_line()
 
-        # A suggestion taken comes with its space (see completer.py). That space gives way to
-        # what is typed right after it: a closing mark takes its place ("apple ," -> "apple,"),
-        # a space or Enter does not double it, and while the word is only selected in the menu
-        # a letter goes on with the word itself (Tab to "appear", then "s": "appears").
-
-        # Typing into the line itself (not into a Ctrl-R search, say).
-        typing = Condition(lambda: get_app().current_buffer is self.session.default_buffer)
-
-        def walking() -> bool:
-            state = self.session.default_buffer.complete_state
-            return (state is not None and isinstance(state.current_completion, SuggestionCompletion)
-                    and state.current_completion.text.endswith(" "))
-
-        def owed_by_last_key() -> bool:
-            # (_keys already counts the key being handled: taken by the one before it.)
-            buffer = self.session.default_buffer
-            return self._space_owed == (buffer.text, buffer.cursor_position, self._keys - 1)
-
-        @Condition
-        def space_owed() -> bool:
-            """The space before the cursor came with a suggestion, taken by the last key."""
-            buffer = self.session.default_buffer
-            if not buffer.document.text_before_cursor.endswith(" "):
-                return False
-            return walking() or owed_by_last_key()
-
-        def closing(mark):
-            def handler(event):
-                buffer = buffer_of(event)
-                buffer.delete_before_cursor(1)
-                after = buffer.document.text_after_cursor[:1]
-                buffer.insert_text(mark + (" " if after and not after.isspace() else ""))
-            handler.__doc__ = f"{mark!r} right after a suggestion taken: in place of its space"
-            return handler
-
-        for mark in CLOSING_MARKS:
-            bindings.add(mark, filter=typing & space_owed)(closing(mark))
-
-        @bindings.add(" ", filter=typing & space_owed)
-        def _space_after_taken(event):
-            """A space right after a suggestion taken: it has one already."""
-            buffer = buffer_of(event)
-            buffer.complete_state = None
-            buffer.insert_text("")             # refresh: the next words
-
-        @bindings.add("<any>", filter=typing & Condition(walking))
-        def _refine_selected(event):
-            """A letter while a menu entry is selected goes on with that word."""
-            buffer = buffer_of(event)
-            if event.data.isalnum() or event.data in _WORD_JOINERS:
-                buffer.delete_before_cursor(1)
-            buffer.insert_text(event.data)
-
         @bindings.add("enter", filter=has_completions & completion_is_selected)
         def _take_selected(event):
             """Enter on a selected suggestion takes it, rather than committing the line."""
@@ -276,33 +218,6 @@ class Repl:
             buffer.complete_state = None
             if isinstance(completion, SuggestionCompletion):
                 self._took(buffer, completion.suggestion, state.original_document.text_before_cursor)
-
-        @bindings.add("enter", filter=typing & space_owed & ~completion_is_selected)
-        def _commit_without_space(event):
-            """Enter right after a suggestion taken at the end of the line commits the line
-            without its space."""
-            buffer = buffer_of(event)
-            if not buffer.document.text_after_cursor:
-                buffer.delete_before_cursor(1)
-            buffer.validate_and_handle()
-
-        def browsing(step, open_on):
-            def handler(event):
-                # Looking through the menu and back leaves a space owed still owed (it is
-                # owed again once the line is back to what it was).
-                if self._space_owed is not None and self._space_owed[2] == self._keys - 1:
-                    self._space_owed = self._space_owed[:2] + (self._keys,)
-                buffer = buffer_of(event)
-                if buffer.complete_state:
-                    step(buffer)
-                else:
-                    buffer.start_completion(**{open_on: True})
-            return handler
-
-        bindings.add("tab", filter=typing)(browsing(
-            lambda buffer: buffer.complete_next(), "select_first"))
-        bindings.add("s-tab", filter=typing)(browsing(
-            lambda buffer: buffer.complete_previous(), "select_last"))
 
         @Condition
         def grey_text_shown() -> bool:
@@ -340,8 +255,7 @@ class Repl:
     def _took(self, buffer, suggestion, text_before_cursor: str) -> None:
         """``suggestion`` was taken at ``text_before_cursor``: its space is owed until the next
         key, the engine hears of it, and the next words are asked for."""
-        if buffer.document.text_before_cursor.endswith(" "):
-            self._space_owed = (buffer.text, buffer.cursor_position, self._keys)
+        self.taken_space.taken(buffer)
         self._accepted(suggestion, text_before_cursor)
         buffer.insert_text("")                 # refresh: prompt_toolkit asks after insertions
 
@@ -352,7 +266,7 @@ class Repl:
             logging.getLogger("predtext.repl").debug("accept failed", exc_info=True)
 
     def _key_pressed(self, _key_processor) -> None:
-        self._keys += 1
+        self.taken_space.key_pressed()
         self.savings.key_pressed()
         self.key_to_screen.key_pressed()
 
