@@ -129,7 +129,10 @@ def corrupt(name, value, nominal, dtype, sources, data):
             return a.astype(data.draw(st.sampled_from(BAD_DTYPES))), {name}
     if kind == "float":  # the other accepted float dtype, not the call's
         other = np.float64 if dtype == np.float32 else np.float32
-        with np.errstate(all="ignore"):  # np.empty's garbage may not fit the other type
+        # np.empty's garbage may not fit the other type, and an earlier corruption may have
+        # made the array complex.
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", np.exceptions.ComplexWarning)
             return a.astype(other), (ALL if name in sources else {name})
     if kind == "shape":
         return reshaped(a, data), (ALL if name in sources else {name})

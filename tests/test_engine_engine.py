@@ -369,6 +369,20 @@ def test_a_hung_predictor_does_not_keep_the_program_from_exiting(tmp_path):
     assert done.returncode == 0 and done.stdout.strip() == "[]", done.stderr
 
 
+def test_engines_over_one_model_do_not_learn_from_each_other(tmp_path, monkeypatch):
+    monkeypatch.setenv("PREDTEXT_DATA_DIR", str(tmp_path))
+    model = NGramModel.from_text(TEXT)
+    config = {"predictors": {"history": {"persist": False}}}
+    with Engine.load(model=model, config=config) as alice, \
+            Engine.load(model=model, config=config) as bob:
+        before = texts(bob.suggest("the launch codename is "))
+        for _ in range(3):
+            alice.learn("the launch codename is zorbulax")
+        assert texts(alice.suggest("the launch codename is "))[0] == "zorbulax"
+        assert texts(bob.suggest("the launch codename is ")) == before
+        assert model.probability("zorbulax", ["is"]) == 0
+
+
 def test_forget_erases_what_every_predictor_learned(engine):
     before = texts(engine.suggest("the launch codename is "))
     for _ in range(3):

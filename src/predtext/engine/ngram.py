@@ -192,11 +192,12 @@ class _Order:
         added = self.extra_counts.get(context)
         return self.base_count(index, word) + (added.get(word, 0) if added else 0)
 
-    def without_overlay(self) -> "_Order":
-        """The same arrays (never changed in place) with no online learning on top."""
-        bare = copy.copy(self)
-        bare.extra_counts, bare.extra_stats, bare.extra_entries = {}, {}, 0
-        return bare
+    def fork(self) -> "_Order":
+        """The same arrays (never changed in place) under a copy of the online overlay."""
+        twin = copy.copy(self)
+        twin.extra_counts = {context: dict(words) for context, words in self.extra_counts.items()}
+        twin.extra_stats = {context: list(stats) for context, stats in self.extra_stats.items()}
+        return twin
 
 
 class NGramModel:
@@ -234,7 +235,6 @@ class NGramModel:
         self._unigram_max = 0.0
         # likely_next answers, (context ids, threshold) -> answer; emptied by any change of counts.
         self._next_cache: Dict[tuple, Optional[Tuple[str, float]]] = {}
-        self._before_learning: Optional[Dict[str, Any]] = None    # for forget()
         self._set_rows(np.zeros((0, order), dtype=np.int64), np.zeros(0, dtype=np.int64))
 
     # ----------------------------------------------------------------- building
@@ -601,8 +601,6 @@ class NGramModel:
         """Add ``text`` to the counts, continuing from the end of the previous learned text."""
         if not isinstance(text, str):
             raise TypeError(f"text must be str, got {type(text).__name__}")
-        if self._before_learning is None:
-            self._before_learning = self._learnable_state()
         ids = list(self._learn_tail)
         for token in tokenize(unicodedata.normalize("NFC", text)):
             ids.append(self._learn_word(token, sentence_start=not ids or ids[-1] == _BOUNDARY_ID))
@@ -616,22 +614,17 @@ class NGramModel:
         self._unigram_scores()      # rebuild now, not in the next keystroke
         self._next_cache = {}       # answers from before (or during) this learning are stale
 
-    def forget(self) -> None:
-        """Drop everything learned online: back to the counts the model was built with."""
-        if self._before_learning is not None:
-            self.__dict__.update(self._before_learning)
-            self._before_learning = None
-            self._unigram_cache = None
-            self._next_cache = {}
-
-    def _learnable_state(self) -> Dict[str, Any]:
-        """A copy of what learn() and compact() change (the arrays themselves are replaced,
-        never written to, so they are shared)."""
-        return {"_words": list(self._words), "_ids": dict(self._ids),
-                "_sorted_end": self._sorted_end, "_word_counts": list(self._word_counts),
-                "_surface": dict(self._surface), "_learn_tail": list(self._learn_tail),
-                "_discounts": list(self._discounts),
-                "_orders": [order.without_overlay() for order in self._orders]}
+    def fork(self) -> "NGramModel":
+        """A model with these counts that learns on its own: what one learns, the other does
+        not see. The count arrays are shared (learning and compact() replace them, never write
+        into them); the vocabulary and the online overlay are copied (about a millisecond)."""
+        twin = copy.copy(self)
+        twin._words, twin._ids = list(self._words), dict(self._ids)
+        twin._word_counts, twin._surface = list(self._word_counts), dict(self._surface)
+        twin._learn_tail, twin._discounts = list(self._learn_tail), list(self._discounts)
+        twin._orders = [order.fork() for order in self._orders]
+        twin._next_cache = {}
+        return twin
 
     def _learn_word(self, token: str, sentence_start: bool) -> int:
         if token == BOUNDARY:
@@ -840,7 +833,9 @@ class NGramPredictor:
     """Predictor over an :class:`NGramModel`: next words and completions of the typed word,
     and a short phrase where the words after one are likely (``phrase_words`` = 1: never).
 
-    ``learn=True`` lets it add what the user writes to the counts (in memory only).
+    ``learn=True`` lets it add what the user writes to the counts (in memory only), in a
+    :meth:`~NGramModel.fork` of ``model``: other engines over the same model never see it,
+    and :meth:`forget` goes back to ``model``'s counts.
     """
 
     inline = True     # bounded work: run in the caller's thread (see PredictorRunner)
@@ -848,7 +843,8 @@ class NGramPredictor:
     def __init__(self, model: NGramModel, name: str = "ngram", learn: bool = True,
                  phrase_threshold: float = PHRASE_THRESHOLD, phrase_words: int = PHRASE_WORDS):
         self.name = name
-        self.model = model
+        self._corpus = model
+        self.model = model.fork() if learn else model
         self._learns = learn
         self.phrase_threshold, self.phrase_words = checked_phrase_options(phrase_threshold,
                                                                           phrase_words)
@@ -863,7 +859,8 @@ class NGramPredictor:
             self.model.learn(text)
 
     def forget(self) -> None:
-        self.model.forget()
+        if self._learns:
+            self.model = self._corpus.fork()
 
 
 def make_predictor(options: Mapping[str, Any], resources: Resources) -> NGramPredictor:
