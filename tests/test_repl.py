@@ -108,6 +108,11 @@ class Driver:
         await wait_until(lambda: self.buffer.text == text and self.menu_for(text))
         return self.menu_for(text)
 
+    async def grey_for(self, text):
+        """Type ``text`` and wait for its grey suggestion to show."""
+        self.type(text)
+        await wait_until(lambda: self.buffer.suggestion is not None and self.buffer.text == text)
+
 
 def drive(engine, scenario, k=6):
     """Run ``await scenario(driver)`` against a terminal over ``engine``; returns the Repl."""
@@ -161,8 +166,7 @@ def test_right_arrow_accepts_the_grey_suggestion():
     best = make_engine().suggest("the app", 6)[0].text
 
     async def scenario(term):
-        term.type("the app")
-        await wait_until(lambda: term.buffer.suggestion is not None and term.buffer.text == "the app")
+        await term.grey_for("the app")
         assert "app" + term.buffer.suggestion.text == best + " "
         term.type(RIGHT)
         await wait_until(lambda: term.buffer.text == "the " + best + " ")   # with its space
@@ -177,14 +181,12 @@ def test_the_space_after_a_word_taken_is_free_and_gives_way_to_a_closing_mark():
     best = make_engine().suggest("the app", 6)[0].text
 
     async def scenario(term):
-        term.type("the app")
-        await wait_until(lambda: term.buffer.suggestion is not None and term.buffer.text == "the app")
+        await term.grey_for("the app")
         term.type(RIGHT + "pie" + ENTER)
         await wait_until(lambda: term.repl.transcript == [f"the {best} pie"])
         # 11 keys (7 letters, →, 3 letters): the space after the word cost none.
         assert (term.repl.savings.keys, term.repl.savings.characters) == (11, len(f"the {best} pie"))
-        term.type("the app")
-        await wait_until(lambda: term.buffer.suggestion is not None and term.buffer.text == "the app")
+        await term.grey_for("the app")
         term.type(RIGHT + ",")
         await wait_until(lambda: term.buffer.text == f"the {best},")
         term.type(" the ")
@@ -437,8 +439,7 @@ def test_the_space_that_came_with_a_word_gives_way_only_to_the_next_key():
     best = make_engine().suggest("the app", 6)[0].text
 
     async def grey(term):
-        term.type("the app")
-        await wait_until(lambda: term.buffer.suggestion is not None and term.buffer.text == "the app")
+        await term.grey_for("the app")
         term.type(RIGHT)
         await wait_until(lambda: term.buffer.text == f"the {best} ")
 
@@ -489,8 +490,7 @@ def test_the_owed_space_survives_a_look_through_the_menu_and_keeps_to_its_line()
     best = make_engine().suggest("the app", 6)[0].text
 
     async def scenario(term):
-        term.type("the app")
-        await wait_until(lambda: term.buffer.suggestion is not None and term.buffer.text == "the app")
+        await term.grey_for("the app")
         term.type(RIGHT)
         await term.menu(f"the {best} ")
         term.type(TAB)                           # a look at the next words ...
