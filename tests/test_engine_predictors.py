@@ -35,6 +35,17 @@ def test_dictionary_from_word_list_file(tmp_path):
     assert Dictionary.from_file(path).complete("ze", 1)[0][0] == "zeal"
 
 
+def test_a_word_list_with_a_byte_order_mark_or_bad_frequencies(tmp_path):
+    path = tmp_path / "words"
+    path.write_bytes("\ufeffapple 3\napricot\n".encode("utf-8"))
+    assert [w for w, _ in Dictionary.from_file(path).complete("ap", 5)] == ["apple", "apricot"]
+    from predtext.errors import ModelFileError
+    for bad in ("inf", "1e400", "nan", "-2", "lots"):
+        path.write_text(f"apple {bad}\napricot 5\n", encoding="utf-8")
+        with pytest.raises(ModelFileError, match="words.*line 1"):
+            Dictionary.from_file(path)
+
+
 def test_abbreviations_from_toml(tmp_path):
     path = tmp_path / "abbreviations.toml"
     path.write_text('[abbreviations]\nbrb = "be right back"\nafaik = "as far as I know"\n')

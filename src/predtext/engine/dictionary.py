@@ -7,6 +7,7 @@ by bisection; the most frequent of them are picked with a partial sort of that s
 from __future__ import annotations
 
 import bisect
+import math
 import os
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple, Union
@@ -56,7 +57,8 @@ class Dictionary:
         from predtext.errors import ModelFileError
         words: Dict[str, float] = {}
         try:
-            with open(path, encoding="utf-8", errors="replace") as handle:
+            # (utf-8-sig: a byte-order mark would otherwise stick to the first word.)
+            with open(path, encoding="utf-8-sig", errors="replace") as handle:
                 for number, line in enumerate(handle, 1):
                     parts = line.split()
                     if not parts:
@@ -66,8 +68,10 @@ class Dictionary:
                         try:
                             frequency = float(parts[1])
                         except ValueError:
+                            frequency = math.nan
+                        if not (math.isfinite(frequency) and frequency >= 0):
                             raise ModelFileError(path, f"line {number}: frequency {parts[1]!r} "
-                                                       "is not a number") from None
+                                                       "is not a finite number >= 0")
                     words[parts[0]] = words.get(parts[0], 0.0) + frequency
         except OSError as exc:
             raise ModelFileError(path, f"cannot read word list ({exc.strerror or exc})") from None
