@@ -18,6 +18,8 @@ import unicodedata
 from dataclasses import dataclass
 from typing import List, Tuple
 
+from predtext.engine.marks import JOINERS, OPENING_MARKS
+
 BOUNDARY = "<s>"
 """Marker token for a sentence boundary (also the start of a text). Never offered to a user."""
 
@@ -25,8 +27,6 @@ CLAUSE_MARKS = ",;:"
 MARKERS = frozenset((BOUNDARY,) + tuple(CLAUSE_MARKS))
 """Tokens that are not words: the boundary and clause punctuation."""
 
-APOSTROPHES = "'\u2019"
-HYPHENS = "-\u2010\u2011"
 SENTENCE_END = ".!?\u2026"
 
 #: Only this much of the text before the cursor is read (a pasted megabyte costs the same as a line).
@@ -62,7 +62,7 @@ def _combining_marks_class() -> str:
 @functools.lru_cache(maxsize=1)
 def _patterns():
     letter = f"(?:[^\\W_]|[{_combining_marks_class()}])"
-    joiner = f"[{re.escape(APOSTROPHES + HYPHENS)}]"
+    joiner = f"[{re.escape(JOINERS)}]"
     word = f"{letter}+(?:{joiner}{letter}+)*"
     token = re.compile(f"(?P<word>{word})|(?P<end>[{re.escape(SENTENCE_END)}]+|\\n[^\\S\\n]*\\n)"
                        f"|(?P<mark>[{re.escape(CLAUSE_MARKS)}])")
@@ -227,16 +227,16 @@ def _partial_word(tail: str) -> str:
     every position in it; this is a tenth of the time)."""
     _, partial_re = _patterns()
     start = len(tail)
-    while start > 0 and _may_be_in_word(tail[start - 1]):
+    while start > 0 and is_word_character(tail[start - 1]):
         start -= 1
     return partial_re.search(tail, start).group(0)
 
 
-def _may_be_in_word(char: str) -> bool:
-    """True for every character a word can hold (the pattern's letters and digits are exactly
-    the ``isalnum`` ones); a few more do no harm: the pattern decides."""
-    return (char.isalnum() or char in APOSTROPHES or char in HYPHENS
-            or unicodedata.category(char)[0] == "M")
+def is_word_character(char: str) -> bool:
+    """Whether ``char`` can be part of a word: a letter, digit, combining mark or joiner (the
+    word pattern's letters and digits are exactly the ``isalnum`` ones)."""
+    return len(char) == 1 and (char.isalnum() or char in JOINERS
+                               or unicodedata.category(char)[0] == "M")
 
 
 def _is_all_caps(word: str) -> bool:
@@ -270,10 +270,6 @@ def apply_case(text: str, typed: str, sentence_start: bool = False, shouting: bo
 def normalize_word(word: str) -> str:
     """The key words are counted and matched under: NFC, lower case."""
     return unicodedata.normalize("NFC", word).lower()
-
-
-# Marks a word may follow directly: "(the", "\u201cthe", and a straight quote that opens ('said "the').
-OPENING_MARKS = frozenset("([{\u201c\u2018\u00ab\"'")
 
 
 def next_word_can_start(text: str) -> bool:

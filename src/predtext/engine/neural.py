@@ -39,18 +39,10 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 
 from predtext.backend.threads import ThreadCountChoice, thread_limit
-from predtext.engine.context import MARKERS, Context, normalize_word
+from predtext.engine.context import MARKERS, Context, is_word_character, normalize_word
+from predtext.engine.marks import JOINERS
 from predtext.engine.predictor import Candidate, Resources
 
-# Characters that may sit inside a word besides letters, digits and combining marks; the
-# same notion of a word as predtext.engine.context. Any other character ends a completion.
-_INNER_JOINERS = "'\u2019-\u2010\u2011"
-
-
-def is_word_character(char: str) -> bool:
-    """Whether ``char`` can be part of a word (so a completion goes on through it)."""
-    return len(char) == 1 and (char.isalnum() or char in _INNER_JOINERS
-                               or unicodedata.category(char)[0] == "M")
 
 
 class ModelAdapter:
@@ -455,7 +447,7 @@ class CompletionSearch:
                 if stop[token]:
                     word = open_text[row]
                     # A word ends in a letter: "don'" or "rock-" before a space is no word.
-                    if word and word[-1] not in _INNER_JOINERS:
+                    if word and word[-1] not in JOINERS:
                         previous = ended.get(word)
                         ended[word] = score if previous is None else np.logaddexp(previous, score)
                         ended_scores.append(score)
@@ -502,7 +494,7 @@ class CompletionSearch:
 
 def _joined_twice(word: str) -> bool:
     """Whether ``word`` has two joiners in a row ("rock--and", "dogs''")."""
-    return any(a in _INNER_JOINERS and b in _INNER_JOINERS for a, b in zip(word, word[1:]))
+    return any(a in JOINERS and b in JOINERS for a, b in zip(word, word[1:]))
 
 
 class NeuralPredictor:

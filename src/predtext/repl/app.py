@@ -218,6 +218,7 @@ class Repl:
             buffer.complete_state = None
             if isinstance(completion, SuggestionCompletion):
                 self._took(buffer, completion.suggestion, state.original_document.text_before_cursor)
+                buffer.insert_text("")         # refresh: prompt_toolkit asks after insertions
 
         @Condition
         def grey_text_shown() -> bool:
@@ -254,10 +255,9 @@ class Repl:
 
     def _took(self, buffer, suggestion, text_before_cursor: str) -> None:
         """``suggestion`` was taken at ``text_before_cursor``: its space is owed until the next
-        key, the engine hears of it, and the next words are asked for."""
+        key, and the engine hears of it."""
         self.taken_space.taken(buffer)
         self._accepted(suggestion, text_before_cursor)
-        buffer.insert_text("")                 # refresh: prompt_toolkit asks after insertions
 
     def _accepted(self, suggestion, text_before_cursor: str) -> None:
         try:

@@ -31,6 +31,8 @@ from prompt_toolkit.auto_suggest import Suggestion as InlineSuggestion
 from prompt_toolkit.completion import CompleteEvent, Completer, Completion
 from prompt_toolkit.document import Document
 
+from predtext.engine.marks import CLOSING_MARKS
+
 __all__ = ["Suggester", "PredtextCompleter", "PredtextAutoSuggest", "SuggestionCompletion",
            "InlineEngineSuggestion", "describe_source"]
 
@@ -121,10 +123,6 @@ def describe_source(suggestion) -> str:
         source = getattr(suggestion, "source", "")
         sources = (source,) if isinstance(source, str) else tuple(source)
     return f"{'+'.join(sources) or '?'} {suggestion.score:.2f}"
-
-
-# Marks that close what comes before them: no space goes between a word taken and one of them.
-CLOSING_MARKS = ".,;:!?)]}\u201d\u00bb\u2026"
 
 
 def space_after(text_after_cursor: str) -> bool:

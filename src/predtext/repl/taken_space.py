@@ -17,10 +17,8 @@ from prompt_toolkit.buffer import Buffer
 from prompt_toolkit.filters import Condition, completion_is_selected
 from prompt_toolkit.key_binding import KeyBindings
 
-from predtext.repl.completer import CLOSING_MARKS, SuggestionCompletion
-
-# Characters that go on with a word selected in the menu (besides letters and digits).
-WORD_JOINERS = "'\u2019-"
+from predtext.engine.marks import CLOSING_MARKS, JOINERS
+from predtext.repl.completer import SuggestionCompletion
 
 
 class TakenSpace:
@@ -75,7 +73,7 @@ class TakenSpace:
             handler.__doc__ = f"{mark!r} right after a suggestion taken: in place of its space"
             return handler
 
-        for mark in CLOSING_MARKS:
+        for mark in sorted(CLOSING_MARKS):
             bindings.add(mark, filter=owed)(closing(mark))
 
         @bindings.add(" ", filter=owed)
@@ -89,7 +87,7 @@ class TakenSpace:
         def _go_on_with_the_word(event):
             """A letter while a menu entry is selected goes on with that word."""
             buffer = event.current_buffer
-            if event.data.isalnum() or event.data in WORD_JOINERS:
+            if event.data.isalnum() or event.data in JOINERS:
                 buffer.delete_before_cursor(1)
             buffer.insert_text(event.data)
 
