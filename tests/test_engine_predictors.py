@@ -61,6 +61,22 @@ def test_abbreviations_from_toml(tmp_path):
         load_table(tmp_path / "missing.toml")
 
 
+def test_abbreviation_keys_that_could_never_fire_are_refused(tmp_path):
+    # The key is matched against the word before the cursor; "omw!" or "c u" never is one.
+    path = tmp_path / "abbreviations.toml"
+    for key in ("omw!", "c u", "c/u", "-ish", "'tis'"):
+        path.write_text(f'"{key}" = "on my way"\n')
+        with pytest.raises(ConfigError, match=r"abbreviations\.toml.*not one word"):
+            load_table(path)
+        with pytest.raises(ConfigError, match="not one word"):
+            AbbreviationPredictor({key: "on my way"})
+    # Words with joiners and digits inside are fine, and fire.
+    predictor = AbbreviationPredictor({"l8r": "later", "o'c": "o'clock", "x-mas": "Christmas"})
+    assert predictor.predict(parse_context("see you l8r"), 1) == [Candidate("later", 1.0)]
+    assert predictor.predict(parse_context("at five o'c"), 1) == [Candidate("o'clock", 1.0)]
+    assert predictor.predict(parse_context("happy X-mas"), 1) == [Candidate("Christmas", 1.0)]
+
+
 def test_history_learns_and_stores_with_mode_0600(tmp_path, monkeypatch):
     monkeypatch.setenv("PREDTEXT_DATA_DIR", str(tmp_path / "data"))
     predictor = make_history({}, Resources())

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Mapping
 
 from predtext.engine.config import ConfigError, tomllib, user_config_dir
-from predtext.engine.context import Context, normalize_word
+from predtext.engine.context import Context, is_word, normalize_word
 from predtext.engine.predictor import Candidate, Resources
 
 TABLE_FILE = "abbreviations.toml"
@@ -30,9 +30,16 @@ def _validated(entries: Mapping[str, Any], source: str) -> Dict[str, str]:
         if not isinstance(expansion, str) or not expansion.strip():
             raise ConfigError(source, f"abbreviation {abbreviation!r} must expand to text, "
                                       f"got {expansion!r}")
-        if not abbreviation.strip():
+        key = abbreviation.strip()
+        if not key:
             raise ConfigError(source, "an abbreviation is empty")
-        table[normalize_word(abbreviation.strip())] = expansion.strip()
+        # Only the word being typed is looked up, so a key that is not one word ("omw!",
+        # "c u") would never fire: refuse it rather than keep it silently.
+        if not is_word(key):
+            raise ConfigError(source, f"abbreviation {abbreviation!r} is not one word (letters "
+                                      "and digits, with ' or - inside): it could never be typed "
+                                      "as the word before the cursor")
+        table[normalize_word(key)] = expansion.strip()
     return table
 
 
