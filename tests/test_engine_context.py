@@ -5,8 +5,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from predtext.engine import context as context_module
-from predtext.engine.context import (BOUNDARY, DEFAULT_WINDOW_CHARS, apply_case, parse_context,
-                                     tokenize)
+from predtext.engine.context import (BOUNDARY, DEFAULT_WINDOW_CHARS, apostrophe_in_use,
+                                     apply_case, normalize_word, parse_context, tokenize,
+                                     with_apostrophe)
 
 # Letters of several scripts, digits, combining marks, joiners, underscores, spaces, marks,
 # controls and lone surrogates: what the shortcuts in parse_context must not get wrong.
@@ -89,6 +90,19 @@ def test_shouting_needs_two_all_caps_words():
     assert parse_context("STOP THAT ").shouting
     assert not parse_context("I am ").shouting
     assert not parse_context("NASA said ").shouting
+
+
+@pytest.mark.parametrize("text, apostrophe", [
+    ("", "'"), ("no apostrophe here", "'"), ("I don't", "'"), ("I don\u2019t", "\u2019"),
+    ("it\u2019s mine, isn't it", "'"), ("isn't it \u2018yours\u2019", "\u2019")])
+def test_the_apostrophe_in_use_is_the_last_one_typed(text, apostrophe):
+    assert apostrophe_in_use(text) == apostrophe
+
+
+def test_words_are_keyed_apart_from_their_apostrophe_style():
+    assert normalize_word("Don\u2019t") == normalize_word("don't") == "don't"
+    assert with_apostrophe("rock'n'roll", "\u2019") == "rock\u2019n\u2019roll"
+    assert with_apostrophe("o\u2019er 'tis", "'") == "o'er 'tis"
 
 
 def test_control_characters_and_lone_surrogates_are_neutralised():

@@ -134,6 +134,22 @@ def test_apostrophe_styles_are_one_word():
         assert texts(engine.suggest("I do")) == ["don't", "done"]     # one entry, not two
 
 
+def test_suggestions_take_the_apostrophe_the_user_types():
+    with Engine([WordList(["don't", "done", "o\u2019clock"])]) as engine:
+        assert texts(engine.suggest("I do")) == ["don't", "done"]       # straight by default
+        assert texts(engine.suggest("at ten o")) == ["o'clock"]
+        assert texts(engine.suggest("It\u2019s late. I do")) == ["don\u2019t", "done"]
+        assert texts(engine.suggest("It\u2019s ten o")) == ["o\u2019clock"]   # as typed before
+        assert texts(engine.suggest("It\u2019s late, isn't it? I do")) == ["don't", "done"]
+
+
+def test_a_word_typed_with_a_curly_apostrophe_completes_from_straight_counts(engine):
+    engine.learn("I don't know. I don't care. I do not think so.")
+    assert texts(engine.suggest("I don\u2019"))[0] == "don\u2019t"
+    assert texts(engine.suggest("I don't ")) == texts(engine.suggest("I don\u2019t "))
+    assert set(texts(engine.suggest("I don\u2019t "))[:2]) == {"know", "care"}
+
+
 def test_nothing_is_glued_to_a_closing_mark():
     with Engine([WordList(["apple", "application"])]) as engine:
         for text in ("well,", "the end.", "why?", "(so)", "wait\u2026", 'he said "yes"',

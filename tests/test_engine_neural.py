@@ -170,6 +170,21 @@ def test_a_completion_never_ends_in_an_apostrophe_or_hyphen(tmp_path):
     assert not [w for w in offered if "--" in w], offered       # nor two joiners in a row
 
 
+def test_a_curly_apostrophe_is_read_as_the_straight_one_the_model_knows(tmp_path, model):
+    path = tmp_path / "straight.txt"
+    path.write_text("i don't know. you don't say. we can't stay.\n" * 60, encoding="utf-8")
+    train([path], tmp_path / "straight.safetensors", tiny_config(), log=quiet)
+    straight = LanguageModel.load(tmp_path / "straight.safetensors")
+    assert ModelAdapter(straight).apostrophe == "'" and ModelAdapter(model).apostrophe is None
+    for typed in ("i don", "you don't s", "we can't "):
+        curly = typed.replace("'", "\u2019")
+        want = suggest(NeuralPredictor(straight), typed)
+        got = suggest(NeuralPredictor(straight), curly)
+        assert want and [(c.text, c.probability) for c in got] == \
+            [(c.text, pytest.approx(c.probability)) for c in want], typed
+    assert words(suggest(NeuralPredictor(straight), "i don\u2019"))[0] == "don't"
+
+
 # ---------------------------------------------------------------- the text state
 
 

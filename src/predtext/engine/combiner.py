@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import Dict, List, Sequence, Tuple
 
-from predtext.engine.context import suggestion_key
+from predtext.engine.context import normalize_word
 from predtext.engine.predictor import Candidate
 from predtext.engine.suggestion import Suggestion
 
@@ -38,7 +38,7 @@ def combine(proposals: Sequence[Proposal], policy: str = "linear") -> List[Sugge
     for name, weight, candidates in proposals:
         for text, probability in candidates:
             contribution = weight * probability
-            key = suggestion_key(text)
+            key = normalize_word(text)
             entry = merged.get(key)
             if entry is None:
                 entry = merged[key] = {"text": text, "best": -1.0, "sum": 0.0, "max": 0.0,

@@ -18,7 +18,7 @@ import unicodedata
 from dataclasses import dataclass
 from typing import List, Tuple
 
-from predtext.engine.marks import JOINERS, OPENING_MARKS
+from predtext.engine.marks import CURLY_APOSTROPHE, JOINERS, OPENING_MARKS
 
 BOUNDARY = "<s>"
 """Marker token for a sentence boundary (also the start of a text). Never offered to a user."""
@@ -217,7 +217,7 @@ def forget_recent_text() -> None:
     before the cursor, memoised word keys): after ``Engine.forget`` nothing typed stays."""
     global _last_window
     _last_window = ("", "")
-    for cached in (_tokens, normalize_word, suggestion_key):
+    for cached in (_tokens, normalize_word):
         cached.cache_clear()
 
 
@@ -268,8 +268,21 @@ def apply_case(text: str, typed: str, sentence_start: bool = False, shouting: bo
 
 @functools.lru_cache(maxsize=1 << 14)     # pure, and asked for the same words every keystroke
 def normalize_word(word: str) -> str:
-    """The key words are counted and matched under: NFC, lower case."""
-    return unicodedata.normalize("NFC", word).lower()
+    """The key words are counted, matched and told apart under: NFC, lower case, and the
+    apostrophe's style aside ("Don't" and "don\u2019t" are one word: a text mixes the two when
+    some of it was typed with smart quotes and some without)."""
+    return unicodedata.normalize("NFC", word).lower().replace(CURLY_APOSTROPHE, "'")
+
+
+def apostrophe_in_use(text: str) -> str:
+    """The apostrophe last used in ``text``, straight when it has none: suggestions are written
+    with it, so a user whose keyboard makes curly ones is offered "don\u2019t", others "don't"."""
+    return CURLY_APOSTROPHE if text.rfind(CURLY_APOSTROPHE) > text.rfind("'") else "'"
+
+
+def with_apostrophe(word: str, apostrophe: str) -> str:
+    """``word`` with every apostrophe written as ``apostrophe``."""
+    return word.replace(CURLY_APOSTROPHE if apostrophe == "'" else "'", apostrophe)
 
 
 def next_word_can_start(text: str) -> bool:
@@ -283,11 +296,3 @@ def next_word_can_start(text: str) -> bool:
     if end == len(text):
         return not text or text[-1].isspace()
     return end == 0 or text[end - 1].isspace()
-
-
-@functools.lru_cache(maxsize=1 << 14)
-def suggestion_key(word: str) -> str:
-    """What counts as one suggestion: ``normalize_word``, the apostrophe's style aside
-    ("don't" and "don\u2019t" are one word to offer)."""
-    return normalize_word(word).replace("\u2019", "'")
-

@@ -12,8 +12,9 @@ from typing import Any, List, Mapping, Optional, Sequence, Tuple, Union
 from predtext.engine.combiner import combine
 from predtext.engine.config import EngineConfig, is_weight, load_config
 from predtext.engine.context import (DEFAULT_WINDOW_CHARS, MARKERS, Context,
-                                     apply_case, clean, forget_recent_text, next_word_can_start,
-                                     parse_context, suggestion_key)
+                                     apostrophe_in_use, apply_case, clean, forget_recent_text,
+                                     next_word_can_start, normalize_word, parse_context,
+                                     with_apostrophe)
 from predtext.engine.predictor import Predictor, PredictorRunner, Resources, create_predictor
 from predtext.engine.suggestion import Suggestion
 
@@ -148,8 +149,9 @@ class Engine:
         Completions of the word being typed (``replace`` = its typed length), or next words at a
         word boundary (``replace`` = 0). The typed word itself is never offered, nor, unless
         ``repeat_suggestions`` is set, what was already offered and passed over for this word.
-        Suggestions follow the user's case. Right after anything but a space or an opening
-        mark ("well,", 'said "yes"') there are none: the next word comes after a space.
+        Suggestions follow the user's case and apostrophes (straight or curly). Right after
+        anything but a space or an opening mark ("well,", 'said "yes"') there are none: the
+        next word comes after a space.
         """
         k = _checked_k(k)
         context = parse_context(text_before_cursor, DEFAULT_WINDOW_CHARS)
@@ -165,7 +167,7 @@ class Engine:
             ranked = combine([(p.name, self._weights[id(p)], c) for p, c in answers],
                              self.config.combination)
             suggestions = self._shape(ranked, context, excluded, k)
-            self._offered.update(suggestion_key(s.text) for s in suggestions)
+            self._offered.update(normalize_word(s.text) for s in suggestions)
             self._last = (key, suggestions)
             return list(suggestions)
 
@@ -179,7 +181,7 @@ class Engine:
         # (Not the whole window before the word: its start moves as the text grows.)
         anchor = (context.offset + len(context.text) - len(context.prefix),
                   context.text_before_word[-256:])
-        typed = suggestion_key(context.prefix)
+        typed = normalize_word(context.prefix)
         if anchor != self._word_anchor or not typed.startswith(self._typed):
             self._offered_before, self._offered = set(), set()
         elif typed != self._typed:
@@ -190,17 +192,19 @@ class Engine:
 
     @staticmethod
     def _shape(ranked: List[Suggestion], context: Context, excluded: set, k: int) -> List[Suggestion]:
-        typed = suggestion_key(context.prefix)
+        typed = normalize_word(context.prefix)
+        apostrophe = apostrophe_in_use(context.text)
         shaped, seen = [], set()
         for suggestion in ranked:
             text = clean(suggestion.text).strip()
-            key = suggestion_key(text)
+            key = normalize_word(text)
             if not text or key == typed or key in MARKERS or key in excluded or key in seen:
                 continue
             if shaped and suggestion.score < shaped[0].score * _NOISE_RATIO:
                 break          # ranked best first: the rest are noise too
             seen.add(key)
-            text = apply_case(text, context.prefix, context.sentence_start, context.shouting)
+            text = apply_case(with_apostrophe(text, apostrophe), context.prefix,
+                              context.sentence_start, context.shouting)
             shaped.append(Suggestion(text, len(context.prefix), suggestion.score, suggestion.source))
             if len(shaped) == k:
                 break

@@ -4,7 +4,8 @@ Plain constants with no imports, so that the terminal can read them before the e
 NumPy) is loaded.
 """
 
-APOSTROPHES = "'\u2019"
+CURLY_APOSTROPHE = "\u2019"
+APOSTROPHES = "'" + CURLY_APOSTROPHE
 HYPHENS = "-\u2010\u2011"
 #: Characters that may sit inside a word besides letters, digits and combining marks.
 JOINERS = APOSTROPHES + HYPHENS

@@ -39,8 +39,9 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 
 from predtext.backend.threads import ThreadCountChoice, thread_limit
-from predtext.engine.context import MARKERS, Context, is_word_character, normalize_word
-from predtext.engine.marks import JOINERS
+from predtext.engine.context import (MARKERS, Context, is_word_character, normalize_word,
+                                     with_apostrophe)
+from predtext.engine.marks import APOSTROPHES, JOINERS
 from predtext.engine.predictor import Candidate, Resources
 
 
@@ -72,6 +73,10 @@ class ModelAdapter:
         self.start_id = int(getattr(model, "start_id", 0))
         self.tokens: List[str] = list(tokenizer.id_to_token)
         self.token_ids: Dict[str, int] = dict(tokenizer.token_to_id)
+        # The apostrophe of the model's text when it knows only one ("don't" in Shakespeare):
+        # text typed with the other is read with this one, which the model understands.
+        styles = {a for a in APOSTROPHES if any(a in token for token in self.tokens)}
+        self.apostrophe: Optional[str] = styles.pop() if len(styles) == 1 else None
         self.steps = 0
         self.step_rows = 0
         self.step_seconds = 0.0
@@ -87,6 +92,10 @@ class ModelAdapter:
         log_probs, _ = self.model.step(ids, state)
         self.step_seconds += time.perf_counter() - began
         return log_probs
+
+    def read_as_trained(self, text: str) -> str:
+        """``text`` with its apostrophes in the model's style (when the model knows one only)."""
+        return with_apostrophe(text, self.apostrophe) if self.apostrophe else text
 
     def encode(self, text: str) -> List[int]:
         return np.asarray(self.tokenizer.encode(text)).tolist()
@@ -579,7 +588,7 @@ class NeuralPredictor:
     # -- character level
 
     def _predict_characters(self, context: Context, k: int) -> List[Candidate]:
-        text, prefix = context.text, context.prefix
+        text, prefix = self.lm.read_as_trained(context.text), self.lm.read_as_trained(context.prefix)
         if not prefix and text and not text[-1].isspace():
             # Just after punctuation ("lord,"): the next word comes after a space not yet
             # typed, and a suggestion now would be glued to the mark.
@@ -613,7 +622,7 @@ class NeuralPredictor:
     # -- word level
 
     def _predict_words(self, context: Context, k: int) -> List[Candidate]:
-        before = context.text_before_word
+        before = self.lm.read_as_trained(context.text_before_word)
         offset, cached_before, tokens = self._window
         if (offset, cached_before) != (context.offset, before):
             if offset != context.offset:

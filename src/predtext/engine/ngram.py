@@ -33,6 +33,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 
 from predtext.engine.context import BOUNDARY, MARKERS, Context, normalize_word, tokenize
+from predtext.engine.marks import CURLY_APOSTROPHE
 from predtext.engine.predictor import Candidate, Resources
 
 FORMAT = "predtext.ngram"
@@ -104,6 +105,12 @@ def _estimate_discounts(counts: np.ndarray) -> Tuple[float, float, float]:
             if value is not None and 0 < value <= i + 1:
                 estimated[i] = value
     return tuple(float(d) for d in estimated)
+
+
+def _form_and_key(token: str) -> Tuple[str, str]:
+    """A counted word's written form (its case; apostrophes straight, as suggestions take the
+    user's style) and its key."""
+    return token.replace(CURLY_APOSTROPHE, "'"), normalize_word(token)
 
 
 def _usual_form(word: str, forms: Mapping[str, int], frequency: int) -> Optional[str]:
@@ -255,11 +262,11 @@ class NGramModel:
             for token in tokens:
                 if token == BOUNDARY:
                     continue
-                key = token.lower()
+                form, key = _form_and_key(token)
                 frequency[key] = frequency.get(key, 0) + 1
-                if token != key:
+                if form != key:
                     forms = surfaces.setdefault(key, {})
-                    forms[token] = forms.get(token, 0) + 1
+                    forms[form] = forms.get(form, 0) + 1
         words = sorted(frequency)
         if len(words) + 1 > _MAX_ID:
             raise ValueError(f"vocabulary of {len(words)} words exceeds {_MAX_ID}")
@@ -274,7 +281,7 @@ class NGramModel:
         windows = []
         pad = [_BOUNDARY_ID] * (order - 1)
         for tokens in token_lists:
-            ids = np.array(pad + [model._ids[t.lower()] if t != BOUNDARY else _BOUNDARY_ID
+            ids = np.array(pad + [model._ids[normalize_word(t)] if t != BOUNDARY else _BOUNDARY_ID
                                   for t in tokens], dtype=np.int64)
             if len(ids) >= order:
                 windows.append(np.lib.stride_tricks.sliding_window_view(ids, order))
@@ -629,7 +636,7 @@ class NGramModel:
     def _learn_word(self, token: str, sentence_start: bool) -> int:
         if token == BOUNDARY:
             return _BOUNDARY_ID
-        key = token.lower()
+        token, key = _form_and_key(token)
         word_id = self._ids.get(key)
         if word_id is None:
             if len(self._words) >= _MAX_ID:
@@ -669,8 +676,9 @@ class NGramModel:
             # A new left neighbour for the shorter n-gram: its continuation count goes up.
             self._add(n - 1, gram[1:])
 
-    def compact(self) -> None:
-        """Fold online learning into the arrays (ids are renumbered into sorted order)."""
+    def _top_rows(self) -> Tuple[np.ndarray, np.ndarray]:
+        """Every highest-order n-gram (as id rows) and its count, online learning included:
+        what :meth:`_set_rows` rebuilds the model from."""
         top = self._orders[-1]
         width = self.order - 1
         contexts = (_unpack(top.keys, width) if width else np.zeros((len(top.keys), 0), np.int64))
@@ -681,8 +689,11 @@ class NGramModel:
             for word, extra in added.items():
                 rows.append(np.array([list(context) + [word]], dtype=np.int64))
                 counts.append(np.array([extra], dtype=np.int64))
-        rows = np.concatenate(rows).reshape(-1, self.order)
-        counts = np.concatenate(counts)
+        return np.concatenate(rows).reshape(-1, self.order), np.concatenate(counts)
+
+    def compact(self) -> None:
+        """Fold online learning into the arrays (ids are renumbered into sorted order)."""
+        rows, counts = self._top_rows()
         # Renumber so that ids follow the sorted order of the words again.
         order = sorted(range(1, len(self._words)), key=self._words.__getitem__)
         remap = np.zeros(len(self._words), dtype=np.int64)
@@ -754,7 +765,36 @@ class NGramModel:
                 raise ValueError(f"order {n} arrays are inconsistent")
         model._orders = [_Order(n, *level) for n, level in enumerate(levels, 1)]
         model._unigram_cache = None
+        if CURLY_APOSTROPHE in "".join(vocabulary):
+            model._merge_apostrophe_styles()
         return model
+
+    def _merge_apostrophe_styles(self) -> None:
+        """Count as one word what a file stored apart by its apostrophe ("don't", "don\u2019t"):
+        files written before word keys left the apostrophe's style aside. The counts come out
+        as if the text had been counted with today's keys."""
+        keys = [normalize_word(word) for word in self._words[1:]]
+        words = [BOUNDARY] + sorted(set(keys))
+        ids = {word: i for i, word in enumerate(words)}
+        remap = np.array([_BOUNDARY_ID] + [ids[key] for key in keys], dtype=np.int64)
+        word_counts = [0] * len(words)
+        for old_id, count in enumerate(self._word_counts):
+            word_counts[remap[old_id]] += count
+        # The written form of the most frequent of the merged words stands for them all.
+        most_frequent: Dict[int, int] = {}
+        for old_id in range(1, len(self._words)):
+            new_id = int(remap[old_id])
+            if self._word_counts[old_id] > self._word_counts[most_frequent.get(new_id, 0)]:
+                most_frequent[new_id] = old_id
+        surface: Dict[int, str] = {}
+        for new_id, old_id in most_frequent.items():
+            form = self._surface.get(old_id, words[new_id]).replace(CURLY_APOSTROPHE, "'")
+            if form != words[new_id]:
+                surface[new_id] = form
+        rows, counts = self._top_rows()
+        self._words, self._ids, self._word_counts, self._surface = words, ids, word_counts, surface
+        self._sorted_end = len(words)
+        self._set_rows(remap[rows], counts)
 
     def save(self, path) -> None:
         """Write the model as a safetensors file (arrays, with the metadata as JSON), whole
