@@ -11,14 +11,17 @@ _OPS = {}
 
 
 def get_ops(name="cpu"):
-    """Return the shared ops object for a backend: "cpu" (NumPy + compiled core) or "cupy"."""
+    """Return the shared ops object for a backend: "cpu" (NumPy + compiled core).
+
+    The seam is for a CuPy backend (cuBLAS) with the same interface; this release has none,
+    and asking for it says so instead of failing on a missing module.
+    """
     if name not in _OPS:
         if name == "cpu":
             _OPS[name] = NumpyOps()
         elif name == "cupy":
-            from predtext.backend.cupy_ops import CupyOps
-
-            _OPS[name] = CupyOps()
+            raise ValueError("backend: 'cupy' is not available in this release of predtext; "
+                             "use 'cpu'")
         else:
-            raise ValueError(f"backend: expected 'cpu' or 'cupy', got {name!r}")
+            raise ValueError(f"backend: expected 'cpu', got {name!r}")
     return _OPS[name]
