@@ -13,6 +13,7 @@ option names another file; entries may also be given inline in the engine config
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import Any, Dict, List, Mapping
@@ -23,9 +24,11 @@ from predtext.engine.predictor import Candidate, Resources
 
 TABLE_FILE = "abbreviations.toml"
 
+log = logging.getLogger("predtext.engine")
+
 
 def _validated(entries: Mapping[str, Any], source: str) -> Dict[str, str]:
-    table = {}
+    table, unusable = {}, []
     for abbreviation, expansion in entries.items():
         if not isinstance(expansion, str) or not expansion.strip():
             raise ConfigError(source, f"abbreviation {abbreviation!r} must expand to text, "
@@ -34,12 +37,15 @@ def _validated(entries: Mapping[str, Any], source: str) -> Dict[str, str]:
         if not key:
             raise ConfigError(source, "an abbreviation is empty")
         # Only the word being typed is looked up, so a key that is not one word ("omw!",
-        # "c u") would never fire: refuse it rather than keep it silently.
+        # "c u") would never fire: say so, and keep the rest of the table.
         if not is_word(key):
-            raise ConfigError(source, f"abbreviation {abbreviation!r} is not one word (letters "
-                                      "and digits, with ' or - inside): it could never be typed "
-                                      "as the word before the cursor")
+            unusable.append(abbreviation)
+            continue
         table[normalize_word(key)] = expansion.strip()
+    if unusable:
+        log.warning("%s: abbreviations %s left out: a key must be one word (letters and digits, "
+                    "with ' or - inside), as it is matched against the word before the cursor",
+                    source, ", ".join(repr(a) for a in unusable))
     return table
 
 
