@@ -141,6 +141,11 @@ def test_suggestions_take_the_apostrophe_the_user_types():
         assert texts(engine.suggest("It\u2019s late. I do")) == ["don\u2019t", "done"]
         assert texts(engine.suggest("It\u2019s ten o")) == ["o\u2019clock"]   # as typed before
         assert texts(engine.suggest("It\u2019s late, isn't it? I do")) == ["don't", "done"]
+        # Remembered past the read window: pages without an apostrophe do not reset it.
+        engine.suggest("It\u2019s")
+        assert texts(engine.suggest("It\u2019s late. " + "so " * 3000 + "I do"))[0] == "don\u2019t"
+        engine.forget()
+        assert texts(engine.suggest("so " * 3000 + "I do"))[0] == "don't"
 
 
 def test_a_word_typed_with_a_curly_apostrophe_completes_from_straight_counts(engine):

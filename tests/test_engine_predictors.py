@@ -64,7 +64,7 @@ def test_abbreviations_from_toml(tmp_path):
 def test_abbreviation_keys_that_could_never_fire_are_left_out_with_a_warning(tmp_path, caplog):
     # The key is matched against the word before the cursor; "omw!" or "c u" never is one.
     path = tmp_path / "abbreviations.toml"
-    bad = ("omw!", "c u", "c/u", "-ish", "'tis'")
+    bad = ("omw!", "c u", "c/u", "-ish", "'tis'", "rock--roll", "x" * 65)
     path.write_text("brb = \"be right back\"\n" + "".join(f'"{key}" = "x"\n' for key in bad))
     with caplog.at_level("WARNING", logger="predtext.engine"):
         table = load_table(path)
@@ -72,7 +72,10 @@ def test_abbreviation_keys_that_could_never_fire_are_left_out_with_a_warning(tmp
     assert "abbreviations.toml" in caplog.text and all(repr(key) in caplog.text for key in bad)
     assert AbbreviationPredictor({"omw!": "on my way"}).table == {}
     # Words with joiners and digits inside are fine, and fire.
-    predictor = AbbreviationPredictor({"l8r": "later", "o'c": "o'clock", "x-mas": "Christmas"})
+    predictor = AbbreviationPredictor({"l8r": "later", "o'c": "o'clock", "x-mas": "Christmas",
+                                       "goin'": "going", "rock-": "rock-and-roll"})
+    assert predictor.predict(parse_context("I am goin'"), 1) == [Candidate("going", 1.0)]
+    assert predictor.predict(parse_context("some rock-"), 1) == [Candidate("rock-and-roll", 1.0)]
     assert predictor.predict(parse_context("see you l8r"), 1) == [Candidate("later", 1.0)]
     assert predictor.predict(parse_context("at five o'c"), 1) == [Candidate("o'clock", 1.0)]
     assert predictor.predict(parse_context("happy X-mas"), 1) == [Candidate("Christmas", 1.0)]

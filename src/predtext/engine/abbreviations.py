@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Mapping
 
 from predtext.engine.config import ConfigError, tomllib, user_config_dir
-from predtext.engine.context import Context, is_word, normalize_word
+from predtext.engine.context import Context, is_partial_word, normalize_word
 from predtext.engine.predictor import Candidate, Resources
 
 TABLE_FILE = "abbreviations.toml"
@@ -36,15 +36,16 @@ def _validated(entries: Mapping[str, Any], source: str) -> Dict[str, str]:
         key = abbreviation.strip()
         if not key:
             raise ConfigError(source, "an abbreviation is empty")
-        # Only the word being typed is looked up, so a key that is not one word ("omw!",
-        # "c u") would never fire: say so, and keep the rest of the table.
-        if not is_word(key):
+        # Only the word being typed is looked up, so a key that cannot be one ("omw!", "c u")
+        # would never fire: say so, and keep the rest of the table.
+        if not is_partial_word(key):
             unusable.append(abbreviation)
             continue
         table[normalize_word(key)] = expansion.strip()
     if unusable:
         log.warning("%s: abbreviations %s left out: a key must be one word (letters and digits, "
-                    "with ' or - inside), as it is matched against the word before the cursor",
+                    "with ' or - inside or at the end), as it is matched against the word "
+                    "before the cursor",
                     source, ", ".join(repr(a) for a in unusable))
     return table
 

@@ -16,7 +16,7 @@ import functools
 import re
 import unicodedata
 from dataclasses import dataclass
-from typing import List, Tuple
+from typing import List, Optional, Tuple
 
 from predtext.engine.marks import CURLY_APOSTROPHE, JOINERS, OPENING_MARKS
 
@@ -232,6 +232,12 @@ def _partial_word(tail: str) -> str:
     return partial_re.search(tail, start).group(0)
 
 
+def is_partial_word(text: str) -> bool:
+    """Whether ``text`` at the end of the text before the cursor is read, whole, as the word
+    being typed (a word, which may end in a joiner: "don't", "goin'", "rock-")."""
+    return 0 < len(text) <= _MAX_PARTIAL_CHARS and _partial_word(text) == text
+
+
 def is_word_character(char: str) -> bool:
     """Whether ``char`` can be part of a word: a letter, digit, combining mark or joiner (the
     word pattern's letters and digits are exactly the ``isalnum`` ones)."""
@@ -274,10 +280,10 @@ def normalize_word(word: str) -> str:
     return unicodedata.normalize("NFC", word).lower().replace(CURLY_APOSTROPHE, "'")
 
 
-def apostrophe_in_use(text: str) -> str:
-    """The apostrophe last used in ``text``, straight when it has none: suggestions are written
-    with it, so a user whose keyboard makes curly ones is offered "don\u2019t", others "don't"."""
-    return CURLY_APOSTROPHE if text.rfind(CURLY_APOSTROPHE) > text.rfind("'") else "'"
+def last_apostrophe(text: str) -> Optional[str]:
+    """The apostrophe last used in ``text`` (straight or curly), None when it has none."""
+    curly, straight = text.rfind(CURLY_APOSTROPHE), text.rfind("'")
+    return None if curly == straight else CURLY_APOSTROPHE if curly > straight else "'"
 
 
 def with_apostrophe(word: str, apostrophe: str) -> str:

@@ -12,7 +12,7 @@ from typing import Any, List, Mapping, Optional, Sequence, Tuple, Union
 from predtext.engine.combiner import combine
 from predtext.engine.config import EngineConfig, is_weight, load_config
 from predtext.engine.context import (DEFAULT_WINDOW_CHARS, MARKERS, Context,
-                                     apostrophe_in_use, apply_case, clean, forget_recent_text,
+                                     apply_case, clean, forget_recent_text, last_apostrophe,
                                      next_word_can_start, normalize_word, parse_context,
                                      with_apostrophe)
 from predtext.engine.predictor import Predictor, PredictorRunner, Resources, create_predictor
@@ -72,6 +72,9 @@ class Engine:
         self._offered: set = set()          # offered at the typed prefix
         self._offered_before: set = set()   # offered at shorter prefixes of the same word
         self._last: Optional[Tuple[Any, List[Suggestion]]] = None
+        # Suggestions are written with the apostrophe the user typed last (a user whose
+        # keyboard makes curly ones is offered "don\u2019t"), remembered past the read window.
+        self._apostrophe = "'"
         self._runner.call("prepare")
 
     # ------------------------------------------------------------------ building
@@ -166,7 +169,8 @@ class Engine:
             answers = self._runner.predict(context, request)
             ranked = combine([(p.name, self._weights[id(p)], c) for p, c in answers],
                              self.config.combination)
-            suggestions = self._shape(ranked, context, excluded, k)
+            self._apostrophe = last_apostrophe(context.text) or self._apostrophe
+            suggestions = self._shape(ranked, context, excluded, k, self._apostrophe)
             self._offered.update(normalize_word(s.text) for s in suggestions)
             self._last = (key, suggestions)
             return list(suggestions)
@@ -191,9 +195,9 @@ class Engine:
         return set() if self.config.repeat_suggestions else set(self._offered_before)
 
     @staticmethod
-    def _shape(ranked: List[Suggestion], context: Context, excluded: set, k: int) -> List[Suggestion]:
+    def _shape(ranked: List[Suggestion], context: Context, excluded: set, k: int,
+               apostrophe: str) -> List[Suggestion]:
         typed = normalize_word(context.prefix)
-        apostrophe = apostrophe_in_use(context.text)
         shaped, seen = [], set()
         for suggestion in ranked:
             text = clean(suggestion.text).strip()
@@ -239,6 +243,7 @@ class Engine:
         """Erase what the predictors learned about the user (their stored history included)."""
         with self._lock:
             self._word_anchor, self._offered, self._offered_before = None, set(), set()
+            self._apostrophe = "'"
             forget_recent_text()
         self._after(self._runner.call("forget"))
 

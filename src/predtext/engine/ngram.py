@@ -772,7 +772,9 @@ class NGramModel:
     def _merge_apostrophe_styles(self) -> None:
         """Count as one word what a file stored apart by its apostrophe ("don't", "don\u2019t"):
         files written before word keys left the apostrophe's style aside. The counts come out
-        as if the text had been counted with today's keys."""
+        as if the text had been counted with today's keys. The written form (its capitals) is
+        as close as such a file allows: it kept each style's usual form, not how often each
+        form was written, so the merged word takes the form of its most frequent style."""
         keys = [normalize_word(word) for word in self._words[1:]]
         words = [BOUNDARY] + sorted(set(keys))
         ids = {word: i for i, word in enumerate(words)}
