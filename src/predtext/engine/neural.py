@@ -588,7 +588,8 @@ class NeuralPredictor:
     # -- character level
 
     def _predict_characters(self, context: Context, k: int) -> List[Candidate]:
-        text, prefix = self.lm.read_as_trained(context.text), self.lm.read_as_trained(context.prefix)
+        text = self.lm.read_as_trained(context.text)
+        prefix = text[len(text) - len(context.prefix):]     # the word being typed ends the text
         if not prefix and text and not text[-1].isspace():
             # Just after punctuation ("lord,"): the next word comes after a space not yet
             # typed, and a suggestion now would be glued to the mark.

@@ -32,7 +32,8 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
-from predtext.engine.context import BOUNDARY, MARKERS, Context, normalize_word, tokenize
+from predtext.engine.context import (BOUNDARY, MARKERS, Context, normalize_word, tokenize,
+                                     with_apostrophe)
 from predtext.engine.marks import CURLY_APOSTROPHE
 from predtext.engine.predictor import Candidate, Resources
 
@@ -110,7 +111,7 @@ def _estimate_discounts(counts: np.ndarray) -> Tuple[float, float, float]:
 def _form_and_key(token: str) -> Tuple[str, str]:
     """A counted word's written form (its case; apostrophes straight, as suggestions take the
     user's style) and its key."""
-    return token.replace(CURLY_APOSTROPHE, "'"), normalize_word(token)
+    return with_apostrophe(token, "'"), normalize_word(token)
 
 
 def _usual_form(word: str, forms: Mapping[str, int], frequency: int) -> Optional[str]:
@@ -790,7 +791,7 @@ class NGramModel:
                 most_frequent[new_id] = old_id
         surface: Dict[int, str] = {}
         for new_id, old_id in most_frequent.items():
-            form = self._surface.get(old_id, words[new_id]).replace(CURLY_APOSTROPHE, "'")
+            form = with_apostrophe(self._surface.get(old_id, words[new_id]), "'")
             if form != words[new_id]:
                 surface[new_id] = form
         rows, counts = self._top_rows()
