@@ -8,8 +8,6 @@ command runs, so `predtext repl` starts without loading the training code.
 import argparse
 import sys
 
-EXIT_BAD_INPUT = 2  # bad arguments or input: one line on stderr, no traceback
-
 # command -> (module, one-line help)
 COMMANDS = {
     "repl": ("predtext.repl.commands", "interactive autocomplete terminal (the default)"),
@@ -21,28 +19,6 @@ COMMANDS = {
     "forget": ("predtext.engine.commands", "erase the learned user history"),
     "ngram": ("predtext.engine.commands", "build an n-gram model (predtext ngram build)"),
 }
-
-
-def one_line_errors(parser, command):
-    """argparse prints the whole usage before an error; one line says enough here."""
-
-    def error(message):
-        print(f"predtext {command}: error: {message} (see predtext {command} --help)",
-              file=sys.stderr)
-        sys.exit(EXIT_BAD_INPUT)
-
-    parser.error = error
-
-
-def positive_int(text):
-    """argparse type: an integer > 0."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
 
 
 def _load(command):

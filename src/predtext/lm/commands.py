@@ -14,7 +14,7 @@ import os
 import sys
 from pathlib import Path
 
-from predtext.cli import EXIT_BAD_INPUT, one_line_errors, positive_int
+from predtext.commandline import EXIT_BAD_INPUT, one_line_errors, positive_int
 from predtext.errors import PredtextError
 
 
