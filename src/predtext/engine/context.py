@@ -1,33 +1,21 @@
 """What the text before the cursor says: previous words, the word being typed, and its case.
 
-Everything that splits text into words lives here, so that the n-gram counts built from a
-corpus and the words read back from the text before the cursor are cut the same way.
-
-A word is a run of letters, digits and combining marks (any script), with apostrophes and
-hyphens allowed *inside* it: ``don't``, ``o'er``, ``dog-food``. Sentence ends (``. ! ?`` and
-blank lines) become a :data:`BOUNDARY` marker in the token stream, and clause punctuation
-(``, ; :``) stays as tokens of its own: what follows "my lord," is not what follows "my lord".
-Markers are context for prediction, never suggestions.
+What a word is, and how running text splits into words and markers, is :mod:`predtext.text`
+(shared with the n-gram model, so that the counts built from a corpus and the words read back
+from the text before the cursor are cut the same way); this module reads the text before the
+cursor with it. Its names are re-exported here for the code that imported them from here.
 """
 
 from __future__ import annotations
 
 import functools
-import re
-import unicodedata
 from dataclasses import dataclass
-from typing import List, Optional, Tuple
+from typing import Tuple
 
-from predtext.engine.marks import CURLY_APOSTROPHE, JOINERS, OPENING_MARKS
-
-BOUNDARY = "<s>"
-"""Marker token for a sentence boundary (also the start of a text). Never offered to a user."""
-
-CLAUSE_MARKS = ",;:"
-MARKERS = frozenset((BOUNDARY,) + tuple(CLAUSE_MARKS))
-"""Tokens that are not words: the boundary and clause punctuation."""
-
-SENTENCE_END = ".!?\u2026"
+from predtext.text import (BOUNDARY, CLAUSE_MARKS, MARKERS, OPENING_MARKS,  # noqa: F401
+                           SENTENCE_END, clean, is_marker, is_word, is_word_character,
+                           iter_words, last_apostrophe, normalize_word, tokenize,
+                           with_apostrophe, word_patterns)
 
 #: Only this much of the text before the cursor is read (a pasted megabyte costs the same as a line).
 DEFAULT_WINDOW_CHARS = 4096
@@ -42,56 +30,10 @@ _MAX_PARTIAL_CHARS = 64
 _MAX_CONTEXT_WORDS = 16
 
 
-def _combining_marks_class() -> str:
-    """Character-class body of the combining marks of the Basic Multilingual Plane.
-
-    Python's ``\\w`` leaves out combining marks (accents typed as separate code points, Indic
-    vowel signs), which would cut words in two. Scanning the BMP takes ~15 ms, so it is done
-    once, on first use, not at import.
-    """
-    ranges: List[Tuple[int, int]] = []
-    for code in range(0x300, 0x10000):
-        if unicodedata.category(chr(code))[0] == "M":
-            if ranges and ranges[-1][1] == code - 1:
-                ranges[-1] = (ranges[-1][0], code)
-            else:
-                ranges.append((code, code))
-    return "".join(f"\\u{a:04x}-\\u{b:04x}" if a != b else f"\\u{a:04x}" for a, b in ranges)
-
-
-@functools.lru_cache(maxsize=1)
 def _patterns():
-    letter = f"(?:[^\\W_]|[{_combining_marks_class()}])"
-    joiner = f"[{re.escape(JOINERS)}]"
-    word = f"{letter}+(?:{joiner}{letter}+)*"
-    token = re.compile(f"(?P<word>{word})|(?P<end>[{re.escape(SENTENCE_END)}]+|\\n[^\\S\\n]*\\n)"
-                       f"|(?P<mark>[{re.escape(CLAUSE_MARKS)}])")
-    # The word being typed may end in a joiner ("don'", "rock-"): the user is mid-word.
-    partial = re.compile(f"(?:{letter}+{joiner})*{letter}*\\Z")
+    """The token and partial-word patterns of :mod:`predtext.text`."""
+    token, partial, _ = word_patterns()
     return token, partial
-
-
-def tokenize(text: str) -> List[str]:
-    """Words of ``text`` (case kept), clause marks, and :data:`BOUNDARY` at sentence ends.
-
-    Markers never repeat, and a sentence end absorbs the clause mark before it.
-    """
-    token_re, _ = _patterns()
-    tokens: List[str] = []
-    for match in token_re.finditer(text):
-        word = match.group("word")
-        if word is not None:
-            tokens.append(word)
-        elif not tokens or tokens[-1] == BOUNDARY:
-            continue
-        elif match.group("mark") is not None:
-            if tokens[-1] not in MARKERS:
-                tokens.append(match.group("mark"))
-        elif tokens[-1] in MARKERS:
-            tokens[-1] = BOUNDARY
-        else:
-            tokens.append(BOUNDARY)
-    return tokens
 
 
 @functools.lru_cache(maxsize=8)
@@ -99,41 +41,6 @@ def _tokens(text: str) -> Tuple[str, ...]:
     """``tokenize`` for parse_context: while a word is typed, the text before it stays the same
     from keystroke to keystroke, so it is read once, not once per letter."""
     return tuple(tokenize(text))
-
-
-def is_marker(token: str) -> bool:
-    """True for tokens that are not words (:data:`MARKERS`)."""
-    return token in MARKERS
-
-
-def is_word(text: str) -> bool:
-    """True when ``text`` is exactly one word in the sense of :func:`tokenize`."""
-    token_re, _ = _patterns()
-    match = token_re.fullmatch(text)
-    return match is not None and match.group("word") is not None
-
-
-def iter_words(text: str):
-    """(start, end) spans of the words of ``text``, in order."""
-    token_re, _ = _patterns()
-    for match in token_re.finditer(text):
-        if match.group("word") is not None:
-            yield match.span()
-
-
-_SURROGATES = re.compile("[\ud800-\udfff]")
-# C0/C1 controls and DEL, except tab and newline which are ordinary typing.
-_CONTROLS = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
-
-
-def clean(text: str) -> str:
-    """``text`` with lone surrogates and control characters neutralised, length unchanged.
-
-    Length is kept so that character counts (``Suggestion.replace``) still refer to the
-    user's own text.
-    """
-    text = _SURROGATES.sub("\ufffd", text)
-    return _CONTROLS.sub(" ", text)
 
 
 @dataclass(frozen=True)
@@ -238,13 +145,6 @@ def is_partial_word(text: str) -> bool:
     return 0 < len(text) <= _MAX_PARTIAL_CHARS and _partial_word(text) == text
 
 
-def is_word_character(char: str) -> bool:
-    """Whether ``char`` can be part of a word: a letter, digit, combining mark or joiner (the
-    word pattern's letters and digits are exactly the ``isalnum`` ones)."""
-    return len(char) == 1 and (char.isalnum() or char in JOINERS
-                               or unicodedata.category(char)[0] == "M")
-
-
 def _is_all_caps(word: str) -> bool:
     letters = [c for c in word if c.isalpha()]
     return len(letters) >= 2 and all(c.isupper() for c in letters)
@@ -270,25 +170,6 @@ def apply_case(text: str, typed: str, sentence_start: bool = False, shouting: bo
     if first.isupper() or (not typed and sentence_start):
         return _capitalise(text)
     return text
-
-
-@functools.lru_cache(maxsize=1 << 14)     # pure, and asked for the same words every keystroke
-def normalize_word(word: str) -> str:
-    """The key words are counted, matched and told apart under: NFC, lower case, and the
-    apostrophe's style aside ("Don't" and "don\u2019t" are one word: a text mixes the two when
-    some of it was typed with smart quotes and some without)."""
-    return unicodedata.normalize("NFC", word).lower().replace(CURLY_APOSTROPHE, "'")
-
-
-def last_apostrophe(text: str) -> Optional[str]:
-    """The apostrophe last used in ``text`` (straight or curly), None when it has none."""
-    curly, straight = text.rfind(CURLY_APOSTROPHE), text.rfind("'")
-    return None if curly == straight else CURLY_APOSTROPHE if curly > straight else "'"
-
-
-def with_apostrophe(word: str, apostrophe: str) -> str:
-    """``word`` with every apostrophe written as ``apostrophe``."""
-    return word.replace(CURLY_APOSTROPHE if apostrophe == "'" else "'", apostrophe)
 
 
 def next_word_can_start(text: str) -> bool:

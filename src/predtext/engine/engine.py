@@ -338,7 +338,9 @@ def _vocabulary(ngram, language_model) -> Optional[Mapping[str, float]]:
         return ngram.word_frequencies()
     tokenizer = getattr(language_model, "tokenizer", None)
     if tokenizer is not None and getattr(tokenizer, "kind", "") == "word":
-        from predtext.engine.context import is_word
+        from predtext.text import iter_words
 
-        return {token: 1.0 for token in tokenizer.id_to_token[1:] if is_word(token)}
+        # The tokens that running text reads as one whole word (a tokenizer's "x_1" is two).
+        return {token: 1.0 for token in tokenizer.id_to_token[1:]
+                if list(iter_words(token)) == [(0, len(token))]}
     return None

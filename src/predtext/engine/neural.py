@@ -41,7 +41,7 @@ import numpy as np
 from predtext.backend.threads import ThreadCountChoice, thread_limit
 from predtext.engine.context import (MARKERS, Context, is_word_character, normalize_word,
                                      with_apostrophe)
-from predtext.engine.marks import APOSTROPHES, JOINERS
+from predtext.text import APOSTROPHES, JOINERS
 from predtext.engine.predictor import Candidate, Resources
 
 

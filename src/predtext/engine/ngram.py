@@ -34,7 +34,7 @@ import numpy as np
 
 from predtext.engine.context import (BOUNDARY, MARKERS, Context, normalize_word, tokenize,
                                      with_apostrophe)
-from predtext.engine.marks import CURLY_APOSTROPHE
+from predtext.text import CURLY_APOSTROPHE
 from predtext.engine.predictor import Candidate, Resources
 
 FORMAT = "predtext.ngram"

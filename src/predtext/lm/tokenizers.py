@@ -17,16 +17,18 @@ from typing import Iterable, Iterator, Mapping, NamedTuple, Sequence, Union
 
 import numpy as np
 
+from predtext.text import APOSTROPHES, is_word  # noqa: F401  (is_word: part of this API)
+
 UNKNOWN_ID = 0
 
 #: One word token: letters/digits/underscore, with inner apostrophes kept so that
 #: contractions ("don't", "o'clock") are single words. Every other character is
 #: either part of a whitespace run or a one-character punctuation token, so the
 #: three alternatives together cover every character exactly once (nothing is lost).
-_WORD = r"\w+(?:['\u2019]\w+)*"
+#: Each word token is a word to ``predtext.text.is_word``, and no other token is.
+_WORD = f"\\w+(?:[{APOSTROPHES}]\\w+)*"
 _TOKEN_RE = re.compile(_WORD + r"|\s+|[^\w\s]")
-_WORD_RE = re.compile(_WORD + r"\Z")
-_APOSTROPHES = ("'", "\u2019")
+_APOSTROPHES = tuple(APOSTROPHES)
 
 # How many tokens at the end of a chunk may still change when more text follows:
 # the last token can grow ("wor" + "d"), and a trailing apostrophe can join the
@@ -234,11 +236,6 @@ def split_words(text: str) -> WordSplit:
         n_partial = 2
     partial = "".join(tokens[len(tokens) - n_partial:])
     return WordSplit(tokens[: len(tokens) - n_partial], partial)
-
-
-def is_word(token: str) -> bool:
-    """True when ``token`` is a word token (not whitespace or punctuation)."""
-    return bool(_WORD_RE.match(token))
 
 
 def iter_word_tokens(chunks: Iterable[str]) -> Iterator[list[str]]:

@@ -31,7 +31,7 @@ from prompt_toolkit.auto_suggest import Suggestion as InlineSuggestion
 from prompt_toolkit.completion import CompleteEvent, Completer, Completion
 from prompt_toolkit.document import Document
 
-from predtext.engine.marks import CLOSING_MARKS
+from predtext.text import CLOSING_MARKS
 
 __all__ = ["Suggester", "PredtextCompleter", "PredtextAutoSuggest", "SuggestionCompletion",
            "InlineEngineSuggestion", "describe_source"]

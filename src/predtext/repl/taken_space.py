@@ -17,7 +17,7 @@ from prompt_toolkit.buffer import Buffer
 from prompt_toolkit.filters import Condition, completion_is_selected
 from prompt_toolkit.key_binding import KeyBindings
 
-from predtext.engine.marks import CLOSING_MARKS, JOINERS
+from predtext.text import CLOSING_MARKS, JOINERS
 from predtext.repl.completer import SuggestionCompletion
 
 
