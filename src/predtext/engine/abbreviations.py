@@ -20,7 +20,7 @@ from typing import Any, Dict, List, Mapping
 
 from predtext.engine.config import ConfigError, tomllib, user_config_dir
 from predtext.engine.context import Context, is_partial_word, normalize_word
-from predtext.engine.predictor import Candidate, Resources
+from predtext.engine.protocol import Candidate, Resources
 
 TABLE_FILE = "abbreviations.toml"
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 from typing import Dict, List, Sequence, Tuple
 
 from predtext.engine.context import normalize_word
-from predtext.engine.predictor import Candidate
+from predtext.engine.protocol import Candidate
 from predtext.engine.suggestion import Suggestion
 
 POLICIES = ("linear", "max")

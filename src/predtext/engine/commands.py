@@ -242,7 +242,7 @@ def _ngram_arguments(parser):
 
 
 def _run_ngram(args):
-    from predtext.engine.ngram import MAX_ORDER, NGramModel
+    from predtext.lm.ngram import MAX_ORDER, NGramModel
     from predtext.lm.corpus import resolve_paths
 
     if not 1 <= args.order <= MAX_ORDER:

@@ -15,7 +15,7 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple, Union
 import numpy as np
 
 from predtext.engine.context import MARKERS, Context, normalize_word
-from predtext.engine.predictor import Candidate, Resources
+from predtext.engine.protocol import Candidate, Resources
 
 SYSTEM_WORD_LISTS = ("/usr/share/dict/words", "/usr/dict/words")
 

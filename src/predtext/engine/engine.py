@@ -15,7 +15,9 @@ from predtext.engine.context import (DEFAULT_WINDOW_CHARS, MARKERS, Context,
                                      apply_case, clean, forget_recent_text, last_apostrophe,
                                      next_word_can_start, normalize_word, parse_context,
                                      with_apostrophe)
-from predtext.engine.predictor import Predictor, PredictorRunner, Resources, create_predictor
+from predtext.engine.predictor import create_predictor
+from predtext.engine.protocol import Predictor, Resources
+from predtext.engine.runner import PredictorRunner
 from predtext.engine.suggestion import Suggestion
 
 log = logging.getLogger("predtext.engine")
@@ -33,14 +35,14 @@ _NOISE_RATIO = 1e-3
 class Engine:
     """Predictive text: ``suggest`` for the text before the cursor, ``learn`` from what was written.
 
-    ``predictors`` are :class:`~predtext.engine.predictor.Predictor` objects, or
+    ``predictors`` are :class:`~predtext.engine.protocol.Predictor` objects, or
     ``(predictor, weight)`` pairs; ``config`` an :class:`EngineConfig`, a dict or the path of a
     TOML file, for the combination policy, time budget and repeat suggestions (the predictors
     are the ones given). Most programs use :meth:`Engine.load` instead.
 
     Safe to call from several threads: calls are serialised by a lock, and each predictor runs
     on its own lane within the per-keystroke time budget (see
-    :class:`~predtext.engine.predictor.PredictorRunner`).
+    :class:`~predtext.engine.runner.PredictorRunner`).
     """
 
     def __init__(self, predictors: Sequence[Union[Predictor, Tuple[Predictor, float]]],
@@ -89,7 +91,7 @@ class Engine:
           (the neural predictor on the network; the n-gram and the dictionary on the word
           n-gram counts and vocabulary stored beside it; history and abbreviations);
         * the path of an n-gram file (``predtext ngram build``), or an
-          :class:`~predtext.engine.ngram.NGramModel`: everything but the neural predictor;
+          :class:`~predtext.lm.ngram.NGramModel`: everything but the neural predictor;
         * a :class:`~predtext.lm.model.LanguageModel` object;
         * ``None``: the model named by the config's ``engine.model``, else the packaged default
           model when it is installed, else no corpus model (dictionary, history and
@@ -304,7 +306,7 @@ def load_models(model) -> Tuple[Any, Any]:
     A path is read as a language-model file when it is one (its embedded n-gram comes with
     it), else as an n-gram file; a file that is neither raises ``ModelFileError`` naming it.
     """
-    from predtext.engine.ngram import NGramModel
+    from predtext.lm.ngram import NGramModel
 
     if model is None:
         return None, None

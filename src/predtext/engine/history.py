@@ -19,9 +19,10 @@ from typing import Any, List, Mapping, Optional
 
 from predtext.engine.config import user_data_dir
 from predtext.engine.context import MARKERS, Context, normalize_word, tokenize
-from predtext.engine.ngram import (MAX_ORDER, PHRASE_THRESHOLD, PHRASE_WORDS, NGramModel,
-                                   checked_phrase_options, with_phrases)
-from predtext.engine.predictor import Candidate, Resources
+from predtext.engine.ngram import (PHRASE_THRESHOLD, PHRASE_WORDS, checked_phrase_options,
+                                   with_phrases)
+from predtext.engine.protocol import Candidate, Resources
+from predtext.lm.ngram import MAX_ORDER, NGramModel
 
 HISTORY_FILE = "history.txt"
 DEFAULT_MAX_BYTES = 4_000_000

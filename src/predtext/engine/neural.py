@@ -42,7 +42,7 @@ from predtext.backend.threads import ThreadCountChoice, thread_limit
 from predtext.engine.context import (MARKERS, Context, is_word_character, normalize_word,
                                      with_apostrophe)
 from predtext.text import APOSTROPHES, JOINERS
-from predtext.engine.predictor import Candidate, Resources
+from predtext.engine.protocol import Candidate, Resources
 
 
 

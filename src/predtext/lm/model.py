@@ -509,7 +509,7 @@ class LanguageModel(Module):
     def ngram(self):
         """The word n-gram model stored with this model (built on first use), or None."""
         if self._ngram is None and self._ngram_parts is not None:
-            from predtext.engine.ngram import NGramModel
+            from predtext.lm.ngram import NGramModel
 
             arrays, meta, path = self._ngram_parts
             try:

@@ -619,7 +619,7 @@ def _dtype(name):
 
 def _build_ngram(paths, config, log):
     """Word n-gram counts of the training text, one document per file."""
-    from predtext.engine.ngram import NGramModel
+    from predtext.lm.ngram import NGramModel
     from predtext.lm.corpus import iter_file_texts
 
     documents = ["".join(chunks) for _, chunks in iter_file_texts(
