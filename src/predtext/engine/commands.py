@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from predtext.commandline import EXIT_BAD_INPUT, one_line_errors, positive_int
-from predtext.engine.engine import MAX_K
+from predtext.engine.suggestion import MAX_K
 from predtext.errors import PredtextError
 
 
@@ -198,9 +198,8 @@ def _forget_arguments(parser):
 
 
 def _run_forget(args):
-    from predtext.engine.config import load_config, user_data_dir
+    from predtext.engine.config import REPL_HISTORY_FILE, load_config, user_data_dir
     from predtext.engine.history import HISTORY_FILE, forget_history
-    from predtext.repl.history import HISTORY_FILE as REPL_HISTORY_FILE
 
     directories = {Path(user_data_dir())}
     try:

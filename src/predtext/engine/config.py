@@ -72,8 +72,13 @@ def user_config_dir() -> Path:
     return Path(base) / "predtext"
 
 
+#: The terminal's line history (recalled with the up arrow), in :func:`user_data_dir`. Named here,
+#: below the terminal, because ``predtext forget`` erases it with the typing history.
+REPL_HISTORY_FILE = "repl_history"
+
+
 def user_data_dir() -> Path:
-    """Where predtext keeps user data (the typing history)."""
+    """Where predtext keeps user data (the typing history, the terminal's line history)."""
     override = os.environ.get("PREDTEXT_DATA_DIR")
     if override:
         return Path(override)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import numbers
 import os
 import threading
 from pathlib import Path
@@ -18,11 +17,10 @@ from predtext.engine.context import (DEFAULT_WINDOW_CHARS, MARKERS, Context,
 from predtext.engine.predictor import create_predictor
 from predtext.engine.protocol import Predictor, Resources
 from predtext.engine.runner import PredictorRunner
-from predtext.engine.suggestion import Suggestion
+from predtext.engine.suggestion import MAX_K, Suggestion, checked_k  # noqa: F401 (MAX_K: API)
 
 log = logging.getLogger("predtext.engine")
 
-MAX_K = 50
 # Predictors are asked for a few more than k, since the engine drops some (the typed word
 # itself, words already passed over); this caps that request.
 _MAX_REQUEST = 128
@@ -158,7 +156,7 @@ class Engine:
         anything but a space or an opening mark ("well,", 'said "yes"') there are none: the
         next word comes after a space.
         """
-        k = _checked_k(k)
+        k = checked_k(k, cap=True)
         context = parse_context(text_before_cursor, DEFAULT_WINDOW_CHARS)
         if not context.prefix and not next_word_can_start(context.text):
             return []        # right after "well," a next word would be glued to the comma
@@ -267,13 +265,6 @@ class Engine:
         self.close()
 
 
-def _checked_k(k) -> int:
-    if isinstance(k, bool) or not isinstance(k, numbers.Integral):
-        raise TypeError(f"k must be an int, got {type(k).__name__}")
-    k = int(k)
-    if k <= 0:
-        raise ValueError(f"k must be a positive number of suggestions, got k={k}")
-    return min(k, MAX_K)
 
 
 def _as_config(config, over_defaults: bool = True) -> EngineConfig:

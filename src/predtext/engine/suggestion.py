@@ -1,9 +1,36 @@
-"""The one thing the engine hands back: a suggestion for the text before the cursor."""
+"""The one thing the engine hands back: a suggestion for the text before the cursor, and how
+many it offers at once.
+
+Light (no NumPy), so that the terminal checks ``k`` before the engine is loaded.
+"""
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass
 from typing import Tuple, Union
+
+#: The most suggestions the engine offers at once.
+MAX_K = 50
+
+
+def checked_k(k, cap: bool = False) -> int:
+    """``k``, a number of suggestions, as an int from 1 to :data:`MAX_K`.
+
+    TypeError when ``k`` is not an int, ValueError when it is below 1. Above :data:`MAX_K` it is
+    capped when ``cap`` is set (asking the engine for more than it offers is no error), and a
+    ValueError otherwise (a setting that cannot hold, such as the terminal's ``-k``).
+    """
+    if isinstance(k, bool) or not isinstance(k, numbers.Integral):
+        raise TypeError(f"k must be an int, got {type(k).__name__}")
+    k = int(k)
+    if cap:
+        if k <= 0:
+            raise ValueError(f"k must be a positive number of suggestions, got k={k}")
+        return min(k, MAX_K)
+    if not 1 <= k <= MAX_K:
+        raise ValueError(f"k must be between 1 and {MAX_K}, got k={k}")
+    return k
 
 
 @dataclass(frozen=True)

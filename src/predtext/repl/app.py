@@ -31,7 +31,7 @@ from prompt_toolkit.styles import Style
 from predtext.repl.colon_commands import Quit, is_command, run_command, unescape
 from predtext.repl.completer import (DEFAULT_K, InlineEngineSuggestion, PredtextAutoSuggest,
                                      PredtextCompleter, Suggester, SuggestionCompletion)
-from predtext.repl.engine_handle import EngineHandle
+from predtext.repl.engine_handle import EngineHandle, engine_loader
 from predtext.repl.stats import KeystrokeSavings, KeyToScreen
 from predtext.repl.taken_space import TakenSpace
 
@@ -142,8 +142,6 @@ class Repl:
 
     def load_model(self, path: str) -> None:
         """Load another model in the background; the current one serves until it is ready."""
-        from predtext.repl.commands import engine_loader
-
         config = self.engine_config
         if config is None:
             config = getattr(self.handle.full_engine, "config", None)

@@ -9,6 +9,8 @@ import os
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Tuple
 
+from predtext.engine.suggestion import MAX_K
+
 MAX_GENERATE = 5000
 # How much of the transcript :generate hands the model as the text to continue.
 GENERATE_CONTEXT_CHARS = 2000
@@ -94,10 +96,8 @@ def _help(repl, args):
     return "\n".join(lines)
 
 
-@command(":k N", "show N suggestions (1-50)")
+@command(":k N", f"show N suggestions (1-{MAX_K})")
 def _k(repl, args):
-    from predtext.repl.completer import MAX_K
-
     if not args:
         return f"k = {repl.suggester.k}"
     repl.suggester.k = _one_int(args, 1, MAX_K, "N")

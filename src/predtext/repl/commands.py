@@ -10,6 +10,8 @@ import logging
 import os
 import sys
 
+from predtext.engine.suggestion import MAX_K, checked_k
+
 
 def add_arguments(parser, command: str = "repl") -> None:
     parser.add_argument("--model", metavar="PATH",
@@ -17,7 +19,7 @@ def add_arguments(parser, command: str = "repl") -> None:
     parser.add_argument("--config", metavar="PATH",
                         help="engine config (TOML; default: the file `predtext config` names)")
     parser.add_argument("-k", type=int, default=6, metavar="N",
-                        help="how many suggestions to show (1-50, default 6)")
+                        help=f"how many suggestions to show (1-{MAX_K}, default 6)")
     parser.add_argument("--learn", choices=("on", "off"), default=None,
                         help="learn from committed lines (default: on in the terminal, as the "
                              "config says; off in line mode)")
@@ -27,31 +29,16 @@ def add_arguments(parser, command: str = "repl") -> None:
                         help="line mode: print one JSON object per input line")
 
 
-def engine_loader(model, config=None):
-    """A function that builds the engine: imported and run only when called (off the UI thread).
-
-    ``config`` None reads the user's config file (or the defaults) at that time.
-    """
-    def load():
-        from predtext.engine import Engine, parse_context
-        from predtext.engine.config import load_config
-
-        engine = Engine.load(model=model, config=config if config is not None else load_config())
-        # The first reading of a context builds the word patterns (tens of ms): do it here,
-        # off the UI thread, rather than on the user's first keystroke.
-        parse_context("warm up")
-        return engine
-    return load
-
-
 def _fail(message: str) -> int:
     print(f"predtext repl: {message}", file=sys.stderr)
     return 2
 
 
 def run(args) -> int:
-    if not 1 <= args.k <= 50:
-        return _fail(f"-k must be between 1 and 50, got {args.k}")
+    try:
+        checked_k(args.k)
+    except ValueError:
+        return _fail(f"-k must be between 1 and {MAX_K}, got {args.k}")
     if args.model is not None and not os.path.exists(args.model):
         return _fail(f"{args.model}: no such model file")
     config = None
@@ -72,6 +59,7 @@ def run(args) -> int:
 
 def _run_line_mode(args, config) -> int:
     from predtext.errors import PredtextError
+    from predtext.repl.engine_handle import engine_loader
     from predtext.repl.linemode import run_line_mode
 
     handler = logging.StreamHandler(sys.stderr)
@@ -105,7 +93,7 @@ class _AboveThePrompt(logging.Handler):
 
 
 def _run_terminal(args, config) -> int:
-    from predtext.repl.engine_handle import EngineHandle
+    from predtext.repl.engine_handle import EngineHandle, engine_loader
 
     handle = EngineHandle()
     if args.learn is not None:          # otherwise the engine's config says

@@ -31,21 +31,13 @@ from prompt_toolkit.auto_suggest import Suggestion as InlineSuggestion
 from prompt_toolkit.completion import CompleteEvent, Completer, Completion
 from prompt_toolkit.document import Document
 
+from predtext.engine.suggestion import MAX_K, checked_k  # noqa: F401 (MAX_K: API)
 from predtext.text import CLOSING_MARKS
 
 __all__ = ["Suggester", "PredtextCompleter", "PredtextAutoSuggest", "SuggestionCompletion",
            "InlineEngineSuggestion", "describe_source"]
 
 DEFAULT_K = 6
-MAX_K = 50
-
-
-def _checked_k(k) -> int:
-    if isinstance(k, bool) or not isinstance(k, int):
-        raise TypeError(f"k must be an int, got {type(k).__name__}")
-    if not 1 <= k <= MAX_K:
-        raise ValueError(f"k must be between 1 and {MAX_K}, got k={k}")
-    return k
 
 
 class Suggester:
@@ -65,7 +57,7 @@ class Suggester:
         if not callable(getattr(engine, "suggest", None)):
             raise TypeError(f"engine must have suggest(text, k), got {type(engine).__name__}")
         self.engine = engine
-        self._k = _checked_k(k)
+        self._k = checked_k(k)
         self.on_answer = on_answer
         self.last_latency_ms: Optional[float] = None
         self._lock = threading.Lock()
@@ -74,12 +66,12 @@ class Suggester:
 
     @property
     def k(self) -> int:
-        """How many suggestions to ask for (1..50)."""
+        """How many suggestions to ask for (1 to ``MAX_K``)."""
         return self._k
 
     @k.setter
     def k(self, value: int) -> None:
-        self._k = _checked_k(value)
+        self._k = checked_k(value)
         self.invalidate()
 
     def invalidate(self) -> None:

@@ -20,6 +20,23 @@ log = logging.getLogger("predtext.repl")
 Loader = Callable[[], object]     # returns an Engine
 
 
+def engine_loader(model, config=None):
+    """A function that builds the engine: imported and run only when called (off the UI thread).
+
+    ``config`` None reads the user's config file (or the defaults) at that time.
+    """
+    def load():
+        from predtext.engine import Engine, parse_context
+        from predtext.engine.config import load_config
+
+        engine = Engine.load(model=model, config=config if config is not None else load_config())
+        # The first reading of a context builds the word patterns (tens of ms): do it here,
+        # off the UI thread, rather than on the user's first keystroke.
+        parse_context("warm up")
+        return engine
+    return load
+
+
 class EngineHandle:
     """Holds the terminal's engine. ``start(loader, name)`` loads one in a background thread.
 

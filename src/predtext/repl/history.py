@@ -7,14 +7,12 @@ from pathlib import Path
 
 from prompt_toolkit.history import FileHistory
 
-HISTORY_FILE = "repl_history"
-
 
 def history_path() -> Path:
     """``repl_history`` under the user data directory (``$PREDTEXT_DATA_DIR`` or XDG)."""
-    from predtext.engine.config import user_data_dir
+    from predtext.engine.config import REPL_HISTORY_FILE, user_data_dir
 
-    return user_data_dir() / HISTORY_FILE
+    return user_data_dir() / REPL_HISTORY_FILE
 
 
 class PrivateFileHistory(FileHistory):
