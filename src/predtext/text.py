@@ -82,10 +82,10 @@ def word_patterns():
     token = re.compile(f"(?P<word>{word})|(?P<end>[{re.escape(SENTENCE_END)}]+|\\n[^\\S\\n]*\\n)"
                        f"|(?P<mark>[{re.escape(CLAUSE_MARKS)}])")
     partial = re.compile(f"(?:{letter}+{joiner})*{letter}*\\Z")
-    # One word: "_" counts as a letter, and a combining mark goes with the character before
-    # it, so every word token of the model tokenizers is one and none of their other tokens is.
-    run = f"\\w[\\w{marks}]*"
-    one_word = re.compile(f"{run}(?:{joiner}{run})*")
+    # One word: "_" counts as a letter, and a word starts with a letter or digit (a combining
+    # mark goes with the character before it), so every word token of the model tokenizers is
+    # one and none of their other tokens is (a lone mark is one of those).
+    one_word = re.compile(f"\\w[\\w{marks}]*(?:{joiner}[\\w{marks}]+)*")
     return token, partial, one_word
 
 

@@ -265,8 +265,6 @@ class Engine:
         self.close()
 
 
-
-
 def _as_config(config, over_defaults: bool = True) -> EngineConfig:
     if config is None:
         return load_config()
