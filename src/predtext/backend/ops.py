@@ -1,0 +1,174 @@
+"""The interface every backend implements: what the layers ask of an array backend.
+
+Layers in ``nn`` and ``lm`` hold an ``Ops`` object (``module.ops``) and never call NumPy, CuPy
+or the compiled core directly where an array may live on a device: light array code goes
+through ``ops.xp`` (the array module, numpy or cupy), heavy work through the methods here.
+
+Conventions for every method: arrays are time-major ``(T, B, F)`` and C-contiguous, every
+float array of one call shares one dtype (float32, or float64 for checks), and ``cell`` is a
+name from ``predtext.backend.cells.CELLS``.
+
+A subclass sets ``name`` (what ``get_ops`` calls it), ``device`` ("cpu", "cuda") and ``xp``,
+and implements the recurrent methods (``rnn_forward``, ``rnn_backward``, ``cell_step``,
+``network_step``). The rest has array-API defaults written with ``xp`` that a backend may
+replace with something faster.
+"""
+
+from __future__ import annotations
+
+import numpy
+
+from predtext.backend.cells import get_cell
+
+
+class Ops:
+    """Base class of the backends; see the module docstring for the conventions."""
+
+    name = "abstract"
+    device = "cpu"
+    xp = numpy
+
+    # -- arrays: creation, conversion, ownership -------------------------------------------
+
+    def zeros(self, shape, dtype=numpy.float32):
+        return self.xp.zeros(shape, dtype=dtype)
+
+    def empty(self, shape, dtype=numpy.float32):
+        return self.xp.empty(shape, dtype=dtype)
+
+    def asarray(self, a, dtype=None):
+        """``a`` as a C-contiguous array of this backend (no copy when it already is one)."""
+        return self.xp.ascontiguousarray(self.xp.asarray(a, dtype=dtype))
+
+    def to_numpy(self, a):
+        """A NumPy array with the values of ``a`` (a device array is copied to the host)."""
+        return numpy.asarray(a)
+
+    def owns(self, a):
+        """Whether ``a`` is an array of this backend (on its device)."""
+        return isinstance(a, self.xp.ndarray)
+
+    def check_device(self, argument, a):
+        """``a`` itself when this backend owns it; a TypeError naming both devices otherwise.
+
+        Called on arrays a caller hands to a module, so that a NumPy array given to a GPU
+        module (or the reverse) says what happened instead of failing deep inside a kernel.
+        """
+        if a is None or self.owns(a):
+            return a
+        raise TypeError(f"{argument}: is on {device_of(a)}, but this module's parameters are "
+                        f"on {self.device} (backend {self.name!r}); move one of them "
+                        f"(module.to(...) or the array library's own copy)")
+
+    # -- linear algebra and scatter ---------------------------------------------------------
+
+    def matmul(self, a, b, out=None, trans_a=False, trans_b=False, accumulate=False):
+        """``op(a) @ op(b)`` for 2-D arrays (into ``out``; added to it with ``accumulate``)."""
+        product = (a.T if trans_a else a) @ (b.T if trans_b else b)
+        if out is None:
+            return product
+        if accumulate:
+            out += product
+        else:
+            out[...] = product
+        return out
+
+    def scatter_add(self, table, indices, values):
+        """``table[indices[n]] += values[n]``, repeated indices summed (embedding grads)."""
+        self.xp.add.at(table, indices, values)
+        return table
+
+    def reverse_sequences(self, x_tbf, lengths=None, out=None):
+        """Each sequence reversed in time within its own length; zeros past its end.
+
+        Its own inverse on the valid steps, so a reverse-direction layer applies it to its
+        input before the forward kernel and to the kernel's output after.
+        """
+        xp = self.xp
+        T, B = x_tbf.shape[:2]
+        if lengths is None:
+            result = x_tbf[::-1]
+        else:
+            t = xp.arange(T)[:, None]
+            n = self.asarray(numpy.asarray(lengths).astype(numpy.int64))[None, :]
+            valid = t < n
+            index = xp.where(valid, n - 1 - t, t)
+            result = xp.take_along_axis(x_tbf, index[:, :, None], axis=0)
+            result = result * valid[:, :, None].astype(x_tbf.dtype)
+        if out is None:
+            return xp.ascontiguousarray(result)
+        out[...] = result
+        return out
+
+    # -- threads (a no-op where the backend has no thread pool) --------------------------------
+
+    def set_num_threads(self, n):
+        """How many CPU threads the backend's kernels use."""
+
+    def get_num_threads(self):
+        return 1
+
+    # -- recurrent kernels --------------------------------------------------------------------
+
+    def rnn_forward(self, cell, x_tbi, w_ih, w_hh, b_ih=None, b_hh=None, h0_bh=None,
+                    c0_bh=None, lengths=None, peephole=None, training=False):
+        """One layer, one direction, over whole sequences.
+
+        Returns ``(out_tbh, h_n_bh, c_n_bh or None, cache or None)``; the cache (training only)
+        is what ``rnn_backward`` needs. Steps past a sequence's length give zero output and
+        leave its state unchanged.
+        """
+        raise NotImplementedError(f"backend {self.name!r} has no rnn_forward")
+
+    def rnn_backward(self, cache, d_out_tbh, d_hn_bh=None, d_cn_bh=None, *, grad_w_ih,
+                     grad_w_hh, grad_b_ih=None, grad_b_hh=None, grad_peephole=None):
+        """Backpropagation through time for one ``rnn_forward(training=True)`` call.
+
+        Adds the parameter gradients into the ``grad_*`` buffers and returns
+        ``(dx_tbi, dh0_bh, dc0_bh or None)``. ``d_out`` past a sequence's length is ignored.
+        """
+        raise NotImplementedError(f"backend {self.name!r} has no rnn_backward")
+
+    def cell_step(self, cell, x, h, c, w_ih, w_hh, b_ih, b_hh, h_out, c_out, work,
+                  peephole=None):
+        """One step for a batch into caller-given buffers (``h_out`` may be ``h``);
+        ``work`` is ``step_workspace_shape(cell, B, H)``."""
+        raise NotImplementedError(f"backend {self.name!r} has no cell_step")
+
+    def step_workspace_shape(self, cell, batch, hidden):
+        """The shape of ``cell_step``'s ``work`` buffer."""
+        gates = get_cell(cell).gates * hidden
+        return (batch, 2 * gates if cell == "gru" else gates)
+
+    def network_step(self, cell, embedding, layers, decoder_weight, decoder_bias, batch):
+        """A callable ``(token_ids, h, c, log_probs)`` that reads one token per text through
+        the whole network (embedding, ``layers`` of ``(w_ih, w_hh, b_ih, b_hh, peephole)``,
+        decoder, log-softmax), writing ``h``, ``c`` and ``log_probs`` in place. It has
+        ``arrays`` (the parameter arrays it reads, in order) and ``batch``."""
+        raise NotImplementedError(f"backend {self.name!r} has no network_step")
+
+    def __repr__(self):
+        return f"<{type(self).__name__} {self.name!r} on {self.device}>"
+
+
+def device_of(a):
+    """Where an array lives, in words, without importing the library that made it."""
+    if isinstance(a, numpy.ndarray):
+        return "the CPU (a NumPy array)"
+    interface = getattr(a, "__cuda_array_interface__", None)
+    kind = type(a).__module__.split(".")[0] + "." + type(a).__name__
+    if interface is not None:
+        device = getattr(a, "device", None)
+        return f"a CUDA device ({kind}{'' if device is None else f', {device}'})"
+    if hasattr(a, "__dlpack_device__"):
+        try:
+            code, number = a.__dlpack_device__()
+        except Exception:          # a library's own error: say what we can
+            return f"an unknown device ({kind})"
+        place = _DLPACK_DEVICES.get(int(code), f"DLPack device type {int(code)}")
+        return f"{place} ({kind}, device {number})"
+    return f"the CPU ({kind})"
+
+
+# DLPack's device type codes (dlpack.h: kDLCPU, kDLCUDA, kDLCUDAHost, kDLROCM).
+_DLPACK_DEVICES = {1: "the CPU", 2: "a CUDA device", 3: "CUDA host memory", 10: "a ROCm device"}
