@@ -122,3 +122,49 @@ def test_the_array_api_defaults_match_the_compiled_core():
     table = numpy.zeros((4, 2))
     base.scatter_add(table, numpy.array([1, 1, 3]), numpy.ones((3, 2)))
     numpy.testing.assert_array_equal(table[:, 0], [0, 2, 0, 1])
+
+
+# -- layers go through their module's ops ------------------------------------------------
+
+
+class _FakeCudaArray:
+    """What a GPU library's array shows to code that does not import the library."""
+
+    __cuda_array_interface__ = {"shape": (2, 3), "typestr": "<f4", "data": (0, False),
+                                "version": 3}
+    shape, dtype, device = (2, 3), numpy.dtype(numpy.float32), "<CUDA Device 0>"
+
+
+def test_a_cpu_module_refuses_a_gpu_array_naming_both_devices():
+    from predtext import nn
+
+    for layer, argument in ((nn.Linear(3, 2), "input"), (nn.LSTM(3, 4), "input"),
+                            (nn.Dropout(0.5), "input")):
+        with pytest.raises(TypeError, match=rf"{argument}: is on a CUDA device .* on cpu"):
+            layer(_FakeCudaArray())
+    with pytest.raises(TypeError, match="logits_nv: is on a CUDA device"):
+        nn.softmax_cross_entropy(_FakeCudaArray(), numpy.zeros(2, dtype=numpy.int64))
+
+
+class _OtherOps(NumpyOps):
+    """A second backend over the same arrays: moving to it must swap every module's ops."""
+
+    name = "other-test"
+    device = "other"
+
+
+def test_module_to_moves_every_parameter_once_and_state_dicts_stay_numpy():
+    from predtext.lm.model import LanguageModel
+
+    model = LanguageModel(vocab_size=11, embed_size=6, hidden_size=6, num_layers=2,
+                          tie_weights=True, seed=3)
+    before = model.state_dict()
+    other = _OtherOps()
+    assert model.to(other) is model and model.device == "other"
+    assert all(module.ops is other for module in model.modules())
+    assert model.decoder.weight is model.embedding.weight       # still tied
+    after = model.state_dict()
+    assert all(type(value) is numpy.ndarray for value in after.values())
+    for name in before:
+        numpy.testing.assert_array_equal(before[name], after[name])
+    assert model.to("cpu").device == "cpu" and model.ops is get_ops()

@@ -48,6 +48,24 @@ class Ops:
         """Whether ``a`` is an array of this backend (on its device)."""
         return isinstance(a, self.xp.ndarray)
 
+    def accept(self, argument, value, dtype=None):
+        """A value a caller hands to a module, as an array of this backend.
+
+        Arrays this backend owns come back as they are; lists and numbers become arrays;
+        an array on another device is a TypeError naming both (no silent copy between a
+        GPU and the host). ``dtype`` applies only to values that are not arrays yet.
+        """
+        if self.owns(value):
+            return value
+        if self.foreign(value):
+            self.check_device(argument, value)
+        return self.xp.asarray(value, dtype=None if hasattr(value, "dtype") else dtype)
+
+    def foreign(self, value):
+        """Whether ``value`` is an array on a device other than this backend's."""
+        return (hasattr(value, "__cuda_array_interface__")
+                or _dlpack_device_code(value) not in (None, 1))
+
     def check_device(self, argument, a):
         """``a`` itself when this backend owns it; a TypeError naming both devices otherwise.
 
@@ -149,6 +167,17 @@ class Ops:
 
     def __repr__(self):
         return f"<{type(self).__name__} {self.name!r} on {self.device}>"
+
+
+def _dlpack_device_code(value):
+    """The DLPack device type of ``value`` (1 the CPU, 2 CUDA), None for none or unknown."""
+    method = getattr(value, "__dlpack_device__", None)
+    if method is None:
+        return None
+    try:
+        return int(method()[0])
+    except Exception:          # a library's own failure: treat the device as unknown
+        return None
 
 
 def device_of(a):

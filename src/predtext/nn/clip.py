@@ -2,7 +2,7 @@
 
 import math
 
-from predtext.backend import get_ops
+from predtext.backend import ops_of
 from predtext.nn.module import Parameter
 
 
@@ -27,10 +27,10 @@ def _norm_order(norm_type):
 def total_grad_norm(params, norm_type=2.0):
     """The ``norm_type``-norm of all gradients taken together, as a float."""
     order = _norm_order(norm_type)
-    xp = get_ops().xp
     grads = [param.grad for param in _as_param_list(params)]
     if not grads:
         return 0.0
+    xp = ops_of(grads[0]).xp
     # The norm of the per-parameter norms equals the norm of the concatenation, and
     # avoids building that concatenation.
     if order == math.inf:
@@ -73,6 +73,5 @@ def clip_grad_value_(params, clip_value):
     params = _as_param_list(params)
     if isinstance(clip_value, bool) or not isinstance(clip_value, (int, float)) or not clip_value >= 0:
         raise ValueError(f"clip_value: expected a non-negative number, got {clip_value!r}")
-    xp = get_ops().xp
     for param in params:
-        xp.clip(param.grad, -clip_value, clip_value, out=param.grad)
+        ops_of(param.grad).xp.clip(param.grad, -clip_value, clip_value, out=param.grad)
