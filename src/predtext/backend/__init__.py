@@ -2,7 +2,8 @@
 
 Layers never call NumPy, CuPy or the compiled core directly for their heavy work: they hold
 an ops object (``module.ops``) and go through it, so a backend slots in without touching a
-layer. Backends are registered by name: the built-in "cpu" (NumPy and the compiled core), any registered in-process with
+layer. Backends are registered by name: the built-ins ("cpu": NumPy and the compiled core;
+"reference": the slow array-API oracle of ``backend/reference.py``), any registered in-process with
 :func:`register_backend`, and those an installed package declares in the
 ``predtext.backends`` entry-point group::
 
@@ -36,8 +37,14 @@ class BackendUnavailable(ValueError):
     """A backend that exists but cannot run here; the message names what is missing."""
 
 
+def _make_reference():
+    from predtext.backend.reference import ReferenceOps
+
+    return ReferenceOps()
+
+
 # name -> factory (called once, on first use).
-_factories = {"cpu": NumpyOps}
+_factories = {"cpu": NumpyOps, "reference": _make_reference}
 _instances = {}
 _lock = threading.RLock()
 _entry_points_loaded = False

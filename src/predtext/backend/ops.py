@@ -201,3 +201,44 @@ def device_of(a):
 
 # DLPack's device type codes (dlpack.h: kDLCPU, kDLCUDA, kDLCUDAHost, kDLROCM).
 _DLPACK_DEVICES = {1: "the CPU", 2: "a CUDA device", 3: "CUDA host memory", 10: "a ROCm device"}
+
+
+class NetworkStep:
+    """``Ops.network_step`` for a backend without a compiled whole-network step: one
+    ``cell_step`` per layer, the decoder's product and a log-softmax, all through ``ops``.
+
+    Scratch arrays are made once, here; weights are read in place, as the core's are.
+    """
+
+    def __init__(self, ops, cell, embedding, layers, decoder_weight, decoder_bias, batch):
+        self.ops, self.cell, self.batch = ops, get_cell(cell).name, int(batch)
+        self.embedding = embedding
+        self.layers = [tuple(layer) for layer in layers]
+        self.decoder_weight, self.decoder_bias = decoder_weight, decoder_bias
+        self.arrays = tuple([embedding] + [a for layer in self.layers for a in layer
+                                           if a is not None]
+                            + [a for a in (decoder_weight, decoder_bias) if a is not None])
+        H = self.layers[0][1].shape[1]
+        self.work = ops.zeros(ops.step_workspace_shape(cell, self.batch, H), embedding.dtype)
+        self.scratch = ops.zeros((self.batch, decoder_weight.shape[0]), embedding.dtype)
+
+    def __call__(self, token_ids, h, c, log_probs):
+        ops, xp = self.ops, self.ops.xp
+        ids = numpy.asarray(ops.to_numpy(token_ids)).reshape(-1)
+        if ids.dtype.kind not in "iu" or ids.shape != (self.batch,):
+            raise ValueError(f"token_ids: expected {self.batch} integer ids (one per text), "
+                             f"got {ids.dtype} of shape {ids.shape}")
+        if ids.size and (ids.min() < 0 or ids.max() >= self.embedding.shape[0]):
+            raise ValueError(f"token_ids: ids must lie in [0, {self.embedding.shape[0]})")
+        x = self.embedding[ops.asarray(ids)]
+        for k, (w_ih, w_hh, b_ih, b_hh, peephole) in enumerate(self.layers):
+            ops.cell_step(self.cell, x, h[k], None if c is None else c[k], w_ih, w_hh, b_ih,
+                          b_hh, h[k], None if c is None else c[k], self.work, peephole)
+            x = h[k]
+        ops.matmul(x, self.decoder_weight, out=log_probs, trans_b=True)
+        if self.decoder_bias is not None:
+            log_probs += self.decoder_bias
+        log_probs -= log_probs.max(axis=1, keepdims=True)
+        xp.exp(log_probs, out=self.scratch)
+        log_probs -= xp.log(self.scratch.sum(axis=1, keepdims=True))
+        return log_probs
