@@ -3,7 +3,7 @@
 Layers never call NumPy, CuPy or the compiled core directly for their heavy work: they hold
 an ops object (``module.ops``) and go through it, so a backend slots in without touching a
 layer. Backends are registered by name: the built-ins ("cpu": NumPy and the compiled core;
-"reference": the slow array-API oracle of ``backend/reference.py``), any registered in-process with
+"cupy": CuPy and cuBLAS on a CUDA device; "reference": the slow array-API oracle of ``backend/reference.py``), any registered in-process with
 :func:`register_backend`, and those an installed package declares in the
 ``predtext.backends`` entry-point group::
 
@@ -37,6 +37,12 @@ class BackendUnavailable(ValueError):
     """A backend that exists but cannot run here; the message names what is missing."""
 
 
+def _make_cupy():
+    from predtext.backend.cupy_ops import CupyOps
+
+    return CupyOps()
+
+
 def _make_reference():
     from predtext.backend.reference import ReferenceOps
 
@@ -44,7 +50,7 @@ def _make_reference():
 
 
 # name -> factory (called once, on first use).
-_factories = {"cpu": NumpyOps, "reference": _make_reference}
+_factories = {"cpu": NumpyOps, "cupy": _make_cupy, "reference": _make_reference}
 _instances = {}
 _lock = threading.RLock()
 _entry_points_loaded = False
