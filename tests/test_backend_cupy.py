@@ -132,6 +132,13 @@ def test_kernel_sources_are_one_text_for_numpy_and_cuda():
         assert out_params.count("T ") == len(spec.outputs)
 
 
+def test_every_kernel_is_a_valid_cupy_elementwise_kernel():
+    cupy = pytest.importorskip("cupy")      # imports without a GPU; builds without one
+    for name, spec in gate_kernels.KERNELS.items():
+        kernel = gate_kernels.cupy_kernel(spec, cupy)
+        assert (kernel.nin, kernel.nout) == (len(spec.inputs), len(spec.outputs)), name
+
+
 @pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc is not installed")
 @pytest.mark.parametrize("dtype", ["float", "double"])
 def test_every_kernel_compiles_with_nvcc(tmp_path, dtype):

@@ -70,30 +70,32 @@ KERNELS = {
                                _RNN_BACKWARD.format(grad="(1 - a * a)")),
     "rnn_relu_backward": _spec("rnn_relu_backward", "dh dout a m", "da dhp",
                                _RNN_BACKWARD.format(grad="relu_grad(a)")),
-    # Peepholes weight c_{t-1} into i and f and c_t into o (zero rows without peepholes).
+    # Gate values are ai, af, ag, ao (CuPy reserves "i", the element index). Peepholes
+    # weight c_{t-1} into the input and forget gates and c_t into the output gate (zero
+    # rows without peepholes).
     "lstm_forward": _spec("lstm_forward", "xi xf xg xo ri rf rg ro hp cp pi pf po m",
-                          "h c out i f g o", """
-i = sig(xi + ri + pi * cp)
-f = sig(xf + rf + pf * cp)
-g = tanh(xg + rg)
-cn = f * cp + i * g
-o = sig(xo + ro + po * cn)
-hn = o * tanh(cn)
+                          "h c out ai af ag ao", """
+ai = sig(xi + ri + pi * cp)
+af = sig(xf + rf + pf * cp)
+ag = tanh(xg + rg)
+cn = af * cp + ai * ag
+ao = sig(xo + ro + po * cn)
+hn = ao * tanh(cn)
 h = m * hn + (1 - m) * hp
 c = m * cn + (1 - m) * cp
 out = m * hn
 """),
     # c is the step's new cell state (for a masked step it is cp, and m zeroes its use).
-    "lstm_backward": _spec("lstm_backward", "dh dc dout i f g o cp c pi pf po m",
+    "lstm_backward": _spec("lstm_backward", "dh dc dout ai af ag ao cp c pi pf po m",
                            "d_i d_f d_g d_o dhp dcp", """
 dH = m * (dh + dout)
 tc = tanh(c)
-d_o = dH * tc * o * (1 - o)
-dC = m * dc + dH * o * (1 - tc * tc) + d_o * po
-d_i = dC * g * i * (1 - i)
-d_f = dC * cp * f * (1 - f)
-d_g = dC * i * (1 - g * g)
-dcp = dC * f + d_i * pi + d_f * pf + (1 - m) * dc
+d_o = dH * tc * ao * (1 - ao)
+dC = m * dc + dH * ao * (1 - tc * tc) + d_o * po
+d_i = dC * ag * ai * (1 - ai)
+d_f = dC * cp * af * (1 - af)
+d_g = dC * ai * (1 - ag * ag)
+dcp = dC * af + d_i * pi + d_f * pf + (1 - m) * dc
 dhp = (1 - m) * dh
 """),
     # GRU: b_hn sits inside the reset product, so the hidden bias comes in separately.

@@ -61,6 +61,17 @@ class Ops:
             self.check_device(argument, value)
         return self.xp.asarray(value, dtype=None if hasattr(value, "dtype") else dtype)
 
+    def indices(self, argument, value):
+        """Integer index data (token ids, class ids) as an array of this backend. Unlike
+        values, host indices are copied to the device: tokenizers make them on the host.
+        Indices on another device are an error naming both."""
+        if self.owns(value):
+            return value
+        if (hasattr(value, "__cuda_array_interface__")
+                or _dlpack_device_code(value) not in (None, 1)):
+            return self.accept(argument, value)
+        return self.xp.asarray(numpy.asarray(value))
+
     def foreign(self, value):
         """Whether ``value`` is an array on a device other than this backend's."""
         return (hasattr(value, "__cuda_array_interface__")

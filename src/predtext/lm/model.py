@@ -579,7 +579,7 @@ def softmax_cross_entropy_(logits, targets, ignore_index=-100):
     xp = ops.xp
     n_classes = logits.shape[-1]
     scores = logits.reshape(-1, n_classes)
-    flat_targets = ops.asarray(targets).reshape(-1)     # class ids go where the logits are
+    flat_targets = ops.indices("targets", targets).reshape(-1)
     if flat_targets.dtype.kind not in "iu" or flat_targets.shape[0] != scores.shape[0]:
         raise ValueError(f"targets: expected integer ids of shape {logits.shape[:-1]}, "
                          f"got {targets.dtype} {targets.shape}")

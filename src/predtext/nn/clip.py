@@ -32,11 +32,12 @@ def total_grad_norm(params, norm_type=2.0):
         return 0.0
     xp = ops_of(grads[0]).xp
     # The norm of the per-parameter norms equals the norm of the concatenation, and
-    # avoids building that concatenation.
+    # avoids building that concatenation. They stay arrays until the end: on a GPU that is
+    # one read back to the host, not one per parameter.
     if order == math.inf:
-        per_param = [float(xp.abs(grad).max()) if grad.size else 0.0 for grad in grads]
-        return max(per_param)
-    per_param = xp.asarray([float(xp.linalg.norm(grad.ravel(), ord=order)) for grad in grads])
+        per_param = [xp.abs(grad).max() for grad in grads if grad.size]
+        return float(xp.max(xp.stack(per_param))) if per_param else 0.0
+    per_param = xp.stack([xp.linalg.norm(grad.ravel(), ord=order) for grad in grads])
     return float(xp.linalg.norm(per_param, ord=order))
 
 

@@ -114,9 +114,7 @@ class Embedding(Module):
             self.weight.data[self.padding_idx] = 0
 
     def _check_ids(self, ids):
-        # Ids are index data, not values: host ids go to the table's device (a tokenizer
-        # makes them on the host); ids on another device are an error.
-        ids = self.ops.accept("input", ids) if self.ops.foreign(ids) else self.ops.xp.asarray(ids)
+        ids = self.ops.indices("input", ids)
         if ids.dtype.kind not in "iu":
             raise TypeError(f"input: expected integer ids, got dtype {ids.dtype}")
         if ids.size and (int(ids.min()) < 0 or int(ids.max()) >= self.num_embeddings):

@@ -37,7 +37,7 @@ def softmax_cross_entropy(logits_nv, targets_n, ignore_index=-100, reduction="me
     ops = ops_of(logits_nv)
     xp = ops.xp
     logits_nv = ops.accept("logits_nv", logits_nv)
-    targets_n = ops.asarray(targets_n)       # class ids go where the logits are
+    targets_n = ops.indices("targets_n", targets_n)
     if logits_nv.dtype.kind != "f":
         raise TypeError(f"logits_nv: expected a floating-point array, got dtype {logits_nv.dtype}")
     if targets_n.dtype.kind not in "iu":
