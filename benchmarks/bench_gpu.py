@@ -72,52 +72,58 @@ def speed_table(gpu, repeats, shapes):
     print(f"{'cell':5} {'B,T,I,H,L':>22} {'pass':>9} {'predtext tok/s':>15} "
           f"{'cuDNN tok/s':>13} {'ratio':>6}")
     for name in ("LSTM", "GRU"):
-        for B, T, I, H, L in shapes:
-            rng = np.random.default_rng(0)
-            ours = getattr(nn, name)(I, H, L, rng=rng).to(gpu)
-            x = gpu.asarray(rng.normal(size=(T, B, I)).astype(np.float32))
-            d = gpu.asarray(rng.normal(size=(T, B, H)).astype(np.float32))
-
-            def our_forward():
-                ours.eval()
-                ours(x)
-
-            def our_train():
-                ours.train()
-                (_, _), back = ours.begin_update(x)
-                back(d)
-
-            fns = [our_forward, our_train]
-            if torch is not None:
-                theirs = getattr(torch.nn, name)(I, H, L).cuda()
-                tx = torch.randn(T, B, I, device="cuda")
-                td = torch.randn(T, B, H, device="cuda")
-
-                def torch_forward():
-                    with torch.no_grad():
-                        theirs(tx)
-
-                def torch_train():
-                    out, _ = theirs(tx.requires_grad_())
-                    out.backward(td)
-
-                fns += [torch_forward, torch_train]
-
-            def both_sync():
-                sync()
-                if torch is not None:
-                    torch.cuda.synchronize()
-
-            times = alternate(fns, repeats, both_sync)
-            tokens = B * T
+        for shape in shapes:
+            times = shape_times(gpu, torch, name, shape, repeats, sync)
+            B, T = shape[:2]
             for k, label in enumerate(("fwd", "fwd+bwd")):
-                ours_rate = tokens / times[k]
-                theirs_rate = tokens / times[k + 2] if torch is not None else math.nan
-                print(f"{name:5} {str((B, T, I, H, L)):>22} {label:>9} {ours_rate:15,.0f} "
+                ours_rate = B * T / times[k]
+                theirs_rate = B * T / times[k + 2] if torch is not None else math.nan
+                print(f"{name:5} {shape!s:>22} {label:>9} {ours_rate:15,.0f} "
                       f"{theirs_rate:13,.0f} {ours_rate / theirs_rate:6.2f}")
 
 
-def time_to_loss(device, target, budget, seed=0):
+def shape_times(gpu, torch, name, shape, repeats, sync):
+    """Median seconds of predtext's forward and forward+backward, then torch's."""
+    B, T, I, H, L = shape
+    rng = np.random.default_rng(0)
+    ours = getattr(nn, name)(I, H, L, rng=rng).to(gpu)
+    x = gpu.asarray(rng.normal(size=(T, B, I)).astype(np.float32))
+    d = gpu.asarray(rng.normal(size=(T, B, H)).astype(np.float32))
+
+    def our_forward():
+        ours.eval()
+        ours(x)
+
+    def our_train():
+        ours.train()
+        (_, _), back = ours.begin_update(x)
+        back(d)
+
+    fns = [our_forward, our_train]
+    if torch is not None:
+        theirs = getattr(torch.nn, name)(I, H, L).cuda()
+        tx = torch.randn(T, B, I, device="cuda", requires_grad=True)
+        td = torch.randn(T, B, H, device="cuda")
+
+        def torch_forward():
+            with torch.no_grad():
+                theirs(tx)
+
+        def torch_train():
+            out, _ = theirs(tx)
+            out.backward(td)
+
+        fns += [torch_forward, torch_train]
+
+    def both_sync():
+        sync()
+        if torch is not None:
+            torch.cuda.synchronize()
+
+    return alternate(fns, repeats, both_sync)
+
+
+def time_to_loss(device, target, budget, seed=0, check_every=50, valid_tokens=200_000):
     """Seconds of training until validation loss <= target (None if not within budget)."""
     from predtext.lm.model import LanguageModel
     from predtext.lm.tokenizers import CharTokenizer
@@ -126,7 +132,7 @@ def time_to_loss(device, target, budget, seed=0):
     split = int(len(text) * 0.9)
     tokenizer = CharTokenizer.from_text(text[:split])
     train = np.asarray(tokenizer.encode(text[:split]), dtype=np.int64)
-    valid = np.asarray(tokenizer.encode(text[split:]), dtype=np.int64)[:200_000]
+    valid = np.asarray(tokenizer.encode(text[split:]), dtype=np.int64)[:valid_tokens]
     model = LanguageModel(tokenizer=tokenizer, cell="gru", num_layers=2, hidden_size=256,
                           embed_size=64, dropout=0.1, seed=seed).to(device)
     optimizer = nn.Adam(model.parameters(), lr=3e-3)
@@ -135,7 +141,7 @@ def time_to_loss(device, target, budget, seed=0):
     clock, step = 0.0, 0
     while clock < budget:
         t0 = time.perf_counter()
-        for _ in range(50):
+        for _ in range(check_every):
             starts = rng.integers(0, len(train) - T - 1, size=B)
             ids = np.stack([train[s:s + T] for s in starts], axis=1)
             targets = np.stack([train[s + 1:s + T + 1] for s in starts], axis=1)
@@ -184,8 +190,9 @@ def main(argv=None):
         for device, budget in (("cuda", args.budget), ("cpu", args.cpu_budget)):
             if budget > 0:
                 seconds = time_to_loss(device, 1.50, budget)
-                print(f"char model to 1.50 on {device}: "
-                      f"{'not reached in %.0f s' % budget if seconds is None else '%.1f s' % seconds}")
+                reached = (f"not reached in {budget:.0f} s" if seconds is None
+                           else f"{seconds:.1f} s")
+                print(f"char model to 1.50 on {device}: {reached}")
 
 
 if __name__ == "__main__":

@@ -7,10 +7,17 @@ import textwrap
 import numpy
 import pytest
 
-import predtext.backend as backend
-from predtext import _core
-from predtext.backend import (BackendUnavailable, NumpyOps, Ops, available_backends, get_ops,
-                              ops_for_device, ops_of, register_backend)
+from predtext import _core, backend
+from predtext.backend import (
+    BackendUnavailable,
+    NumpyOps,
+    Ops,
+    available_backends,
+    get_ops,
+    ops_for_device,
+    ops_of,
+    register_backend,
+)
 
 
 def test_the_cpu_backend_is_one_shared_ops_object():
@@ -88,8 +95,9 @@ def test_check_device_names_where_each_array_is():
     assert ops.check_device("x", a) is a
 
     class DeviceArray:          # what a GPU library's array shows without being imported
-        __cuda_array_interface__ = {"shape": (3,), "typestr": "<f4", "data": (0, False),
-                                    "version": 3}
+        __cuda_array_interface__ = {  # noqa: RUF012
+            "shape": (3,), "typestr": "<f4", "data": (0, False),
+            "version": 3}
         device = "<CUDA Device 0>"
 
     with pytest.raises(TypeError, match=r"x: is on a CUDA device .*on cpu"):
@@ -130,8 +138,9 @@ def test_the_array_api_defaults_match_the_compiled_core():
 class _FakeCudaArray:
     """What a GPU library's array shows to code that does not import the library."""
 
-    __cuda_array_interface__ = {"shape": (2, 3), "typestr": "<f4", "data": (0, False),
-                                "version": 3}
+    __cuda_array_interface__ = {  # noqa: RUF012
+        "shape": (2, 3), "typestr": "<f4", "data": (0, False),
+        "version": 3}
     shape, dtype, device = (2, 3), numpy.dtype(numpy.float32), "<CUDA Device 0>"
 
 

@@ -3,9 +3,9 @@
 Layers never call NumPy, CuPy or the compiled core directly for their heavy work: they hold
 an ops object (``module.ops``) and go through it, so a backend slots in without touching a
 layer. Backends are registered by name: the built-ins ("cpu": NumPy and the compiled core;
-"cupy": CuPy and cuBLAS on a CUDA device; "reference": the slow array-API oracle of ``backend/reference.py``), any registered in-process with
-:func:`register_backend`, and those an installed package declares in the
-``predtext.backends`` entry-point group::
+"cupy": CuPy and cuBLAS on a CUDA device; "reference": the slow array-API oracle of
+``backend/reference.py``), any registered in-process with :func:`register_backend`, and
+those an installed package declares in the ``predtext.backends`` entry-point group::
 
     [project.entry-points."predtext.backends"]
     mybackend = "mypackage.ops:MyOps"      # a class (or factory) taking no arguments
@@ -77,7 +77,7 @@ def _load_entry_points():
         from importlib.metadata import entry_points
         try:
             found = entry_points(group=ENTRY_POINT_GROUP)
-        except Exception as exc:    # a broken installed distribution must not stop us
+        except Exception as exc:  # noqa: BLE001 (a broken installed distribution must not stop us)
             log.warning("could not list %s entry points: %s", ENTRY_POINT_GROUP, exc)
             return
         for entry in found:
@@ -111,8 +111,9 @@ def get_ops(name="cpu"):
     what is missing (a library, a driver, a device) for one that cannot run here.
     """
     if not isinstance(name, str):
-        raise ValueError(f"backend: expected a backend name (one of {available_backends()}), "
-                         f"got {name!r}")
+        # A ValueError like any other name no backend has (torch's device errors are too).
+        raise ValueError(  # noqa: TRY004
+            f"backend: expected a backend name (one of {available_backends()}), got {name!r}")
     with _lock:
         ops = _instances.get(name)
         if ops is not None:

@@ -44,7 +44,7 @@ def load_cupy():
                                  f"{INSTALL_HINT}") from None
     try:
         count = cupy.cuda.runtime.getDeviceCount()
-    except Exception as exc:        # CUDARuntimeError: no driver, or a driver too old
+    except Exception as exc:  # noqa: BLE001 (CUDARuntimeError: no driver, or one too old)
         raise BackendUnavailable(f"backend 'cupy': CuPy is installed but cannot use CUDA: "
                                  f"{type(exc).__name__}: {exc} (is an NVIDIA driver "
                                  f"installed?)") from None

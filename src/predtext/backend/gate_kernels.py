@@ -170,7 +170,9 @@ def numpy_kernel(spec):
 CUDA_PREAMBLE = """
 template <typename T> __device__ __forceinline__ T sig(T x) { return T(1) / (T(1) + exp(-x)); }
 template <typename T> __device__ __forceinline__ T relu(T x) { return x > T(0) ? x : T(0); }
-template <typename T> __device__ __forceinline__ T relu_grad(T x) { return x > T(0) ? T(1) : T(0); }
+template <typename T> __device__ __forceinline__ T relu_grad(T x) {
+  return x > T(0) ? T(1) : T(0);
+}
 """
 
 _NUMBER = re.compile(r"(?<![\w.])(\d+)(?![\w.])")

@@ -114,7 +114,7 @@ class Ops:
         input before the forward kernel and to the kernel's output after.
         """
         xp = self.xp
-        T, B = x_tbf.shape[:2]
+        T = x_tbf.shape[0]
         if lengths is None:
             result = x_tbf[::-1]
         else:
@@ -187,7 +187,7 @@ def _dlpack_device_code(value):
         return None
     try:
         return int(method()[0])
-    except Exception:          # a library's own failure: treat the device as unknown
+    except Exception:  # noqa: BLE001 (a library's own failure: the device is unknown)
         return None
 
 
@@ -203,7 +203,7 @@ def device_of(a):
     if hasattr(a, "__dlpack_device__"):
         try:
             code, number = a.__dlpack_device__()
-        except Exception:          # a library's own error: say what we can
+        except Exception:  # noqa: BLE001 (a library's own error: say what we can)
             return f"an unknown device ({kind})"
         place = _DLPACK_DEVICES.get(int(code), f"DLPack device type {int(code)}")
         return f"{place} ({kind}, device {number})"
