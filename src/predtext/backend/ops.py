@@ -53,13 +53,14 @@ class Ops:
 
         Arrays this backend owns come back as they are; lists and numbers become arrays;
         an array on another device is a TypeError naming both (no silent copy between a
-        GPU and the host). ``dtype`` applies only to values that are not arrays yet.
+        GPU and the host). ``dtype`` applies to values that are converted (host arrays of
+        other libraries, lists, numbers), as ``asarray`` would.
         """
         if self.owns(value):
             return value
         if self.foreign(value):
             self.check_device(argument, value)
-        return self.xp.asarray(value, dtype=None if hasattr(value, "dtype") else dtype)
+        return self.xp.asarray(value, dtype=dtype)
 
     def indices(self, argument, value):
         """Integer index data (token ids, class ids) as an array of this backend. Unlike
