@@ -241,3 +241,35 @@ def test_on_the_gpu_torch_cuda_tensors_come_in_without_a_copy():
     assert accepted.data.ptr == x.data_ptr()
     y = layer(x)
     close(y, x.cpu().numpy() @ layer.weight.data.get().T + layer.bias.data.get(), "y", 1e-5)
+
+
+def test_training_steps_through_the_cupy_path_match_the_cpu_ones():
+    """Embedding, dropout, recurrent layers, decoder, loss, clipping and Adam: a few steps of
+    a language model moved to the CuPy backend (NumPy in place of CuPy) and one on the CPU."""
+    from predtext.lm.model import LanguageModel
+
+    def make():
+        return LanguageModel(vocab_size=17, embed_size=6, hidden_size=8, num_layers=2,
+                             cell="lstm", dropout=0.2, dtype=np.float64, seed=11)
+
+    rng = np.random.default_rng(2)
+    ids = rng.integers(0, 17, size=(9, 3))
+    targets = rng.integers(0, 17, size=(9, 3))
+    runs = []
+    for model in (make(), make().to(ON_CPU)):
+        optimizer = nn.Adam(model.parameters(), lr=1e-2)
+        losses, norms = [], []
+        for _ in range(3):
+            model.train()
+            optimizer.zero_grad()
+            (loss, _), back = model.begin_update_loss(ids, targets)
+            back()
+            norms.append(nn.clip_grad_norm_(model.parameters(), 0.5))
+            optimizer.step()
+            losses.append(loss)
+        runs.append((losses, norms, model.state_dict()))
+    (cpu_losses, cpu_norms, cpu_state), (losses, norms, state) = runs
+    np.testing.assert_allclose(losses, cpu_losses, rtol=1e-10)
+    np.testing.assert_allclose(norms, cpu_norms, rtol=1e-10)
+    for name in cpu_state:
+        close(state[name], cpu_state[name], name)
