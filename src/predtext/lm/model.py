@@ -24,7 +24,7 @@ import math
 
 import numpy
 
-from predtext.backend import get_ops
+from predtext.backend import ops_of
 from predtext.errors import ModelFileError
 from predtext.lm import modelfile
 from predtext.lm.tokenizers import tokenizer_from_json
@@ -374,8 +374,9 @@ class LanguageModel(Module):
             raise TypeError(f"state: expected an LMState, got {type(state).__name__}")
         B = state.batch_size
         if not (state.h.flags.c_contiguous and (state.c is None or state.c.flags.c_contiguous)):
-            state.h = numpy.ascontiguousarray(state.h)
-            state.c = None if state.c is None else numpy.ascontiguousarray(state.c)
+            xp = self.ops.xp
+            state.h = xp.ascontiguousarray(state.h)
+            state.c = None if state.c is None else xp.ascontiguousarray(state.c)
         buffers = state._buffers
         if buffers is None or buffers.network.batch != B or not buffers.current():
             buffers = state._buffers = _StepBuffers(self, B)
@@ -428,7 +429,7 @@ class LanguageModel(Module):
         new_state = self._as_lm_state(layer_state)
         log_probs = self.ops.xp.empty((B, self.vocab_size), dtype=self.dtype)
         scratch = self.ops.xp.empty_like(log_probs)
-        self._log_softmax_into(numpy.ascontiguousarray(out_tbh[-1]), log_probs, scratch)
+        self._log_softmax_into(self.ops.xp.ascontiguousarray(out_tbh[-1]), log_probs, scratch)
         new_state.log_probs = log_probs
         return log_probs, new_state
 
@@ -439,7 +440,7 @@ class LanguageModel(Module):
     def next_token_distribution(self, text, state=None):
         """Probabilities ``(V,)`` of the next token after ``text`` (index = token id)."""
         log_probs, _ = self.feed_text(text, state)
-        return numpy.exp(log_probs[0].astype(numpy.float64))
+        return numpy.exp(self.ops.to_numpy(log_probs[0]).astype(numpy.float64))
 
     def generate(self, prompt="", length=200, **options):
         """Sampled continuation of ``prompt``; see ``predtext.lm.generate.generate``.
@@ -574,10 +575,11 @@ def softmax_cross_entropy_(logits, targets, ignore_index=-100):
     the max, exp, normalisation and gradient in the one array, without the temporaries of
     the general function, makes the loss a few times cheaper there.
     """
-    xp = get_ops().xp
+    ops = ops_of(logits)
+    xp = ops.xp
     n_classes = logits.shape[-1]
     scores = logits.reshape(-1, n_classes)
-    flat_targets = targets.reshape(-1)
+    flat_targets = ops.indices("targets", targets).reshape(-1)
     if flat_targets.dtype.kind not in "iu" or flat_targets.shape[0] != scores.shape[0]:
         raise ValueError(f"targets: expected integer ids of shape {logits.shape[:-1]}, "
                          f"got {targets.dtype} {targets.shape}")

@@ -2,7 +2,7 @@
 
 import math
 
-from predtext.backend import get_ops
+from predtext.backend import ops_of
 from predtext.nn.module import Parameter
 
 
@@ -27,16 +27,17 @@ def _norm_order(norm_type):
 def total_grad_norm(params, norm_type=2.0):
     """The ``norm_type``-norm of all gradients taken together, as a float."""
     order = _norm_order(norm_type)
-    xp = get_ops().xp
     grads = [param.grad for param in _as_param_list(params)]
     if not grads:
         return 0.0
+    xp = ops_of(grads[0]).xp
     # The norm of the per-parameter norms equals the norm of the concatenation, and
-    # avoids building that concatenation.
+    # avoids building that concatenation. They stay arrays until the end: on a GPU that is
+    # one read back to the host, not one per parameter.
     if order == math.inf:
-        per_param = [float(xp.abs(grad).max()) if grad.size else 0.0 for grad in grads]
-        return max(per_param)
-    per_param = xp.asarray([float(xp.linalg.norm(grad.ravel(), ord=order)) for grad in grads])
+        per_param = [xp.abs(grad).max() for grad in grads if grad.size]
+        return float(xp.max(xp.stack(per_param))) if per_param else 0.0
+    per_param = xp.stack([xp.linalg.norm(grad.ravel(), ord=order) for grad in grads])
     return float(xp.linalg.norm(per_param, ord=order))
 
 
@@ -73,6 +74,5 @@ def clip_grad_value_(params, clip_value):
     params = _as_param_list(params)
     if isinstance(clip_value, bool) or not isinstance(clip_value, (int, float)) or not clip_value >= 0:
         raise ValueError(f"clip_value: expected a non-negative number, got {clip_value!r}")
-    xp = get_ops().xp
     for param in params:
-        xp.clip(param.grad, -clip_value, clip_value, out=param.grad)
+        ops_of(param.grad).xp.clip(param.grad, -clip_value, clip_value, out=param.grad)

@@ -10,6 +10,8 @@ import math
 
 import numpy
 
+from predtext.backend import ops_of
+
 _generator = numpy.random.default_rng()
 
 
@@ -30,12 +32,17 @@ def get_rng(rng=None):
 
 
 def _check_array(array):
-    if not isinstance(array, numpy.ndarray):
-        raise TypeError(f"array: expected a numpy.ndarray, got {type(array).__name__}")
+    # A device array (CuPy's) is filled too: the values are drawn on the host from the one
+    # generator, so a model starts the same on every backend.
+    if not isinstance(array, numpy.ndarray) and not hasattr(array, "__cuda_array_interface__"):
+        raise TypeError(f"array: expected a numpy.ndarray or a device array, "
+                        f"got {type(array).__name__}")
     return array
 
 
 def _fill(array, values):
+    if not isinstance(array, numpy.ndarray):
+        values = ops_of(array).asarray(values, dtype=array.dtype)
     array[...] = values
     return array
 

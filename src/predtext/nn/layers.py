@@ -40,7 +40,7 @@ class Linear(Module):
             init.uniform_(self.bias.data, -bound, bound, rng=rng)
 
     def _check_input(self, x):
-        x = self.ops.asarray(x, dtype=self.dtype)
+        x = self.ops.xp.ascontiguousarray(self.ops.accept("input", x, self.dtype), dtype=self.dtype)
         if x.ndim < 1 or x.shape[-1] != self.in_features:
             raise ValueError(
                 f"input: expected shape (..., {self.in_features}), got {tuple(x.shape)}"
@@ -62,7 +62,7 @@ class Linear(Module):
         y = self._affine(x)
 
         def backprop(d_y):
-            d_y = self.ops.asarray(d_y, dtype=self.dtype)
+            d_y = self.ops.accept("d_output", d_y, self.dtype)
             if d_y.shape != y.shape:
                 raise ValueError(f"d_output: expected shape {y.shape}, got {d_y.shape}")
             # Collapse leading axes so the weight gradient is one GEMM.
@@ -114,8 +114,7 @@ class Embedding(Module):
             self.weight.data[self.padding_idx] = 0
 
     def _check_ids(self, ids):
-        xp = self.ops.xp
-        ids = xp.asarray(ids)
+        ids = self.ops.indices("input", ids)
         if ids.dtype.kind not in "iu":
             raise TypeError(f"input: expected integer ids, got dtype {ids.dtype}")
         if ids.size and (int(ids.min()) < 0 or int(ids.max()) >= self.num_embeddings):
@@ -134,8 +133,7 @@ class Embedding(Module):
         output = self.weight.data[ids]
 
         def backprop(d_output):
-            xp = self.ops.xp
-            d_output = self.ops.asarray(d_output, dtype=self.dtype)
+            d_output = self.ops.accept("d_output", d_output, self.dtype)
             if d_output.shape != output.shape:
                 raise ValueError(
                     f"d_output: expected shape {output.shape}, got {d_output.shape}"
@@ -146,7 +144,7 @@ class Embedding(Module):
                 keep = flat_ids != self.padding_idx
                 flat_ids, rows = flat_ids[keep], rows[keep]
             # Scatter-add: a repeated id must receive the sum of its rows' gradients.
-            xp.add.at(self.weight.grad, flat_ids, rows)
+            self.ops.scatter_add(self.weight.grad, flat_ids, rows)
             return None
 
         return output, backprop
@@ -178,7 +176,7 @@ class Dropout(Module):
         return self.ops.asarray(mask)
 
     def _as_float(self, x):
-        x = self.ops.xp.asarray(x)
+        x = self.ops.accept("input", x)
         if x.dtype.kind != "f":
             raise TypeError(f"input: expected a floating-point array, got dtype {x.dtype}")
         return x

@@ -5,7 +5,7 @@ Each function returns ``(loss, d_input)``; the Module forms (``CrossEntropyLoss`
 torch: ``"mean"``, ``"sum"`` or ``"none"``.
 """
 
-from predtext.backend import get_ops
+from predtext.backend import ops_of
 from predtext.nn.module import Module
 
 REDUCTIONS = ("mean", "sum", "none")
@@ -34,9 +34,10 @@ def softmax_cross_entropy(logits_nv, targets_n, ignore_index=-100, reduction="me
       ``d_logits`` the gradient of their sum.
     """
     _check_reduction(reduction)
-    xp = get_ops().xp
-    logits_nv = xp.asarray(logits_nv)
-    targets_n = xp.asarray(targets_n)
+    ops = ops_of(logits_nv)
+    xp = ops.xp
+    logits_nv = ops.accept("logits_nv", logits_nv)
+    targets_n = ops.indices("targets_n", targets_n)
     if logits_nv.dtype.kind != "f":
         raise TypeError(f"logits_nv: expected a floating-point array, got dtype {logits_nv.dtype}")
     if targets_n.dtype.kind not in "iu":
@@ -93,9 +94,9 @@ def mse_loss(input, target, reduction="mean"):
     Shapes must match exactly (no broadcasting, which in torch only produces a warning).
     """
     _check_reduction(reduction)
-    xp = get_ops().xp
-    input = xp.asarray(input)
-    target = xp.asarray(target, dtype=input.dtype)
+    ops = ops_of(input)
+    input = ops.accept("input", input)
+    target = ops.accept("target", target, input.dtype).astype(input.dtype, copy=False)
     if input.dtype.kind != "f":
         raise TypeError(f"input: expected a floating-point array, got dtype {input.dtype}")
     if input.shape != target.shape:

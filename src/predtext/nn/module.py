@@ -11,7 +11,7 @@ from collections import OrderedDict, namedtuple
 
 import numpy
 
-from predtext.backend import get_ops
+from predtext.backend import get_ops, ops_for_device
 
 #: Floating-point dtypes a module may hold its parameters in.
 SUPPORTED_DTYPES = (numpy.dtype(numpy.float32), numpy.dtype(numpy.float64))
@@ -218,6 +218,32 @@ class Module:
         for param in self.parameters():
             param.zero_grad()
 
+    # -- devices ----------------------------------------------------------------------
+
+    @property
+    def device(self):
+        """Where the parameters live: "cpu", or "cuda" after ``to("cuda")``."""
+        return self.ops.device
+
+    def to(self, device):
+        """Move every parameter (values and gradients) to ``device`` ("cpu", "cuda", a
+        backend name or an ``Ops``); this module and its descendants then run there.
+        Returns self, as torch does. Optimizer state made before the move stays behind:
+        make the optimizer after moving the model.
+        """
+        ops = ops_for_device(device)
+        moved = set()
+        for module in self.modules():
+            for param in module._parameters.values():
+                if id(param) in moved:      # a tied weight moves once
+                    continue
+                moved.add(id(param))
+                source = module.ops
+                param.data = ops.asarray(source.to_numpy(param.data))
+                param.grad = ops.asarray(source.to_numpy(param.grad))
+            object.__setattr__(module, "ops", ops)
+        return self
+
     # -- state dicts ---------------------------------------------------------------------
 
     def state_dict(self):
@@ -267,10 +293,9 @@ class Module:
         if problems:
             raise ValueError(f"state_dict: {'; '.join(problems)}")
 
-        xp = self.ops.xp
         for name, array in arrays.items():
             param = own[name]
-            param.data[...] = xp.asarray(array, dtype=param.data.dtype)
+            param.data[...] = self.ops.asarray(array, dtype=param.data.dtype)
         return IncompatibleKeys(missing, unexpected)
 
     # -- running --------------------------------------------------------------------------

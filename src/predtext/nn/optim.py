@@ -16,7 +16,7 @@ import math
 
 import numpy
 
-from predtext.backend import get_ops
+from predtext.backend import ops_of
 from predtext.nn.module import Parameter, to_numpy_array
 
 
@@ -95,7 +95,7 @@ class Optimizer:
         if coupled_weight_decay and group["weight_decay"] != 0:
             grad = grad + group["weight_decay"] * param.data
         if group["l1"] != 0:
-            grad = grad + group["l1"] * get_ops().xp.sign(param.data)
+            grad = grad + group["l1"] * ops_of(param.data).xp.sign(param.data)
         return grad
 
     # -- state dicts ---------------------------------------------------------------------
@@ -116,7 +116,7 @@ class Optimizer:
             for param in group["params"]:
                 if param in self.state:
                     state[index_of[id(param)]] = {
-                        key: (numpy.array(get_ops().to_numpy(value), copy=True)
+                        key: (numpy.array(ops_of(value).to_numpy(value), copy=True)
                               if hasattr(value, "shape") else value)
                         for key, value in self.state[param].items()
                     }
@@ -162,7 +162,7 @@ class Optimizer:
                     number = array.item()
                     new_state[param][key] = int(number) if key == "step" else number
                 elif array.shape == tuple(param.shape):
-                    new_state[param][key] = get_ops().xp.asarray(array, dtype=param.dtype).copy()
+                    new_state[param][key] = ops_of(param.data).asarray(array, dtype=param.dtype).copy()
                 else:
                     raise ValueError(
                         f"state_dict: state[{index}][{key!r}]: expected shape "
@@ -239,7 +239,7 @@ class RMSprop(Optimizer):
             _check_non_negative(name, group[name])
 
     def _update(self, param, group, state):
-        xp = get_ops().xp
+        xp = ops_of(param.data).xp
         if not state:
             state["step"] = 0
             state["square_avg"] = xp.zeros_like(param.data)
@@ -294,7 +294,7 @@ class Adam(Optimizer):
             raise ValueError(f"betas: expected two numbers in [0, 1), got {betas!r}")
 
     def _update(self, param, group, state):
-        xp = get_ops().xp
+        xp = ops_of(param.data).xp
         if not state:
             state["step"] = 0
             state["exp_avg"] = xp.zeros_like(param.data)

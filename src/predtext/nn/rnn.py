@@ -308,9 +308,7 @@ class RNNBase(Module):
     def _as_float_array(self, name, value):
         """An array of the layer's dtype; a float array of another dtype is an error, as in
         torch, rather than a silent copy at another precision."""
-        xp = self.ops.xp
-        if not isinstance(value, xp.ndarray):
-            value = xp.asarray(value, dtype=self.dtype)
+        value = self.ops.accept(name, value, self.dtype)
         if value.dtype != self.dtype:
             raise TypeError(f"{name}: expected dtype {self.dtype} (the layer's dtype), "
                             f"got {value.dtype}")
