@@ -20,7 +20,7 @@ import logging
 import threading
 
 from predtext.backend.numpy_ops import NumpyOps
-from predtext.backend.ops import Ops, device_of
+from predtext.backend.ops import BackendUnavailable, Ops, device_of
 
 __all__ = ["BackendUnavailable", "NumpyOps", "Ops", "available_backends", "device_of",
            "get_ops", "ops_for_device", "ops_of", "register_backend"]
@@ -31,10 +31,6 @@ ENTRY_POINT_GROUP = "predtext.backends"
 
 #: Devices a module can be moved to (``Module.to``), and the backend that serves each.
 DEVICES = {"cpu": "cpu", "cuda": "cupy", "gpu": "cupy"}
-
-
-class BackendUnavailable(ValueError):
-    """A backend that exists but cannot run here; the message names what is missing."""
 
 
 def _make_cupy():

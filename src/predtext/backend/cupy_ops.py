@@ -27,7 +27,7 @@ import numpy
 
 from predtext.backend.cells import get_cell
 from predtext.backend.gate_kernels import KERNELS, cupy_kernel, numpy_kernel
-from predtext.backend.ops import NetworkStep, Ops, _dlpack_device_code
+from predtext.backend.ops import BackendUnavailable, NetworkStep, Ops, _dlpack_device_code
 
 INSTALL_HINT = ("pip install 'predtext[gpu]' (brings cupy-cuda12x, for CUDA 12; "
                 "for CUDA 13 install cupy-cuda13x)")
@@ -35,7 +35,6 @@ INSTALL_HINT = ("pip install 'predtext[gpu]' (brings cupy-cuda12x, for CUDA 12; 
 
 def load_cupy():
     """The cupy module, once it can reach a CUDA device; BackendUnavailable otherwise."""
-    from predtext.backend import BackendUnavailable
 
     try:
         import cupy

@@ -21,6 +21,10 @@ import numpy
 from predtext.backend.cells import get_cell
 
 
+class BackendUnavailable(ValueError):
+    """A backend that exists but cannot run here; the message names what is missing."""
+
+
 class Ops:
     """Base class of the backends; see the module docstring for the conventions."""
 
