@@ -5,7 +5,13 @@ import threading
 
 import pytest
 
-from predtext.engine.config import ConfigError, EngineConfig, config_path, default_config, load_config
+from predtext.engine.config import (
+    ConfigError,
+    EngineConfig,
+    config_path,
+    default_config,
+    load_config,
+)
 from predtext.engine.engine import MAX_K, Engine
 from predtext.engine.ngram import NGramModel
 from predtext.engine.predictor import Candidate
@@ -87,7 +93,8 @@ def test_suggestions_follow_the_users_case():
 def test_a_likely_phrase_is_offered_in_the_users_case(tmp_path, monkeypatch):
     monkeypatch.setenv("PREDTEXT_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setenv("PREDTEXT_CONFIG", str(tmp_path / "absent.toml"))
-    corpus = (" ".join(f"{w}. Thank you kindly." for w in ("Yes", "No", "Fine", "Good", "So", "Well"))
+    corpus = (" ".join(f"{w}. Thank you kindly."
+                       for w in ("Yes", "No", "Fine", "Good", "So", "Well"))
               + " They came. Then we left. That is all.")
     with Engine.load(model=NGramModel.from_text(corpus)) as engine:
         offered = engine.suggest("Done. Th")
@@ -111,7 +118,8 @@ class Fixed:
 
 
 def test_a_thousand_times_less_likely_than_the_best_is_left_out():
-    with Engine([Fixed([("don't", 0.9), ("done", 0.05), ("donor", 0.001), ("don'e", 0.0008)])]) as engine:
+    offered = [("don't", 0.9), ("done", 0.05), ("donor", 0.001), ("don'e", 0.0008)]
+    with Engine([Fixed(offered)]) as engine:
         assert texts(engine.suggest("I don")) == ["don't", "done", "donor"]
     # Relative to the best offered, not to the typed word, and not an absolute floor.
     with Engine([Fixed([("don", 0.99), ("done", 2e-6), ("donor", 1e-6)])]) as engine:
@@ -212,9 +220,9 @@ class SlowInline:
 
 
 def test_a_late_inline_predictor_is_dropped(caplog):
-    with Engine([WordList(["sun"]), SlowInline()], EngineConfig(time_budget_ms=20)) as engine:
-        with caplog.at_level(logging.WARNING, logger="predtext.engine"):
-            assert texts(engine.suggest("the s")) == ["sun"]
+    with (Engine([WordList(["sun"]), SlowInline()], EngineConfig(time_budget_ms=20)) as engine,
+          caplog.at_level(logging.WARNING, logger="predtext.engine")):
+        assert texts(engine.suggest("the s")) == ["sun"]
     assert "'slow-inline' overran" in caplog.text
 
 
@@ -294,7 +302,8 @@ def test_config_defaults_and_path(tmp_path, monkeypatch):
     assert config_path() == tmp_path / "predtext" / "config.toml"
     config = load_config()                    # no file: the defaults
     assert [p.name for p in config.predictors] == [p.name for p in default_config().predictors]
-    assert {"ngram", "history", "dictionary", "abbreviations"} <= {p.type for p in config.predictors}
+    types = {p.type for p in config.predictors}
+    assert {"ngram", "history", "dictionary", "abbreviations"} <= types
 
 
 def test_config_errors_name_the_file(tmp_path):
@@ -497,9 +506,9 @@ class Garbage:
 @pytest.mark.parametrize("result", [[("sunburn", 10**400)], [("sunburn", float("nan"))],
                                     "sunburn", [("sunburn",)], None])
 def test_a_predictor_returning_garbage_is_skipped(result, caplog):
-    with Engine([WordList(["sun", "sunny"]), Garbage(result)]) as engine:
-        with caplog.at_level(logging.WARNING, logger="predtext.engine"):
-            assert texts(engine.suggest("the s")) == ["sun", "sunny"]
+    with (Engine([WordList(["sun", "sunny"]), Garbage(result)]) as engine,
+          caplog.at_level(logging.WARNING, logger="predtext.engine")):
+        assert texts(engine.suggest("the s")) == ["sun", "sunny"]
 
 
 def test_only_the_candidates_asked_for_are_taken():
@@ -545,14 +554,16 @@ def test_weights_that_are_no_finite_number_are_refused(tmp_path, weight):
 
 def test_a_config_file_changes_the_defaults_it_names(tmp_path):
     path = tmp_path / "mine.toml"
-    path.write_text("[predictors.ngram]\nphrase_words = 1\n[predictors.dictionary]\nenabled = false\n"
+    path.write_text("[predictors.ngram]\nphrase_words = 1\n"
+                    "[predictors.dictionary]\nenabled = false\n"
                     "[predictors.extra]\ntype = \"ngram\"\npath = \"other.ng\"\n")
     config = {p.name: p for p in load_config(path).predictors}
     defaults = {p.name: p for p in default_config().predictors}
     assert list(config) == list(defaults) + ["extra"]
     assert config["ngram"].weight == defaults["ngram"].weight
     assert config["ngram"].options["phrase_words"] == 1
-    assert config["ngram"].options["phrase_threshold"] == defaults["ngram"].options["phrase_threshold"]
+    threshold = defaults["ngram"].options["phrase_threshold"]
+    assert config["ngram"].options["phrase_threshold"] == threshold
     assert not config["dictionary"].enabled and config["history"].enabled
     assert config["extra"].options == {"path": "other.ng", "name": "extra"}
     only_engine = EngineConfig.from_dict({"engine": {"learn": False}})
@@ -621,10 +632,10 @@ def test_two_predictors_over_one_model_never_learn_at_once():
 def test_a_second_history_on_the_same_file_is_refused(tmp_path, monkeypatch, caplog):
     monkeypatch.setenv("PREDTEXT_DATA_DIR", str(tmp_path))
     config = {"predictors": {"mine": {"type": "history"}}}
-    with caplog.at_level(logging.WARNING, logger="predtext.engine"):
-        with Engine.load(model=NGramModel.from_text(TEXT), config=config) as engine:
-            assert [p.name for p in engine.predictors].count("mine") == 0
-            engine.learn("hello world again")
+    with (caplog.at_level(logging.WARNING, logger="predtext.engine"),
+          Engine.load(model=NGramModel.from_text(TEXT), config=config) as engine):
+        assert [p.name for p in engine.predictors].count("mine") == 0
+        engine.learn("hello world again")
     assert "'mine' skipped" in caplog.text
     assert (tmp_path / "history.txt").read_text() == "hello world again\n"   # once
 

@@ -225,10 +225,7 @@ def test_parity_with_torch(cell, option, dtype):
     (out, state), backprop = ours.begin_update(x, state0, lengths)
     x_t, state0_t, out_t, state_t = run_torch(theirs, x, state0, lengths, batch_first)
 
-    if dtype == numpy.float64:
-        close = dict(rtol=1e-8, atol=1e-10)
-    else:
-        close = dict(rtol=1e-5, atol=2e-6)
+    close = dict(rtol=1e-8, atol=1e-10) if dtype == numpy.float64 else dict(rtol=1e-5, atol=2e-6)
     assert out.dtype == dtype and out.shape == tuple(out_t.shape)
     numpy.testing.assert_allclose(out, out_t.detach().numpy(), **close)
     for ours_s, theirs_s in zip(flat_state(state), state_t):

@@ -218,7 +218,8 @@ def test_the_space_after_a_word_taken_is_free_and_gives_way_to_a_closing_mark():
         await term.type(RIGHT + "pie" + ENTER)
         await wait_until(lambda: term.repl.transcript == [f"the {best} pie"])
         # 11 keys (7 letters, →, 3 letters): the space after the word cost none.
-        assert (term.repl.savings.keys, term.repl.savings.characters) == (11, len(f"the {best} pie"))
+        savings = term.repl.savings
+        assert (savings.keys, savings.characters) == (11, len(f"the {best} pie"))
         await term.grey_for("the app")
         await term.type(RIGHT + ",")
         await wait_until(lambda: term.buffer.text == f"the {best},")
@@ -286,7 +287,8 @@ def test_predictors_can_be_listed_disabled_and_enabled():
         await term.type(":predictors" + ENTER)
         await wait_until(lambda: any("dictionary" in s for s in term.repl.shown))
         await term.type(":predictors disable ngram" + ENTER)
-        await wait_until(lambda: [n for n, _, on in term.repl.handle.predictor_table() if not on] == ["ngram"])
+        await wait_until(lambda: [n for n, _, on in term.repl.handle.predictor_table()
+                                  if not on] == ["ngram"])
         await term.type("the app")
         sources = {tuple(c.suggestion.sources) for c in await term.menu("the app")}
         assert sources == {("dictionary",)}
@@ -502,13 +504,16 @@ def test_the_space_that_came_with_a_word_gives_way_only_to_the_next_key():
 def test_no_space_comes_between_a_word_and_a_mark_already_after_the_cursor():
     completer = PredtextCompleter(Suggester(make_engine(), k=3))
     before_mark = Document("the app. and more", cursor_position=len("the app"))
-    assert not any(c.text.endswith(" ") for c in completer.get_completions(before_mark, CompleteEvent()))
+    offered = completer.get_completions(before_mark, CompleteEvent())
+    assert not any(c.text.endswith(" ") for c in offered)
     before_space = Document("the app and", cursor_position=len("the app"))
-    assert not any(c.text.endswith(" ") for c in completer.get_completions(before_space, CompleteEvent()))
+    offered = completer.get_completions(before_space, CompleteEvent())
+    assert not any(c.text.endswith(" ") for c in offered)
 
 
 def test_the_refresh_knows_a_menu_that_shows_the_answer():
     from prompt_toolkit.buffer import CompletionState
+
     from predtext.repl.app import _menu_shows
     from predtext.repl.completer import SuggestionCompletion
 
