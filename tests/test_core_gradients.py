@@ -2,7 +2,6 @@
 
 import numpy as np
 import pytest
-
 from core_helpers import CELLS, backward, core_cell, forward, make_params
 from gradcheck import numeric_gradient
 

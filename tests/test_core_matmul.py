@@ -8,7 +8,8 @@ from predtext.backend import get_ops
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("shape", [(1, 1, 1), (5, 7, 3), (1, 300, 64), (600, 70, 256), (257, 33, 1)])
+@pytest.mark.parametrize("shape", [(1, 1, 1), (5, 7, 3), (1, 300, 64), (600, 70, 256),
+                                   (257, 33, 1)])
 @pytest.mark.parametrize("trans_a", [False, True])
 @pytest.mark.parametrize("trans_b", [False, True])
 def test_matches_numpy_with_every_transpose(dtype, shape, trans_a, trans_b):

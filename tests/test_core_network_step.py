@@ -140,7 +140,8 @@ def test_bad_networks_are_refused_when_built():
     with pytest.raises(ValueError, match="decoder_weight"):
         _core.NetworkStep("gru", embedding, layers, decoder_weight[:, :3].copy(), None, 1)
     with pytest.raises(TypeError, match="decoder_bias"):
-        _core.NetworkStep("gru", embedding, layers, decoder_weight, decoder_bias.astype(np.float64), 1)
+        _core.NetworkStep("gru", embedding, layers, decoder_weight,
+                          decoder_bias.astype(np.float64), 1)
     with pytest.raises(ValueError, match="peephole"):
         bad = [layer[:4] + (np.zeros((3, 7), np.float32),) for layer in layers]
         _core.NetworkStep("gru", embedding, bad, decoder_weight, decoder_bias, 1)

@@ -3,10 +3,9 @@ LSTM against a direct NumPy transcription of its equations."""
 
 import numpy as np
 import pytest
+from core_helpers import backward, forward, make_params
 
 from predtext import _core
-
-from core_helpers import backward, forward, make_params
 
 torch = pytest.importorskip("torch")
 

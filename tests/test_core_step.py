@@ -2,10 +2,9 @@
 
 import numpy as np
 import pytest
+from core_helpers import CELLS, core_cell, forward, make_params
 
 from predtext import _core
-
-from core_helpers import CELLS, core_cell, forward, make_params
 
 T, B, I, H = 6, 4, 5, 24
 

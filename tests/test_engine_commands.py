@@ -2,12 +2,11 @@
 
 import io
 import json
-from predtext.engine.config import tomllib
 
 import pytest
 
 from predtext.cli import main
-from predtext.engine.config import DEFAULT_CONFIG_TOML
+from predtext.engine.config import DEFAULT_CONFIG_TOML, tomllib
 from predtext.engine.history import HISTORY_FILE
 from predtext.engine.ngram import NGramModel
 

@@ -5,9 +5,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from predtext.engine import context as context_module
-from predtext.engine.context import (BOUNDARY, DEFAULT_WINDOW_CHARS, apply_case,
-                                     last_apostrophe, normalize_word, parse_context, tokenize,
-                                     with_apostrophe)
+from predtext.engine.context import (
+    BOUNDARY,
+    DEFAULT_WINDOW_CHARS,
+    apply_case,
+    last_apostrophe,
+    normalize_word,
+    parse_context,
+    tokenize,
+    with_apostrophe,
+)
 
 # Letters of several scripts, digits, combining marks, joiners, underscores, spaces, marks,
 # controls and lone surrogates: what the shortcuts in parse_context must not get wrong.

@@ -20,7 +20,8 @@ def test_counts_on_a_hand_checked_text():
     report = simulate("the cat sat\nthe cat", offer(["cat"]), k=6, learn=learned.append)
     # "the": 3 typed, " ": 1, "cat": selected before its first letter (+ free space),
     # "sat": 3, "\n": 1, "the": 3, " ": 1, "cat": selected.
-    assert (report.characters, report.typed, report.selections, report.free_spaces) == (19, 12, 2, 1)
+    counts = (report.characters, report.typed, report.selections, report.free_spaces)
+    assert counts == (19, 12, 2, 1)
     assert report.ksr == pytest.approx(1 - 14 / 19)
     assert (report.words, report.words_selected) == (5, 2)
     assert len(report.latencies_ms) == 3 + 1 + 3 + 3 + 1
@@ -50,7 +51,8 @@ def test_a_suggestion_must_replace_exactly_the_typed_part():
 
 
 def test_latency_percentiles_and_summary():
-    report = KsrReport(characters=10, typed=4, selections=1, latencies_ms=[float(i) for i in range(1, 101)])
+    report = KsrReport(characters=10, typed=4, selections=1,
+                       latencies_ms=[float(i) for i in range(1, 101)])
     assert report.latency_percentile(50) == 50.0
     assert report.latency_percentile(99) == 99.0
     summary = report.summary()

@@ -8,8 +8,13 @@ import pytest
 
 from predtext.engine.context import parse_context
 from predtext.engine.engine import Engine
-from predtext.engine.neural import (CompletionSearch, ModelAdapter, NeuralPredictor, TextReader,
-                                    make_predictor)
+from predtext.engine.neural import (
+    CompletionSearch,
+    ModelAdapter,
+    NeuralPredictor,
+    TextReader,
+    make_predictor,
+)
 from predtext.engine.predictor import Resources
 from predtext.errors import ModelFileError
 from predtext.lm.model import LanguageModel

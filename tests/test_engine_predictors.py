@@ -13,8 +13,13 @@ from predtext.engine.context import parse_context
 from predtext.engine.dictionary import Dictionary, DictionaryPredictor
 from predtext.engine.history import HISTORY_FILE, RECENCY_PRIOR, HistoryPredictor, HistoryStore
 from predtext.engine.history import make_predictor as make_history
-from predtext.engine.predictor import (Candidate, Resources, available_predictors, create_predictor,
-                                       register_predictor)
+from predtext.engine.predictor import (
+    Candidate,
+    Resources,
+    available_predictors,
+    create_predictor,
+    register_predictor,
+)
 
 
 def test_dictionary_completes_by_frequency():
@@ -199,7 +204,8 @@ def test_registry_in_process_and_unknown(monkeypatch):
 
     register_predictor("echo", lambda options, resources: Echo())
     assert "echo" in available_predictors()
-    assert create_predictor("echo", {}, Resources()).predict(parse_context("ech"), 1)[0].text == "echo"
+    echo = create_predictor("echo", {}, Resources())
+    assert echo.predict(parse_context("ech"), 1)[0].text == "echo"
     with pytest.raises(LookupError, match="nonesuch"):
         create_predictor("nonesuch", {}, Resources())
     register_predictor("notapredictor", lambda options, resources: object())
@@ -232,7 +238,8 @@ def test_registry_discovers_entry_points_and_survives_broken_ones(monkeypatch, c
     names = available_predictors()
     assert "plugged" in names and "broken" not in names
     assert "broken" in caplog.text and "no module named nowhere" in caplog.text
-    assert create_predictor("plugged", {}, Resources()).predict(parse_context("plu"), 1)[0].text == "plugin"
+    plugged = create_predictor("plugged", {}, Resources())
+    assert plugged.predict(parse_context("plu"), 1)[0].text == "plugin"
 
 
 def test_a_unigram_history_still_offers_next_words():

@@ -105,7 +105,8 @@ def test_incompatible_resume_keeps_what_was_saved(trained, corpus, capsys):
 def test_bad_model_files(trained, corpus, tmp_path, capsys, monkeypatch):
     damaged = tmp_path / "damaged.safetensors"
     damaged.write_bytes(trained.read_bytes()[:-10])
-    assert_one_line_error(capsys, run_main(["eval", str(damaged), str(corpus)]), "damaged.safetensors")
+    assert_one_line_error(capsys, run_main(["eval", str(damaged), str(corpus)]),
+                          "damaged.safetensors")
     assert_one_line_error(capsys, run_main(["sample", str(tmp_path / "nothing.safetensors")]),
                           "no such file")
     # No model given and no packaged default: a clear message, not a traceback.

@@ -43,7 +43,8 @@ def tree(tmp_path):
 
 def test_directory_is_walked_recursively_sorted_skipping_binary_and_hidden(tree):
     paths = resolve_paths([tree])
-    assert [p.relative_to(tree).as_posix() for p in paths] == ["a.md", "b.txt", "sub/c.txt", "sub/notes"]
+    assert ([p.relative_to(tree).as_posix() for p in paths]
+            == ["a.md", "b.txt", "sub/c.txt", "sub/notes"])
 
 
 def test_glob_and_files_keep_spec_order_and_are_read_once(tree):
@@ -266,7 +267,7 @@ def test_streaming_a_few_megabytes_keeps_memory_small(tmp_path):
         stream = TokenStream(iter_token_ids([path], tok, chunk_chars=chunk_chars),
                              seq_len=seq_len, batch_size=batch_size, read_ahead=1024)
         n_batches = 0
-        for x, y in stream:
+        for _ in stream:
             n_batches += 1
         _, peak = tracemalloc.get_traced_memory()
     finally:

@@ -145,9 +145,10 @@ def test_foreign_safetensors_file(tmp_path):
     path = tmp_path / "other.safetensors"
     safetensors.numpy.save_file({"w": np.zeros(3, np.float32)}, str(path))
     expect_model_file_error(path, "not a predtext model file")
-    safetensors.numpy.save_file({"w": np.zeros(3, np.float32)}, str(path), metadata={"format": "pt"})
+    weights = {"w": np.zeros(3, np.float32)}
+    safetensors.numpy.save_file(weights, str(path), metadata={"format": "pt"})
     expect_model_file_error(path, "not a predtext model file")
-    safetensors.numpy.save_file({"w": np.zeros(3, np.float32)}, str(path), metadata={"predtext": "{oops"})
+    safetensors.numpy.save_file(weights, str(path), metadata={"predtext": "{oops"})
     expect_model_file_error(path, "corrupt predtext metadata")
 
 
@@ -155,7 +156,8 @@ def test_newer_format_version(tmp_path):
     path = tmp_path / "future.ptm"
     document = {"format": "predtext", "format_version": FORMAT_VERSION + 1, "kind": "model",
                 "tensors_sha256": "", "meta": {}}
-    safetensors.numpy.save_file({"w": np.zeros(3)}, str(path), metadata={"predtext": json.dumps(document)})
+    safetensors.numpy.save_file({"w": np.zeros(3)}, str(path),
+                                metadata={"predtext": json.dumps(document)})
     expect_model_file_error(path, f"format version {FORMAT_VERSION + 1} is newer")
 
 

@@ -2,7 +2,8 @@ import json
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from predtext.lm.tokenizers import (
     CharTokenizer,
@@ -20,7 +21,8 @@ FAST = settings(max_examples=60, deadline=None)
 # Text that exercises the word splitter: letters (ASCII and not), digits,
 # underscore, apostrophes, punctuation, and different kinds of whitespace.
 wordy_text = st.text(
-    alphabet=st.sampled_from(list("abcXYZ019_'’.,;!?-\"() \t\n\r") + ["é", "ß", "日", "😀", "\u00a0"]),
+    alphabet=st.sampled_from(
+        list("abcXYZ019_'’.,;!?-\"() \t\n\r") + ["é", "ß", "日", "😀", "\u00a0"]),
     max_size=200,
 )
 
@@ -143,7 +145,8 @@ def test_word_stream_tokenizes_like_the_joined_text(text, cuts):
 
 def test_word_tokens_are_words_punctuation_and_whitespace_runs():
     assert tokenize_words("Don't stop -- it's 5 o'clock.\n\n  ok") == [
-        "Don't", " ", "stop", " ", "-", "-", " ", "it's", " ", "5", " ", "o'clock", ".", "\n\n  ", "ok"]
+        "Don't", " ", "stop", " ", "-", "-", " ", "it's", " ", "5", " ", "o'clock", ".",
+        "\n\n  ", "ok"]
 
 
 def test_word_unknown_words_decode_as_the_unknown_marker():

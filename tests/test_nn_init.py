@@ -74,7 +74,8 @@ def test_normal_schemes_have_the_right_spread(kind, shape):
 
 def test_kaiming_fan_out_mode_and_gain_options():
     array = numpy.zeros((400, 100))
-    init.kaiming_normal_(array, mode="fan_out", nonlinearity="relu", rng=numpy.random.default_rng(2))
+    init.kaiming_normal_(array, mode="fan_out", nonlinearity="relu",
+                         rng=numpy.random.default_rng(2))
     assert array.std() == pytest.approx(math.sqrt(2 / 400), rel=0.02)
     with pytest.raises(ValueError, match="mode"):
         init.kaiming_uniform_(array, mode="fan_both")

@@ -4,11 +4,9 @@ import math
 
 import numpy
 import pytest
-
-from predtext import nn
 from gradcheck import numeric_gradient
 
-
+from predtext import nn
 
 # -- Linear ---------------------------------------------------------------------------
 
@@ -252,7 +250,8 @@ def test_sequential_gradients_match_finite_differences():
         return float((model(x) * d_y).sum())
 
     numpy.testing.assert_allclose(d_x, numeric_gradient(loss, x), rtol=1e-6, atol=1e-8)
-    numpy.testing.assert_allclose(model[0].weight.grad, numeric_gradient(loss, model[0].weight.data),
+    numpy.testing.assert_allclose(model[0].weight.grad,
+                                  numeric_gradient(loss, model[0].weight.data),
                                   rtol=1e-6, atol=1e-8)
 
 

@@ -2,11 +2,10 @@
 
 import numpy
 import pytest
+from gradcheck import numeric_gradient
 
 from predtext import nn
 from predtext.nn import mse_loss, softmax_cross_entropy
-from gradcheck import numeric_gradient
-
 
 
 def reference_cross_entropy(logits, targets):

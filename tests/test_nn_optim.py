@@ -83,7 +83,8 @@ def assert_same_trajectory(ours, theirs):
                                           err_msg=f"step {step}")
 
 
-@pytest.mark.parametrize("name, kwargs", CONFIGS, ids=[f"{n}-{'-'.join(sorted(k))}" for n, k in CONFIGS])
+@pytest.mark.parametrize("name, kwargs", CONFIGS,
+                         ids=[f"{n}-{'-'.join(sorted(k))}" for n, k in CONFIGS])
 def test_follows_torch_trajectory(name, kwargs):
     theirs = run_torch(name, kwargs)
     ours = run_ours(name, kwargs)

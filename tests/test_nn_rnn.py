@@ -225,10 +225,7 @@ def test_parity_with_torch(cell, option, dtype):
     (out, state), backprop = ours.begin_update(x, state0, lengths)
     x_t, state0_t, out_t, state_t = run_torch(theirs, x, state0, lengths, batch_first)
 
-    if dtype == numpy.float64:
-        close = dict(rtol=1e-8, atol=1e-10)
-    else:
-        close = dict(rtol=1e-5, atol=2e-6)
+    close = dict(rtol=1e-8, atol=1e-10) if dtype == numpy.float64 else dict(rtol=1e-5, atol=2e-6)
     assert out.dtype == dtype and out.shape == tuple(out_t.shape)
     numpy.testing.assert_allclose(out, out_t.detach().numpy(), **close)
     for ours_s, theirs_s in zip(flat_state(state), state_t):
@@ -437,15 +434,30 @@ def test_bad_constructor_arguments(make, pattern):
 # -- learning ---------------------------------------------------------------------------------
 
 
-def test_bidirectional_lstm_learns_to_reverse_sequences(single_thread):
-    rng = numpy.random.default_rng(0)
+def learn_to_reverse(seed, max_steps=3000):
+    """Train a bidirectional LSTM to output its input sequence reversed (the first half of the
+    answer is only in the reverse direction, the second only in the forward one); returns
+    the steps taken and the accuracy on fresh sequences.
+
+    At a constant rate of 2e-2 it learns the task in about 1,000 steps and then keeps jumping
+    out of it (held-out accuracy 0.998, then 0.974 200 steps later): the rate decays so that
+    it settles, and training goes on until a held-out batch shows the task learnt (at most 2
+    tokens wrong in 2,048), however many steps that takes on this machine's arithmetic.
+    """
+    rng = numpy.random.default_rng(seed)
     vocab, steps, batch, hidden = 6, 8, 32, 32
     embed = nn.Embedding(vocab, 16, rng=rng)
     lstm = nn.LSTM(16, hidden, bidirectional=True, rng=rng)
     head = nn.Linear(2 * hidden, vocab, rng=rng)
     params = [p for module in (embed, lstm, head) for p in module.parameters()]
     optimizer = nn.Adam(params, lr=2e-2)
-    for _ in range(1200):
+    schedule = nn.StepLR(optimizer, step_size=300, gamma=0.6)
+
+    def accuracy(ids):
+        return float((head(lstm(embed(ids))[0]).argmax(axis=-1) == ids[::-1]).mean())
+
+    held_out = rng.integers(0, vocab, size=(steps, 256))
+    for step in range(1, max_steps + 1):
         ids = rng.integers(0, vocab, size=(steps, batch))
         x, backprop_embed = embed.begin_update(ids)
         (features, _), backprop_lstm = lstm.begin_update(x)
@@ -455,9 +467,15 @@ def test_bidirectional_lstm_learns_to_reverse_sequences(single_thread):
         dx, _ = backprop_lstm(backprop_head(d_logits))
         backprop_embed(dx)
         optimizer.step()
-    ids = rng.integers(0, vocab, size=(steps, 1000))
-    predicted = head(lstm(embed(ids))[0]).argmax(axis=-1)
-    assert (predicted == ids[::-1]).mean() > 0.99
+        schedule.step()
+        if step % 50 == 0 and accuracy(held_out) >= 0.999:
+            break
+    return step, accuracy(rng.integers(0, vocab, size=(steps, 1000)))
+
+
+def test_bidirectional_lstm_learns_to_reverse_sequences(single_thread):
+    _, fresh = learn_to_reverse(seed=0)
+    assert fresh > 0.99
 
 
 def test_many_to_one_gru_learns_the_adding_problem(single_thread):

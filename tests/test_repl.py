@@ -11,7 +11,7 @@ import threading
 import time
 
 import pytest
-from prompt_toolkit.completion import CompleteEvent
+from prompt_toolkit.completion import CompleteEvent, Completer
 from prompt_toolkit.document import Document
 from prompt_toolkit.input import create_pipe_input
 from prompt_toolkit.output import DummyOutput
@@ -83,14 +83,47 @@ async def wait_until(condition, timeout=10.0):
         await asyncio.sleep(0.01)
 
 
+class CompletionsInFlight(Completer):
+    """The prompt's completer, counting the requests it is answering.
+
+    prompt_toolkit runs one completion request at a time and drops those made meanwhile; when
+    the running one ends on a line that no longer extends its text (Ctrl-C, a deletion), it
+    does not ask again. A test that types while a request is in flight can so lose the menu
+    for what it typed; it waits for :attr:`busy` to clear instead.
+    """
+
+    def __init__(self, completer):
+        self.completer, self.requests = completer, 0
+
+    @property
+    def busy(self):
+        return self.requests > 0
+
+    def get_completions(self, document, complete_event):
+        return self.completer.get_completions(document, complete_event)
+
+    async def get_completions_async(self, document, complete_event):
+        self.requests += 1
+        try:
+            async for completion in self.completer.get_completions_async(document, complete_event):
+                yield completion
+        finally:
+            self.requests -= 1
+
+
 class Driver:
     """Runs a Repl on a pipe input; type into it and look at its buffer."""
 
     def __init__(self, repl, pipe):
         self.repl, self.pipe = repl, pipe
         self.buffer = repl.session.default_buffer
+        self.completer = repl.session.completer = CompletionsInFlight(repl.session.completer)
 
-    def type(self, keys):
+    async def type(self, keys):
+        """Send ``keys`` once the suggestions for what was typed before have been answered, as
+        a person who reads them does (and as prompt_toolkit needs: see CompletionsInFlight)."""
+        await asyncio.sleep(0)          # a request the last key made starts first
+        await wait_until(lambda: not self.completer.busy)
         self.pipe.send_text(keys)
 
     def completions(self):
@@ -110,7 +143,7 @@ class Driver:
 
     async def grey_for(self, text):
         """Type ``text`` and wait for its grey suggestion to show."""
-        self.type(text)
+        await self.type(text)
         await wait_until(lambda: self.buffer.suggestion is not None and self.buffer.text == text)
 
 
@@ -135,7 +168,7 @@ def test_menu_offers_the_engine_suggestions_with_source_and_score():
     expected = [(s.text, s.replace) for s in make_engine().suggest("the app", 6)]
 
     async def scenario(term):
-        term.type("the app")
+        await term.type("the app")
         completions = await term.menu("the app")
         assert [(c.display_text, -c.start_position) for c in completions] == expected
         assert all(c.text == c.display_text + " " for c in completions)   # the space comes too
@@ -147,14 +180,14 @@ def test_menu_offers_the_engine_suggestions_with_source_and_score():
 
 def test_tab_moves_through_the_menu_and_enter_takes_the_selected_word():
     async def scenario(term):
-        term.type("the app")
+        await term.type("the app")
         completions = await term.menu("the app")
         first, second = completions[0].text, completions[1].text
-        term.type(TAB)
+        await term.type(TAB)
         await wait_until(lambda: term.buffer.text == "the " + first)
-        term.type(TAB)
+        await term.type(TAB)
         await wait_until(lambda: term.buffer.text == "the " + second)
-        term.type(ENTER)          # takes the selected word; does not commit the line
+        await term.type(ENTER)          # takes the selected word; does not commit the line
         following = await term.menu("the " + second)   # ... and the next words come at once
         assert all(c.start_position == 0 for c in following)
         assert term.repl.transcript == []
@@ -168,9 +201,9 @@ def test_right_arrow_accepts_the_grey_suggestion():
     async def scenario(term):
         await term.grey_for("the app")
         assert "app" + term.buffer.suggestion.text == best + " "
-        term.type(RIGHT)
+        await term.type(RIGHT)
         await wait_until(lambda: term.buffer.text == "the " + best + " ")   # with its space
-        term.type(ENTER)
+        await term.type(ENTER)
         await wait_until(lambda: term.repl.transcript == ["the " + best])  # not kept at the end
         # 8 keys (7 letters and →) made 15 characters.
         assert (term.repl.savings.keys, term.repl.savings.characters) == (8, len("the " + best))
@@ -182,41 +215,42 @@ def test_the_space_after_a_word_taken_is_free_and_gives_way_to_a_closing_mark():
 
     async def scenario(term):
         await term.grey_for("the app")
-        term.type(RIGHT + "pie" + ENTER)
+        await term.type(RIGHT + "pie" + ENTER)
         await wait_until(lambda: term.repl.transcript == [f"the {best} pie"])
         # 11 keys (7 letters, →, 3 letters): the space after the word cost none.
-        assert (term.repl.savings.keys, term.repl.savings.characters) == (11, len(f"the {best} pie"))
+        savings = term.repl.savings
+        assert (savings.keys, savings.characters) == (11, len(f"the {best} pie"))
         await term.grey_for("the app")
-        term.type(RIGHT + ",")
+        await term.type(RIGHT + ",")
         await wait_until(lambda: term.buffer.text == f"the {best},")
-        term.type(" the ")
+        await term.type(" the ")
         first = (await term.menu(f"the {best}, the "))[0].display_text
-        term.type(TAB)                           # from the menu too
+        await term.type(TAB)                           # from the menu too
         await wait_until(lambda: term.buffer.text == f"the {best}, the {first} ")
-        term.type(".")
+        await term.type(".")
         await wait_until(lambda: term.buffer.text == f"the {best}, the {first}.")
-        term.type(" ,")                          # a space typed by hand stays
+        await term.type(" ,")                          # a space typed by hand stays
         await wait_until(lambda: term.buffer.text == f"the {best}, the {first}. ,")
     drive(make_engine(), scenario)
 
 
 def test_next_word_after_a_space_and_refresh_after_backspace():
     async def scenario(term):
-        term.type("the ")
+        await term.type("the ")
         next_words = await term.menu("the ")
         assert all(c.start_position == 0 for c in next_words)
-        term.type("appl" + BACKSPACE)
+        await term.type("appl" + BACKSPACE)
         await term.menu("the app")
     drive(make_engine(), scenario)
 
 
 def test_k_command_changes_how_many_are_offered():
     async def scenario(term):
-        term.type(":k 2" + ENTER)
+        await term.type(":k 2" + ENTER)
         await wait_until(lambda: term.repl.suggester.k == 2)
-        term.type("the ")
+        await term.type("the ")
         assert len(await term.menu("the ")) == 2
-        term.type(CTRL_C + ":k 0" + ENTER)
+        await term.type(CTRL_C + ":k 0" + ENTER)
         await wait_until(lambda: any("between 1 and 50" in s for s in term.repl.shown))
         assert term.repl.suggester.k == 2
     drive(make_engine(), scenario)
@@ -226,12 +260,12 @@ def test_enter_commits_the_line_and_learns_it_unless_learning_is_off():
     spy = LearningSpy(make_engine())
 
     async def scenario(term):
-        term.type("zebras graze" + ENTER)
+        await term.type("zebras graze" + ENTER)
         await wait_until(lambda: spy.learned == ["zebras graze"])
         assert term.repl.transcript == ["zebras graze"]
-        term.type("the zeb")
+        await term.type("the zeb")
         assert "zebras" in [c.display_text for c in await term.menu("the zeb")]
-        term.type(CTRL_C + ":learn off" + ENTER + "quiet words" + ENTER)
+        await term.type(CTRL_C + ":learn off" + ENTER + "quiet words" + ENTER)
         await wait_until(lambda: term.repl.transcript == ["zebras graze", "quiet words"])
         assert spy.learned == ["zebras graze"]
         assert not any("learn" in line for line in term.repl.transcript)
@@ -240,9 +274,9 @@ def test_enter_commits_the_line_and_learns_it_unless_learning_is_off():
 
 def test_ctrl_c_clears_the_line_and_ctrl_d_exits():
     async def scenario(term):
-        term.type("the app")
+        await term.type("the app")
         await wait_until(lambda: term.buffer.text == "the app")
-        term.type(CTRL_C)
+        await term.type(CTRL_C)
         await wait_until(lambda: term.buffer.text == "")
         assert term.repl.transcript == []
     drive(make_engine(), scenario)      # drive() ends with Ctrl-D and checks the exit status
@@ -250,24 +284,25 @@ def test_ctrl_c_clears_the_line_and_ctrl_d_exits():
 
 def test_predictors_can_be_listed_disabled_and_enabled():
     async def scenario(term):
-        term.type(":predictors" + ENTER)
+        await term.type(":predictors" + ENTER)
         await wait_until(lambda: any("dictionary" in s for s in term.repl.shown))
-        term.type(":predictors disable ngram" + ENTER)
-        await wait_until(lambda: [n for n, _, on in term.repl.handle.predictor_table() if not on] == ["ngram"])
-        term.type("the app")
+        await term.type(":predictors disable ngram" + ENTER)
+        await wait_until(lambda: [n for n, _, on in term.repl.handle.predictor_table()
+                                  if not on] == ["ngram"])
+        await term.type("the app")
         sources = {tuple(c.suggestion.sources) for c in await term.menu("the app")}
         assert sources == {("dictionary",)}
-        term.type(CTRL_C + ":predictors enable ngram" + ENTER + "the ap")
+        await term.type(CTRL_C + ":predictors enable ngram" + ENTER + "the ap")
         sources = {s for c in await term.menu("the ap") for s in c.suggestion.sources}
         assert "ngram" in sources
-        term.type(CTRL_C + ":predictors disable nosuch" + ENTER)
+        await term.type(CTRL_C + ":predictors disable nosuch" + ENTER)
         await wait_until(lambda: any("no predictor 'nosuch'" in s for s in term.repl.shown))
     drive(make_engine(TWO_PREDICTORS), scenario)
 
 
 def test_generate_says_when_the_model_cannot_generate_and_help_lists_commands():
     async def scenario(term):
-        term.type(":generate 20" + ENTER + ":help" + ENTER + ":bogus" + ENTER)
+        await term.type(":generate 20" + ENTER + ":help" + ENTER + ":bogus" + ENTER)
         await wait_until(lambda: any("unknown command" in s for s in term.repl.shown))
         shown = "\n".join(term.repl.shown)
         assert "cannot generate" in shown
@@ -284,7 +319,7 @@ def test_generate_continues_the_transcript_when_the_model_can():
                 return prompt + "x" * n
 
     async def scenario(term):
-        term.type("hello" + ENTER + ":generate 3" + ENTER)
+        await term.type("hello" + ENTER + ":generate 3" + ENTER)
         await wait_until(lambda: "xxx" in term.repl.shown)
     drive(Generating(make_engine()), scenario)
 
@@ -294,27 +329,28 @@ def test_model_command_loads_another_model_in_the_background(tmp_path):
     NGramModel.from_text("the zebra and the zebu. the zebra ran. the zebu sat.").save(other)
 
     async def scenario(term):
-        term.type(f":model {tmp_path / 'missing.bin'}" + ENTER)
+        await term.type(f":model {tmp_path / 'missing.bin'}" + ENTER)
         await wait_until(lambda: any("no such file" in s for s in term.repl.shown))
-        term.type(f":model {other}" + ENTER)
+        await term.type(f":model {other}" + ENTER)
         await wait_until(lambda: term.repl.handle.name == "zoo.safetensors")
-        term.type("the ze")
+        await term.type("the ze")
         assert {c.display_text for c in await term.menu("the ze")} == {"zebra", "zebu"}
     drive(make_engine(), scenario)
 
 
-class SlowFirstAnswers:
-    """An engine whose answers take ``delay`` seconds while ``slow`` is set."""
+class HeldAnswers:
+    """An engine that, while ``hold`` is set, answers only once ``release`` is set."""
 
-    def __init__(self, engine, delay):
-        self.engine, self.delay, self.slow = engine, delay, threading.Event()
+    def __init__(self, engine):
+        self.engine, self.hold, self.release = engine, threading.Event(), threading.Event()
         self.config, self.predictors = engine.config, engine.predictors
         self.asked = threading.Event()
 
     def suggest(self, text, k=6):
-        if self.slow.is_set():
+        if self.hold.is_set():
             self.asked.set()
-            time.sleep(self.delay)
+            if not self.release.wait(10):
+                raise TimeoutError("the test never released the held answer")
         return self.engine.suggest(text, k)
 
     def close(self):
@@ -324,15 +360,17 @@ class SlowFirstAnswers:
 def test_a_new_engine_replaces_the_menu_an_old_answer_was_still_filling():
     # prompt_toolkit drops a completion request made while one is running: the refresh on
     # an engine change must not be lost when the old engine was still answering.
-    old = SlowFirstAnswers(make_engine(), delay=0.5)
+    old = HeldAnswers(make_engine())
     new = Engine.load(model=NGramModel.from_text("the apricot and the apron. the apricot tree."),
                       config=CONFIG)
 
     async def scenario(term):
-        old.slow.set()
-        term.type("the ap")
+        old.hold.set()
+        await term.type("the ap")
         await wait_until(old.asked.is_set)            # the old engine is answering "the ap"
         term.repl.handle.start(lambda: new, "new")    # ... when the new one arrives
+        await wait_until(lambda: term.repl.handle.name == "new")
+        old.release.set()                             # the old answer ends after the change
         await wait_until(lambda: {c.display_text for c in term.menu_for("the ap") or []}
                          == {"apricot", "apron"})
     drive(old, scenario)
@@ -356,7 +394,7 @@ def test_a_model_that_fails_to_load_is_reported_and_the_prompt_still_works():
             handle = EngineHandle()
             repl = Repl(handle, input=pipe, output=DummyOutput())
             running = asyncio.ensure_future(repl.run_async())
-            await asyncio.sleep(0.05)
+            await wait_until(lambda: repl.session.app.is_running)   # the prompt is up
             handle.start(broken, "model.bin")
             await wait_until(lambda: any("not a model file" in s for s in repl.shown))
             assert "failed" in str(repl._toolbar())
@@ -440,24 +478,24 @@ def test_the_space_that_came_with_a_word_gives_way_only_to_the_next_key():
 
     async def grey(term):
         await term.grey_for("the app")
-        term.type(RIGHT)
+        await term.type(RIGHT)
         await wait_until(lambda: term.buffer.text == f"the {best} ")
 
     async def scenario(term):
         await grey(term)
-        term.type(" x")                          # no double space
+        await term.type(" x")                          # no double space
         await wait_until(lambda: term.buffer.text == f"the {best} x")
-        term.type(CTRL_C)
+        await term.type(CTRL_C)
         await grey(term)
-        term.type(CTRL_C + f"the {best} ,")      # typed by hand: its space stays
+        await term.type(CTRL_C + f"the {best} ,")      # typed by hand: its space stays
         await wait_until(lambda: term.buffer.text == f"the {best} ,")
-        term.type(CTRL_C + "the app")
+        await term.type(CTRL_C + "the app")
         first = (await term.menu("the app"))[0].display_text
-        term.type(TAB + "s")                     # a letter goes on with the selected word
+        await term.type(TAB + "s")                     # a letter goes on with the selected word
         await wait_until(lambda: term.buffer.text == f"the {first}s")
-        term.type(CTRL_C)
+        await term.type(CTRL_C)
         await grey(term)
-        term.type(ENTER)
+        await term.type(ENTER)
         await wait_until(lambda: term.repl.transcript == [f"the {best}"])
         assert term.repl.session.history.get_strings()[-1] == f"the {best}"   # recalled as is
     drive(make_engine(), scenario)
@@ -466,13 +504,16 @@ def test_the_space_that_came_with_a_word_gives_way_only_to_the_next_key():
 def test_no_space_comes_between_a_word_and_a_mark_already_after_the_cursor():
     completer = PredtextCompleter(Suggester(make_engine(), k=3))
     before_mark = Document("the app. and more", cursor_position=len("the app"))
-    assert not any(c.text.endswith(" ") for c in completer.get_completions(before_mark, CompleteEvent()))
+    offered = completer.get_completions(before_mark, CompleteEvent())
+    assert not any(c.text.endswith(" ") for c in offered)
     before_space = Document("the app and", cursor_position=len("the app"))
-    assert not any(c.text.endswith(" ") for c in completer.get_completions(before_space, CompleteEvent()))
+    offered = completer.get_completions(before_space, CompleteEvent())
+    assert not any(c.text.endswith(" ") for c in offered)
 
 
 def test_the_refresh_knows_a_menu_that_shows_the_answer():
     from prompt_toolkit.buffer import CompletionState
+
     from predtext.repl.app import _menu_shows
     from predtext.repl.completer import SuggestionCompletion
 
@@ -491,27 +532,27 @@ def test_the_owed_space_survives_a_look_through_the_menu_and_keeps_to_its_line()
 
     async def scenario(term):
         await term.grey_for("the app")
-        term.type(RIGHT)
+        await term.type(RIGHT)
         await term.menu(f"the {best} ")
-        term.type(TAB)                           # a look at the next words ...
+        await term.type(TAB)                           # a look at the next words ...
         await wait_until(lambda: term.buffer.text != f"the {best} ")
-        term.type(SHIFT_TAB)                     # ... and back
+        await term.type(SHIFT_TAB)                     # ... and back
         await wait_until(lambda: term.buffer.text == f"the {best} ")
-        term.type(",")
+        await term.type(",")
         await wait_until(lambda: term.buffer.text == f"the {best},")
-        term.type(CTRL_C + "the world" + LEFT * 5 + "app")
+        await term.type(CTRL_C + "the world" + LEFT * 5 + "app")
         await wait_until(lambda: term.menu_for("the app"))      # the line goes on after it
         first = term.menu_for("the app")[0].display_text
-        term.type(TAB + ENTER + ENTER)           # taken mid-line, then the line committed
+        await term.type(TAB + ENTER + ENTER)           # taken mid-line, then the line committed
         await wait_until(lambda: term.repl.transcript == [f"the {first} world"])
-        term.type("the app")
+        await term.type("the app")
         await term.menu("the app")
-        term.type(TAB + "(")                     # not a letter: the word stays as taken
+        await term.type(TAB + "(")                     # not a letter: the word stays as taken
         await wait_until(lambda: term.buffer.text == f"the {first} (")
-        term.type(CTRL_C + "zz app")
+        await term.type(CTRL_C + "zz app")
         await term.menu("zz app")
-        term.type(TAB + CTRL_R + "qwe ,")        # a search while an entry is selected
+        await term.type(TAB + CTRL_R + "qwe ,")        # a search while an entry is selected
         await wait_until(lambda: term.repl.session.search_buffer.text == "qwe ,")
-        term.type(ENTER)                         # back to the line
+        await term.type(ENTER)                         # back to the line
         await wait_until(lambda: term.repl.session.search_buffer.text == "")
     drive(make_engine(), scenario)

@@ -51,10 +51,14 @@ class Tmux:
                               "#{cursor_x}").stdout.strip())
 
     def wait_for(self, condition, timeout=30.0, what="the screen"):
-        """Poll the screen until ``condition(screen)`` holds; fails with the last screen."""
+        """Poll the screen until ``condition(screen)`` holds; fails with the last screen.
+
+        (tmux has no event for a change of the screen; the timeout only bounds a failure.)
+        """
         deadline = time.monotonic() + timeout
         while True:
-            screen = self.screen()
+            shown = self._tmux("capture-pane", "-p", "-t", self.session, check=False)
+            screen = shown.stdout if shown.returncode == 0 else "(the terminal has ended)"
             if condition(screen):
                 return screen
             if time.monotonic() > deadline:
@@ -126,10 +130,7 @@ def test_menu_shows_suggestions_and_right_arrow_accepts_the_grey_text(terminal):
     assert prompt_line(screen).rstrip() == ">"
 
     tmux.send("C-d")
-    deadline = time.monotonic() + 20
-    while tmux.alive() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not tmux.alive(), "Ctrl-D did not end the terminal"
+    tmux.wait_for(lambda s: not tmux.alive(), timeout=20, what="Ctrl-D to end the terminal")
     with open(os.path.join(directory, "stderr.txt")) as handle:
         assert "Traceback" not in handle.read()
 
