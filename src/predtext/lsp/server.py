@@ -270,7 +270,10 @@ class PredtextServer(LanguageServer):
         path = to_fs_path(uri)
         if path is None or not may_learn(Path(path), self.settings, self.roots):
             return
-        self.worker.submit(self._learn, state)
+        if self._ready.done():
+            self.worker.submit(self._learn, state)
+        else:       # saved while the model loads: learned once it is in
+            self._ready.add_done_callback(lambda _: self.worker.submit(self._learn, state))
 
     def _learn(self, state: _OpenDocument) -> None:            # on the worker
         if self._engine is None:
