@@ -3,14 +3,15 @@
 Threads. The message loop (asyncio) reads messages, keeps the documents in step and answers
 at once whatever needs no engine. Everything the engine does -- suggesting, learning, building
 a document's engine -- runs in order on one worker thread, so the predictors (which need not be
-thread-safe) see one call at a time, and a slow model delays only the completion waiting for it.
-Loading a model runs on a thread of its own.
+thread-safe) see one call at a time, and a slow model delays only the completion waiting for it;
+the worker writes each completion's answer itself. Loading a model runs on a thread of its own,
+and a completion asked for meanwhile waits for it.
 
 Overtaken requests. Each completion request is stamped when it is read with the document's
 version and its place among that document's requests. When its turn comes, a request that a
 newer edit or a newer completion request for the same document has overtaken is answered with
 an empty, incomplete list, without asking the engine; ``$/cancelRequest`` answers it with the
-RequestCancelled error.
+RequestCancelled error (at once when it has not started, else when it ends).
 
 Input. The loop reads messages itself (not pygls's reader), so that a body that is not JSON,
 a message that is not JSON-RPC, bad parameters, and requests before ``initialize`` or after
@@ -28,7 +29,7 @@ import sys
 import threading
 from concurrent.futures import Future
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional
 
 from cattrs import transform_error
 from cattrs.errors import ClassValidationError
@@ -41,20 +42,18 @@ from pygls.uris import to_fs_path
 from predtext import __version__
 from predtext.engine.marks import CLOSING_MARKS
 from predtext.lsp.documents import Document
-from predtext.lsp.positions import ENCODINGS, UTF16
+from predtext.lsp.positions import ENCODINGS, UTF16, to_units
 from predtext.lsp.settings import Settings, may_learn, updated
 
 log = logging.getLogger("predtext.lsp")
 
-#: How long a completion waits for the model being loaded before answering empty.
-LOAD_WAIT_S = 15.0
 #: Longest text learned from one save (the lines new since the last save or the opening).
 MAX_LEARN_CHARS = 200_000
 #: Largest message body read (a 5 MB document, escaped, is well under it).
 MAX_BODY_BYTES = 256 << 20
 
-PARSE_ERROR, INVALID_REQUEST, INTERNAL_ERROR = -32700, -32600, -32603
-SERVER_NOT_INITIALIZED = -32002
+PARSE_ERROR, INVALID_REQUEST, INVALID_PARAMS, INTERNAL_ERROR = -32700, -32600, -32602, -32603
+SERVER_NOT_INITIALIZED, REQUEST_CANCELLED = -32002, -32800
 
 EngineLoader = Callable[[Settings], Any]
 
@@ -77,10 +76,15 @@ class _Worker:
         self._calls: queue.SimpleQueue = queue.SimpleQueue()
         threading.Thread(target=self._serve, name="predtext-lsp-worker", daemon=True).start()
 
-    def submit(self, function: Callable, *args) -> Future:
-        future: Future = Future()
+    def submit(self, function: Callable, *args, future: Optional[Future] = None) -> Future:
+        """Run ``function(*args)`` in turn; its result or error goes to ``future`` (a new one
+        unless given; one cancelled before its turn is skipped)."""
+        future = Future() if future is None else future
         self._calls.put((future, function, args))
         return future
+
+    def submit_to(self, future: Future, function: Callable, *args) -> None:
+        self.submit(function, *args, future=future)
 
     def _serve(self) -> None:
         while True:
@@ -142,7 +146,8 @@ class PredtextServer(LanguageServer):
         self._engine = None                 # the base engine, once loaded
         self._generation = 0                # bumped by each load, so documents rebuild theirs
         self._ready: Future = Future()      # done when the first load ends (either way)
-        self._stamps: Dict[Any, Tuple[str, int, Optional[int]]] = {}
+        self._jobs: Dict[Any, Future] = {}         # completion requests not yet answered
+        self._cancelled: set = set()                # ... cancelled while running
         self._latest: Dict[str, int] = {}
         self._loop: Optional[asyncio.AbstractEventLoop] = None
         self._writer = None
@@ -194,72 +199,83 @@ class PredtextServer(LanguageServer):
 
     # ------------------------------------------------------------------ completion
 
-    def stamp(self, msg_id, params) -> None:
-        """Record, as a completion request is read, where it stands (see the module doc)."""
-        try:
-            uri = params.text_document.uri
-        except AttributeError:
-            return
+    def request_completion(self, msg_id, params: types.CompletionParams) -> None:
+        """Take a completion request as it is read (on the loop): answer it at once when no
+        engine is needed, else stamp it (see the module doc) and queue it for the worker,
+        which writes the answer itself -- one thread hop fewer per keystroke than handing the
+        answer back to the loop."""
+        uri = params.text_document.uri
         state = self.documents.get(uri)
+        if state is None:
+            self._error(msg_id, INVALID_PARAMS, f"Invalid params: document not open: {uri}")
+            return
+        if not self.settings.completes(state.document.language_id):
+            self._result(msg_id, {"isIncomplete": False, "items": []})
+            return
         sequence = self._latest.get(uri, 0) + 1
         self._latest[uri] = sequence
-        self._stamps[msg_id] = (uri, sequence, state.document.version if state else None)
-        if len(self._stamps) > 10_000:        # stamps of requests never run (cancelled early)
-            for key in list(self._stamps)[:5_000]:
-                del self._stamps[key]
+        job: Future = Future()
+        self._jobs[msg_id] = job
+        args = (msg_id, uri, sequence, state.document.version, params.position)
+        if self._ready.done():
+            # Once the loop has handled what it has already read (an edit, a newer request,
+            # a cancellation that came with this one), so that the worker finds it handled.
+            self._loop.call_soon(self.worker.submit_to, job, self._complete, *args)
+        else:       # the model is loading: the request waits for it (newer ones overtake it)
+            self._ready.add_done_callback(
+                lambda _: self.worker.submit(self._complete, *args, future=job))
+
+    def cancel(self, msg_id) -> bool:
+        """``$/cancelRequest`` for a completion: answered cancelled now if it has not started,
+        else when it ends. False when ``msg_id`` is no completion of ours."""
+        job = self._jobs.pop(msg_id, None)
+        if job is None:
+            return False
+        if job.cancel():
+            self._error(msg_id, REQUEST_CANCELLED, f"Request {msg_id!r} was cancelled")
+        else:
+            self._cancelled.add(msg_id)
+        return True
 
     def overtaken(self, uri: str, sequence: int, version) -> bool:
         state = self.documents.get(uri)
         return (state is None or state.document.version != version
                 or self._latest.get(uri) != sequence)
 
-    async def complete(self, params: types.CompletionParams, msg_id) -> types.CompletionList:
-        uri = params.text_document.uri
-        state = self.documents.get(uri)
-        if state is None:
-            raise JsonRpcInvalidParams(f"document not open: {uri}")
-        stamp = self._stamps.pop(msg_id, None)
-        if stamp is None:       # not read by our loop (never so in the server): stamp it now
-            self.stamp(msg_id, params)
-            stamp = self._stamps.pop(msg_id)
-        _, sequence, version = stamp
-        if not self.settings.completes(state.document.language_id):
-            return types.CompletionList(is_incomplete=False, items=[])
-        if not self._ready.done():
-            try:
-                await asyncio.wait_for(asyncio.wrap_future(self._ready), LOAD_WAIT_S)
-            except asyncio.TimeoutError:
-                pass
-        if self._engine is None or self.overtaken(uri, sequence, version):
-            return _EMPTY()
-        position = params.position
-        job = self.worker.submit(self._complete, uri, sequence, version,
-                                 position.line, position.character)
+    def _complete(self, msg_id, uri: str, sequence: int, version, position) -> None:  # worker
         try:
-            return await asyncio.wrap_future(job)
-        except asyncio.CancelledError:
-            job.cancel()
-            raise
+            result = self._completion_list(uri, sequence, version, position)
+        except Exception as error:
+            log.exception("completion failed")
+            self._jobs.pop(msg_id, None)
+            self._error(msg_id, INTERNAL_ERROR, f"Internal error: {error}", from_worker=True)
+            return
+        self._jobs.pop(msg_id, None)
+        if msg_id in self._cancelled:
+            self._cancelled.discard(msg_id)
+            self._error(msg_id, REQUEST_CANCELLED, f"Request {msg_id!r} was cancelled",
+                        from_worker=True)
+        else:
+            self._result(msg_id, result, from_worker=True)
 
-    def _complete(self, uri: str, sequence: int, version, line: int,
-                  character: int) -> types.CompletionList:        # on the worker
+    def _completion_list(self, uri: str, sequence: int, version,
+                         position) -> dict:        # on the worker
         state = self.documents.get(uri)
-        if state is None or self.overtaken(uri, sequence, version):
+        if state is None or self._engine is None or self.overtaken(uri, sequence, version):
             return _EMPTY()
         document = state.document
         with document.lock:
             if document.version != version:
                 return _EMPTY()
-            line, index = document.index(line, character)
+            line, index = document.index(position.line, position.character)
             before = document.text_before(line, index)
             content = document.content(line)
             encoding = document.encoding
         suggestions = self._document_engine(state).suggest(before, self.settings.k)
         if self.overtaken(uri, sequence, version):
             return _EMPTY()       # the ranges would be for a text the editor no longer has
-        return types.CompletionList(is_incomplete=True,
-                                    items=completion_items(suggestions, content, line, index,
-                                                           encoding))
+        return {"isIncomplete": True,
+                "items": completion_items(suggestions, content, line, index, encoding)}
 
     # ------------------------------------------------------------------ learning
 
@@ -323,12 +339,20 @@ class PredtextServer(LanguageServer):
 
     # ------------------------------------------------------------------ the message loop
 
-    def _send(self, payload: dict) -> None:
+    def _send(self, payload: dict, from_worker: bool = False) -> None:
         body = json.dumps(payload).encode("utf-8")
-        self._writer.write(b"Content-Length: %d\r\n\r\n" % len(body) + body)
+        data = b"Content-Length: %d\r\n\r\n" % len(body) + body
+        if from_worker and not getattr(self._writer, "thread_safe", False):
+            self._loop.call_soon_threadsafe(self._writer.write, data)    # (a TCP stream)
+        else:
+            self._writer.write(data)
 
-    def _error(self, msg_id, code: int, message: str) -> None:
-        self._send({"jsonrpc": "2.0", "id": msg_id, "error": {"code": code, "message": message}})
+    def _error(self, msg_id, code: int, message: str, from_worker: bool = False) -> None:
+        self._send({"jsonrpc": "2.0", "id": msg_id, "error": {"code": code, "message": message}},
+                   from_worker)
+
+    def _result(self, msg_id, result: dict, from_worker: bool = False) -> None:
+        self._send({"jsonrpc": "2.0", "id": msg_id, "result": result}, from_worker)
 
     async def serve(self, reader: asyncio.StreamReader, writer) -> int:
         """Read and handle messages until ``exit`` or the end of input; the exit status."""
@@ -406,9 +430,10 @@ class PredtextServer(LanguageServer):
         elif method == types.SHUTDOWN:
             self._shut_down = True
         elif method == types.TEXT_DOCUMENT_COMPLETION and is_request:
-            self.stamp(message.id, message.params)
-        elif method == types.CANCEL_REQUEST:
-            self._stamps.pop(getattr(message.params, "id", None), None)
+            self.request_completion(message.id, message.params)
+            return
+        elif method == types.CANCEL_REQUEST and self.cancel(getattr(message.params, "id", None)):
+            return
         try:
             self.protocol.handle_message(message)
         except SystemExit:
@@ -429,24 +454,12 @@ class PredtextServer(LanguageServer):
     async def _stdio(self, stdout) -> int:
         reader = asyncio.StreamReader(limit=1 << 20)
         loop = asyncio.get_running_loop()
-
-        def read():        # a plain thread, so that stdin may be a pipe, a file or a socket
-            fd = sys.stdin.fileno()
-            while True:
-                try:
-                    chunk = os.read(fd, 1 << 16)
-                except OSError:
-                    chunk = b""
-                try:
-                    if chunk:
-                        loop.call_soon_threadsafe(reader.feed_data, chunk)
-                    else:
-                        loop.call_soon_threadsafe(reader.feed_eof)
-                        return
-                except RuntimeError:       # the loop has ended
-                    return
-
-        threading.Thread(target=read, name="predtext-lsp-stdin", daemon=True).start()
+        try:       # a pipe or a socket: read by the loop itself (no thread hop per message)
+            await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader),
+                                         sys.stdin.buffer)
+        except (OSError, ValueError):      # a file, which the loop cannot wait on
+            threading.Thread(target=_read_into, args=(loop, reader, sys.stdin.fileno()),
+                             name="predtext-lsp-stdin", daemon=True).start()
         return await self.serve(reader, _StdoutWriter(stdout))
 
     def run_tcp(self, port: int, host: str = "127.0.0.1") -> int:
@@ -473,18 +486,38 @@ class PredtextServer(LanguageServer):
             return await done
 
 
+def _read_into(loop, reader: asyncio.StreamReader, fd: int) -> None:
+    """Feed what ``fd`` holds to ``reader``, from a thread of its own."""
+    while True:
+        try:
+            chunk = os.read(fd, 1 << 16)
+        except OSError:
+            chunk = b""
+        try:
+            if not chunk:
+                loop.call_soon_threadsafe(reader.feed_eof)
+                return
+            loop.call_soon_threadsafe(reader.feed_data, chunk)
+        except RuntimeError:       # the loop has ended
+            return
+
+
 class _StdoutWriter:
-    """Writes whole messages to standard output (pygls's writer interface)."""
+    """Writes whole messages to standard output (pygls's writer interface), from any thread."""
+
+    thread_safe = True
 
     def __init__(self, stream):
         self._stream = stream
+        self._lock = threading.Lock()
 
     def write(self, data: bytes) -> None:
-        try:
-            self._stream.write(data)
-            self._stream.flush()
-        except (BrokenPipeError, ValueError):    # the editor went away, or we closed
-            pass
+        with self._lock:
+            try:
+                self._stream.write(data)
+                self._stream.flush()
+            except (BrokenPipeError, ValueError):    # the editor went away, or we closed
+                pass
 
     def close(self) -> None:
         try:
@@ -493,8 +526,8 @@ class _StdoutWriter:
             pass
 
 
-def _EMPTY() -> types.CompletionList:
-    return types.CompletionList(is_incomplete=True, items=[])
+def _EMPTY() -> dict:
+    return {"isIncomplete": True, "items": []}
 
 
 def _content(line: str) -> str:
@@ -524,8 +557,10 @@ def describe(suggestion) -> str:
 
 
 def completion_items(suggestions, content: str, line: int, index: int,
-                     encoding: str = UTF16) -> List[types.CompletionItem]:
-    """Completion items for the engine's ``suggestions`` at ``(line, index)``, best first.
+                     encoding: str = UTF16) -> List[dict]:
+    """Completion items for the engine's ``suggestions`` at ``(line, index)``, best first, as
+    the JSON the protocol sends (built directly: converting lsprotocol objects costs more than
+    the engine's answer on every keystroke).
 
     Each replaces the typed part of the word (``replace`` characters before the cursor) and
     brings the space after it, unless a space or a closing mark already follows, as the
@@ -533,28 +568,25 @@ def completion_items(suggestions, content: str, line: int, index: int,
     editor may filter while the next answer comes; else (an abbreviation's expansion, another
     case) the typed part, so the editor does not hide it.
     """
-    from predtext.lsp.positions import to_units
-
     following = content[index:index + 1]
     space = "" if following and (following.isspace() or following in CLOSING_MARKS) else " "
-    end = types.Position(line=line, character=to_units(content, index, encoding))
+    end = {"line": line, "character": to_units(content, index, encoding)}
     items = []
     for rank, suggestion in enumerate(suggestions):
         if suggestion.replace > index:
             continue                 # a word does not run across lines
         start = index - suggestion.replace
         typed = content[start:index]
-        edit = types.TextEdit(
-            range=types.Range(start=types.Position(line=line,
-                                                   character=to_units(content, start, encoding)),
-                              end=end),
-            new_text=suggestion.text + space)
         continues = suggestion.text.casefold().startswith(typed.casefold())
-        items.append(types.CompletionItem(
-            label=suggestion.text, kind=types.CompletionItemKind.Text,
-            detail=describe(suggestion), sort_text=f"{rank:03d}",
-            filter_text=suggestion.text if continues else typed, text_edit=edit,
-            insert_text_format=types.InsertTextFormat.PlainText))
+        items.append({
+            "label": suggestion.text, "kind": types.CompletionItemKind.Text.value,
+            "detail": describe(suggestion), "sortText": f"{rank:03d}",
+            "filterText": suggestion.text if continues else typed,
+            "insertTextFormat": types.InsertTextFormat.PlainText.value,
+            "textEdit": {"range": {"start": {"line": line,
+                                             "character": to_units(content, start, encoding)},
+                                   "end": end},
+                         "newText": suggestion.text + space}})
     return items
 
 
@@ -619,8 +651,10 @@ def build_server(engine_loader: EngineLoader = load_engine) -> PredtextServer:
 
     @server.feature(types.TEXT_DOCUMENT_COMPLETION,
                     types.CompletionOptions(trigger_characters=[" "]))
-    async def completion(ls: PredtextServer, params: types.CompletionParams):
-        return await ls.complete(params, ls.protocol.msg_id)
+    def completion(ls: PredtextServer, params: types.CompletionParams):
+        # Registered for the capability; the loop hands completion requests to
+        # request_completion, which answers them from the worker.
+        raise JsonRpcInvalidParams("completion requests are answered by the server's loop")
 
     @server.command("predtext.forget")
     async def forget(ls: PredtextServer, *args):
