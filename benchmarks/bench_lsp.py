@@ -251,13 +251,19 @@ def engine_run(model, config, text, k):
         engine.close()
 
 
-def engine_latency(model, config, text, k):
-    """The same keystrokes as the typing run, straight to an engine: suggest() alone, in ms."""
+def engine_latency(model, config, text, k, wpm):
+    """The same keystrokes as the typing run, at the same pace, straight to an engine:
+    suggest() alone, in ms. (Unpaced, a slow predictor would still be busy with the previous
+    key and be skipped: faster, but not the same work.)"""
     engine = Engine.load(model=model, config=config)
     engine.suggest("", k)
+    interval = 60.0 / (wpm * 5)
     times = []
+    next_key = time.perf_counter()
     try:
         for i in range(1, len(text) + 1):
+            time.sleep(max(0.0, next_key - time.perf_counter()))
+            next_key += interval
             started = time.perf_counter()
             engine.suggest(text[:i], k)
             times.append((time.perf_counter() - started) * 1000.0)
@@ -291,7 +297,7 @@ def main(argv=None) -> int:
         settings = {"k": args.k, "model": args.model}
         typed = text[:args.chars]
         round_trips, floor = asyncio.run(typing_run(env, settings, typed, args.wpm))
-        alone = engine_latency(args.model, load_config(config_file), typed, args.k)
+        alone = engine_latency(args.model, load_config(config_file), typed, args.k, args.wpm)
 
         # The savings: a config that lets every predictor take its time (over the defaults,
         # unless a config was named: then that one, as it is, on both sides).

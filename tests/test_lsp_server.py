@@ -286,11 +286,17 @@ def test_learning_on_save_is_a_setting_and_never_learns_secrets(setup):
         open_document(client, "file:///new.txt", "the zeb")
         result = await complete(client, "file:///new.txt", 0, 7)
         assert "zebras" in [item.label for item in result.items]
+        learned = history.read_text()
+        assert learned.count("zebras quietly graze") == 1
+        assert "old line" not in learned and "hunter2" not in learned and "private" not in learned
+        # The command a running server takes for `predtext forget`.
+        await client.workspace_execute_command_async(
+            types.ExecuteCommandParams(command="predtext.forget"))
+        assert not history.exists() or "zebras" not in history.read_text()
+        result = await complete(client, "file:///new.txt", 0, 7)
+        assert "zebras" not in [item.label for item in result.items]
 
     run(setup, on, options={"learning": True, "excludeFolders": ["private"]})
-    learned = history.read_text()
-    assert learned.count("zebras quietly graze") == 1
-    assert "old line" not in learned and "hunter2" not in learned and "private" not in learned
 
 
 # ---------------------------------------------------------------- the protocol

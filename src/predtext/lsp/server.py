@@ -310,6 +310,7 @@ class PredtextServer(LanguageServer):
     def forget(self) -> None:                                   # on the worker
         if self._engine is not None:
             self._engine.forget()
+            self._generation += 1      # each document's engine remembers its last answer
 
     # ------------------------------------------------------------------ talking to the user
 
