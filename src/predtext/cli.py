@@ -18,6 +18,7 @@ COMMANDS = {
     "config": ("predtext.engine.commands", "print the config path and active set-up"),
     "forget": ("predtext.engine.commands", "erase the learned user history"),
     "ngram": ("predtext.engine.commands", "build an n-gram model (predtext ngram build)"),
+    "lsp": ("predtext.lsp.commands", "language server for editors (stdio, or --tcp PORT)"),
 }
 
 
