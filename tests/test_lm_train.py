@@ -197,3 +197,21 @@ def test_a_checkpoint_from_a_newer_version_or_with_other_counters_is_refused(cor
     rewrite_state(ckpt, lambda state: state["run"].pop("surprise"))
     assert train([corpus], out, small_config(max_steps=5), resume=True,
                  log=quiet).record["steps"] == 5
+
+
+@pytest.mark.parametrize("first", ["from predtext.lm import train, generate",
+                                   "import predtext.lm.train, predtext.lm.generate"])
+def test_the_package_gives_the_functions_and_the_modules_stay_importable(first):
+    """``from predtext.lm import train`` is the function, whichever import came first."""
+    import subprocess
+    import sys
+
+    code = (f"{first}\n"
+            "import importlib, inspect\n"
+            "from predtext.lm import train, generate\n"
+            "from predtext.lm.train import TrainConfig, train as train_function\n"
+            "modules = [importlib.import_module('predtext.lm.' + n) for n in ('train', 'generate')]\n"
+            "assert inspect.isfunction(train) and inspect.isfunction(generate)\n"
+            "assert train is train_function is modules[0].train and generate is modules[1].generate\n"
+            "assert inspect.ismodule(modules[0]) and modules[0].TrainConfig is TrainConfig\n")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
