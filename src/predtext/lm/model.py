@@ -24,7 +24,6 @@ import math
 
 import numpy
 
-from predtext.backend import get_ops
 from predtext.errors import ModelFileError
 from predtext.lm import modelfile
 from predtext.lm.tokenizers import tokenizer_from_json
