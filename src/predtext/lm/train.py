@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
+import os
 import signal
 import sys
 import threading
@@ -27,7 +28,7 @@ from pathlib import Path
 import numpy
 
 from predtext.errors import CorpusError, ModelFileError, PredtextError
-from predtext.lm import modelfile
+from predtext.lm import distributed, modelfile
 from predtext.lm.corpus import TokenStream, iter_text, iter_token_ids, resolve_paths
 from predtext.lm.model import LanguageModel, LMState, perplexity
 from predtext.lm.tokenizers import build_tokenizer, tokenizer_from_json
@@ -442,6 +443,7 @@ class _Run:
     """Everything the loop works with, made by ``_prepare``; its methods are the loop's
     side trips (validation, saving)."""
 
+    world: object                # distributed.Solo, or the MPI processes sharing the batch
     config: TrainConfig
     paths: list
     out: Path
@@ -475,7 +477,16 @@ class _Run:
     def validate(self):
         if self.valid_ids is None:
             return None
-        result = evaluate(self.model, self.valid_ids, max_tokens=self.config.eval_tokens)
+        ids, world = self.valid_ids, self.world
+        split = world.size > 1 and len(ids[:self.config.eval_tokens + 1]) - 1 >= world.size
+        if split:   # each rank scores its share of the predictions; the sums are reduced
+            ids = ids[:self.config.eval_tokens + 1]
+            share = distributed.shares(len(ids) - 1, world.size)[world.rank]
+            ids = ids[share.start:share.stop + 1]
+        result = evaluate(self.model, ids, max_tokens=self.config.eval_tokens)
+        if split:
+            loss_sum, tokens = world.sum([result["loss"] * result["tokens"], result["tokens"]])
+            result = {"loss": loss_sum / tokens, "tokens": int(tokens)}
         return dict(metrics(result["loss"], self.valid_chars_per_token), step=self.state.step,
                     seconds=round(self.state.seconds, 1), tokens=result["tokens"])
 
@@ -490,12 +501,21 @@ class _Run:
                 "train_curve": run.train_curve, "stopped": stopped}
 
     def save_best(self, stopped=None):
+        if not self.world.is_root:
+            return
         self.model.save(self.out, training=self.record(stopped),
                         weights_dtype=_dtype(self.config.weights_dtype))
         self.best_saved = True
 
     def save_checkpoint(self, stopped=None):
-        tensors, optimizer_json = _optimizer_tensors(self.optimizer, self.carried)
+        carried, world = self.carried, self.world
+        if world.size > 1 and carried is not None:   # the whole batch's state, on rank 0
+            h = world.gather_rows(carried.h, self.config.batch_size)
+            c = None if carried.c is None else world.gather_rows(carried.c, self.config.batch_size)
+            carried = LMState(h, c) if world.is_root else None
+        if not world.is_root:
+            return
+        tensors, optimizer_json = _optimizer_tensors(self.optimizer, carried)
         state = {"version": CHECKPOINT_VERSION, "settings": self.settings,
                  "run": self.state.to_json(), "optimizer": optimizer_json,
                  "data": self.batches.state_dict(), "rng": self.model.rng.bit_generator.state,
@@ -504,7 +524,7 @@ class _Run:
                                   self.model.file_meta(self.record(stopped)), tensors, state)
 
 
-def _prepare(files, out, config, resume, explicit, log):
+def _prepare(world, files, out, config, resume, explicit, log):
     """The tokenizer, data, model, optimizer and counters of a new or resumed run."""
     config = (config or TrainConfig()).resolved()
     out = Path(out)
@@ -515,7 +535,10 @@ def _prepare(files, out, config, resume, explicit, log):
     checkpoint = None
     if resume:
         resume_path = checkpoint_path if resume is True else Path(resume)
-        checkpoint = modelfile.load_checkpoint(resume_path)
+        local_path = world.broadcast_file(resume_path)     # rank 0's file on every rank
+        checkpoint = modelfile.load_checkpoint(local_path)
+        if local_path != resume_path:
+            os.unlink(local_path)
         saved = checkpoint.state.get("settings")
         if not isinstance(saved, dict) or not ({"trainer", "run"} & set(checkpoint.state)):
             raise ModelFileError(resume_path, "is not a training checkpoint of predtext train")
@@ -527,18 +550,18 @@ def _prepare(files, out, config, resume, explicit, log):
         except ValueError as exc:
             raise ModelFileError(resume_path, f"bad tokenizer: {exc}") from None
     else:
-        try:
-            tokenizer = build_tokenizer(
-                config.level, iter_text(paths, split="train", valid_fraction=config.valid_fraction,
-                                        errors=config.errors),
-                max_size=config.max_vocab, min_count=config.min_count, limit=config.vocab_limit)
-        except ValueError as exc:   # the vocabulary is over its limit
-            raise TrainingError(str(exc)) from None
+        tokenizer = _build_tokenizer(paths, config) if world.is_root else None
+        if world.size > 1:   # built once, by rank 0
+            shared = world.broadcast_json(lambda: tokenizer.to_json())
+            tokenizer = tokenizer or tokenizer_from_json(shared)
+    if not world.is_root:
+        config = dataclasses.replace(config, progress=False)
 
     # The data: training batches streamed from a scratch file, validation in memory.
     train_ids = iter_token_ids(paths, tokenizer, split="train",
                                valid_fraction=config.valid_fraction, errors=config.errors)
-    batches = TokenStream(train_ids, config.seq_len, config.batch_size)
+    streams = world.streams(config.batch_size)
+    batches = TokenStream(train_ids, config.seq_len, config.batch_size, streams=streams)
     valid_ids, valid_chars_per_token = None, 1.0
     if config.valid_fraction > 0:
         try:
@@ -568,22 +591,47 @@ def _prepare(files, out, config, resume, explicit, log):
         except (KeyError, ValueError, TypeError) as exc:
             raise TrainingError(f"cannot resume from {resume_path}: {exc}") from None
         model.rng.bit_generator.state = checkpoint.state["rng"]
+        if world.size > 1 and carried is not None:   # this rank's columns of the batch
+            carried = LMState(carried.h[:, streams].copy(),
+                              None if carried.c is None else carried.c[:, streams].copy())
         log(f"resumed from {resume_path} at step {run.step} ({run.seconds:.0f} s trained)")
     else:
         run = RunState(next_eval=eval_interval, next_checkpoint=config.checkpoint_interval)
         log(f"{model.num_parameters():,} parameters; vocabulary {tokenizer.vocab_size}; "
             f"{batches.n_tokens:,} training tokens ({len(batches)} batches per epoch); "
             f"{0 if valid_ids is None else len(valid_ids):,} validation tokens")
+    world.broadcast_parameters(model.parameters())
+    if world.rank:   # dropout masks of its own (rank 0's generator is the one saved)
+        model.rng.bit_generator.state = numpy.random.default_rng(
+            [config.seed, world.rank, run.step]).bit_generator.state
     best_saved = out.exists() and checkpoint is not None and run.best is not None
-    return _Run(config, paths, out, checkpoint_path, tokenizer, batches, valid_ids,
+    return _Run(world, config, paths, out, checkpoint_path, tokenizer, batches, valid_ids,
                 valid_chars_per_token, model, optimizer, run, carried, limits, eval_interval,
                 best_saved)
 
 
+def _build_tokenizer(paths, config):
+    try:
+        return build_tokenizer(
+            config.level, iter_text(paths, split="train", valid_fraction=config.valid_fraction,
+                                    errors=config.errors),
+            max_size=config.max_vocab, min_count=config.min_count, limit=config.vocab_limit)
+    except ValueError as exc:   # the vocabulary is over its limit
+        raise TrainingError(str(exc)) from None
+
+
+def _quiet(line):
+    pass
+
+
 def _finish(t, stopped, started, log):
     """The final model: the best weights (or the last ones, without validation), with the
-    word n-gram counts of the training text, and the loss curve."""
+    word n-gram counts of the training text, and the loss curve. Rank 0 writes them."""
     config, out = t.config, t.out
+    if not t.world.is_root:
+        t.world.barrier()    # returns once ``out`` is written
+        return TrainResult(t.model, t.record(stopped), out, t.checkpoint_path, stopped,
+                           t.state.best, t.state.history)
     if t.valid_ids is None or not t.best_saved:
         t.save_best(stopped)
     best = LanguageModel.load(out)
@@ -598,6 +646,7 @@ def _finish(t, stopped, started, log):
         _plot_losses(t.state, out, log)
     if stopped == "interrupted":
         log(f"interrupted: checkpoint in {t.checkpoint_path}; continue with --resume")
+    t.world.barrier()
     return TrainResult(best, final_record, out, t.checkpoint_path, stopped, t.state.best,
                        t.state.history)
 
@@ -619,48 +668,54 @@ def train(files, out, config=None, resume=None, explicit=(), log=None, on_step=N
     """
     started = time.perf_counter()
     log = log or (lambda line: print(line, file=sys.stderr))
-    t = _prepare(files, out, config, resume, explicit, log)
-    config, model, optimizer, run, limits = t.config, t.model, t.optimizer, t.state, t.limits
-    clock = _Clock(run.seconds)
-    bar = _progress_bar(config, limits, run)
-    stopped, loss_average = None, None
-    with _InterruptFlag() as interrupt:
-        while stopped is None:
-            for x_tb, y_tb in t.batches:    # one optimizer step per (seq_len x batch_size) batch
-                if t.batches.batch_index == 1:
-                    t.carried = None  # a new epoch: every stream starts again from its beginning
-                for group in optimizer.param_groups:
-                    group["lr"] = learning_rate(config, run.step, t.progress())
-                (loss, t.carried), backprop = model.begin_update_loss(x_tb, y_tb, t.carried)
-                model.zero_grad()
-                backprop()
-                grad_norm = clip_grad_norm_(model.parameters(), config.clip) if config.clip else 0.0
-                if math.isfinite(grad_norm) and math.isfinite(loss):
-                    optimizer.step()
+    world = distributed.world()    # one process, or the MPI ranks sharing each batch
+    log = log if world.is_root else _quiet
+    with world.failing_together():
+        t = _prepare(world, files, out, config, resume, explicit, log)
+        config, model, optimizer, run, limits = t.config, t.model, t.optimizer, t.state, t.limits
+        clock = _Clock(run.seconds)
+        bar = _progress_bar(config, limits, run)
+        stopped, loss_average = None, None
+        with _InterruptFlag() as interrupt:
+            while stopped is None:
+                for x_tb, y_tb in t.batches:    # one optimizer step per (seq_len x batch_size) batch
+                    if t.batches.batch_index == 1:
+                        t.carried = None  # a new epoch: every stream starts again from its beginning
+                    for group in optimizer.param_groups:
+                        group["lr"] = learning_rate(config, run.step, t.progress())
+                    (loss, t.carried), backprop = model.begin_update_loss(x_tb, y_tb, t.carried)
+                    model.zero_grad()
+                    backprop()
+                    loss = world.reduce_gradients(model.parameters(), loss, config.batch_size)
+                    grad_norm = clip_grad_norm_(model.parameters(), config.clip) if config.clip else 0.0
+                    if math.isfinite(grad_norm) and math.isfinite(loss):
+                        optimizer.step()
 
-                run.seconds, run.step, run.tokens = clock.seconds, run.step + 1, run.tokens + x_tb.size
-                loss_average = loss if loss_average is None else 0.95 * loss_average + 0.05 * loss
-                if run.step % limits["curve_every"] == 0:
-                    run.train_curve.append([run.step, round(run.seconds, 1), round(loss_average, 4)])
-                _update_bar(bar, config, limits, run, loss_average)
-                stopped = _why_stop(config, limits, run, interrupt)
-                if on_step is not None and on_step({"step": run.step, "loss": loss, "seconds": run.seconds,
-                                                    "lr": optimizer.param_groups[0]["lr"]}):
-                    stopped = stopped or "interrupted"
+                    run.seconds, run.step = clock.seconds, run.step + 1
+                    run.tokens += t.batches.tokens_per_batch
+                    asked = on_step is not None and bool(on_step({
+                        "step": run.step, "loss": loss, "lr": optimizer.param_groups[0]["lr"],
+                        "seconds": run.seconds}))
+                    run.seconds, interrupted, asked = world.agree(run.seconds, interrupt.requested, asked)
+                    loss_average = loss if loss_average is None else 0.95 * loss_average + 0.05 * loss
+                    if run.step % limits["curve_every"] == 0:
+                        run.train_curve.append([run.step, round(run.seconds, 1), round(loss_average, 4)])
+                    _update_bar(bar, config, limits, run, loss_average)
+                    stopped = _why_stop(config, limits, run, interrupted) or ("interrupted" if asked else None)
 
-                if run.seconds >= run.next_eval or stopped:
-                    with clock.paused():
-                        early = _validate(t, bar, log)
-                    stopped = stopped or early
-                if stopped or run.seconds >= run.next_checkpoint:
-                    with clock.paused():
-                        t.save_checkpoint(stopped)
-                        run.next_checkpoint = run.seconds + config.checkpoint_interval
-                if stopped:
-                    break
-    bar.close()
-    t.batches.close()
-    return _finish(t, stopped, started, log)
+                    if run.seconds >= run.next_eval or stopped:
+                        with clock.paused():
+                            early = _validate(t, bar, log)
+                        stopped = stopped or early
+                    if stopped or run.seconds >= run.next_checkpoint:
+                        with clock.paused():
+                            t.save_checkpoint(stopped)
+                            run.next_checkpoint = run.seconds + config.checkpoint_interval
+                    if stopped:
+                        break
+        bar.close()
+        t.batches.close()
+        return _finish(t, stopped, started, log)
 
 
 fit = train
@@ -708,8 +763,8 @@ def _default_eval_interval(config):
     return 120.0
 
 
-def _why_stop(config, limits, run, interrupt):
-    if interrupt.requested:
+def _why_stop(config, limits, run, interrupted):
+    if interrupted:
         return "interrupted"
     if config.time_budget and run.seconds >= config.time_budget:
         return "time budget"
