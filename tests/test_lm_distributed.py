@@ -143,3 +143,21 @@ def test_a_failing_rank_ends_the_job_naming_itself_and_the_checkpoint_survives(t
     assert "rank 1 of 2 failed" in missing.stderr and "no-such-file" in missing.stderr
     resumed = train([CORPUS], out, TrainConfig(**config(max_steps=12)), resume=True, log=quiet)
     assert resumed.record["steps"] == 12
+
+
+@needs_mpi
+def test_predtext_train_under_mpirun_writes_one_model_and_prints_once(tmp_path):
+    out = tmp_path / "cli.st"
+    code = "import sys; from predtext.cli import main; sys.exit(main())"
+    env = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
+               OMP_NUM_THREADS="1", PREDTEXT_DATA_DIR=str(tmp_path / "data"),
+               PREDTEXT_CONFIG=str(tmp_path / "config.toml"),
+               PYTHONPATH=os.pathsep.join([str(Path(predtext.__file__).parents[1]),
+                                           os.environ.get("PYTHONPATH", "")]))
+    run = subprocess.run([_mpirun(), "-n", "2", "--oversubscribe", sys.executable, "-c", code,
+                          "train", str(CORPUS), "--out", str(out), "--max-steps", "10",
+                          "--hidden", "16", "--batch-size", "3", "--no-plot", "--quiet"],
+                         capture_output=True, text=True, timeout=240, env=env)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.count("model written to") == 1
+    assert modelfile.read_meta(out)["kind"] == "model"

@@ -51,6 +51,16 @@ def launched_size():
     return 1
 
 
+def launched_rank():
+    """This process's rank as its MPI launcher set it (0 when none started it); cheap,
+    for code that only needs to know whether it is rank 0."""
+    for name in ("OMPI_COMM_WORLD_RANK", "PMI_RANK", "PMIX_RANK", "MV2_COMM_WORLD_RANK"):
+        value = os.environ.get(name)
+        if value and value.isdigit():
+            return int(value)
+    return 0
+
+
 def world():
     """``Solo`` for one process, ``MPIWorld`` under an MPI launcher with more than one."""
     if launched_size() <= 1:
