@@ -15,8 +15,8 @@ seq_len 48, a per-rank batch of 64). For each:
 * the projection: ring Allreduce over N machines moves 2 (N-1)/N of the buffer in and out
   of each machine and takes 2 (N-1) latency-bound hops:
   ``t_comm(N) = 2 (N-1)/N * bytes / bandwidth + 2 (N-1) * latency + t_pack``, with
-  ``latency`` = 20 us a hop and ``t_pack`` the measured pack/unpack time (the loopback
-  Allreduce of one rank's own buffer, an upper bound). Efficiency is
+  ``latency`` = 20 us a hop and ``t_pack`` the measured time to copy the gradients into
+  the buffer and back (in this process). Efficiency is
   ``t_compute / (t_compute + t_comm)``: each machine keeps its per-rank batch (weak
   scaling), and the Allreduce is not overlapped with the backward pass (the loop runs it
   after the whole backward), so the figure is a floor. Assumed: the full link bandwidth
@@ -84,6 +84,25 @@ def compute_seconds(spec, steps):
     return statistics.median(times), model.num_parameters()
 
 
+def pack_seconds(spec, reps):
+    """The copies around the Allreduce: gradients into the flat float64 buffer and back."""
+    params = list(build(spec).parameters())
+    buffer = numpy.empty(sum(p.grad.size for p in params), dtype=numpy.float64)
+    times = []
+    for _ in range(reps + 1):
+        began = time.perf_counter()
+        at = 0
+        for p in params:
+            buffer[at:at + p.grad.size] = p.grad.ravel()
+            at += p.grad.size
+        at = 0
+        for p in params:
+            p.grad[...] = buffer[at:at + p.grad.size].reshape(p.grad.shape)
+            at += p.grad.size
+        times.append(time.perf_counter() - began)
+    return statistics.median(times[1:])
+
+
 def allreduce_seconds(reps):
     """Under mpirun: the median time of the fused gradient reduction of each model."""
     group = world()
@@ -149,11 +168,12 @@ def main():
     for name, spec in MODELS.items():
         compute, n_params = compute_seconds(spec, args.steps)
         n_bytes = 8 * n_params            # the float64 fused buffer
+        pack = pack_seconds(spec, args.reps)
         measured = None if loopback is None else loopback[name]
         report["models"][name] = {
             "parameters": n_params, "buffer_bytes": n_bytes, "per_rank_batch": spec["batch"],
-            "compute_s": compute, "allreduce_loopback_s": measured,
-            "efficiency": project(compute, n_bytes, measured or 0.0)}
+            "compute_s": compute, "pack_s": pack, "allreduce_loopback_s": measured,
+            "efficiency": project(compute, n_bytes, pack)}
     if args.json:
         print(json.dumps(report, indent=2))
         return 0
@@ -161,7 +181,8 @@ def main():
         measured = row["allreduce_loopback_s"]
         print(f"{name}: {row['parameters']:,} parameters, a {row['buffer_bytes'] / 1e6:.1f} MB "
               f"buffer; per step (per-rank batch {row['per_rank_batch']}): compute "
-              f"{row['compute_s'] * 1e3:.0f} ms, Allreduce on loopback (2 ranks) "
+              f"{row['compute_s'] * 1e3:.0f} ms, packing {row['pack_s'] * 1e3:.1f} ms, "
+              f"Allreduce on loopback (2 ranks) "
               + ("not measured (no mpirun)" if measured is None else f"{measured * 1e3:.1f} ms"))
         for network, efficiencies in row["efficiency"].items():
             cells = "  ".join(f"{n}: {e * 100:.1f}%" for n, e in efficiencies.items())
