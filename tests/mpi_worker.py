@@ -2,7 +2,8 @@
 
 JSON keys: files, out, config (TrainConfig fields), resume, stop_at (stop after that step,
 as Ctrl-C would), fail_rank and fail_at (that rank raises at that step), missing_on_rank
-(that rank is given a file that does not exist).
+(that rank is given a file that does not exist), announce (print "trained step 1" to
+stderr once the first step is done, for a test waiting to interrupt a running loop).
 """
 
 import json
@@ -22,6 +23,8 @@ def main():
     def on_step(info):
         if args.get("fail_rank") == rank and info["step"] == args.get("fail_at"):
             raise RuntimeError(f"injected fault at step {info['step']}")
+        if args.get("announce") and info["step"] == 1:
+            print("trained step 1", file=sys.stderr, flush=True)
         return info["step"] == args.get("stop_at")
 
     result = train(files, args["out"], TrainConfig(**args["config"]), resume=args.get("resume"),

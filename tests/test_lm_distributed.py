@@ -161,3 +161,29 @@ def test_predtext_train_under_mpirun_writes_one_model_and_prints_once(tmp_path):
     assert run.returncode == 0, run.stderr
     assert run.stdout.count("model written to") == 1
     assert modelfile.read_meta(out)["kind"] == "model"
+
+
+@needs_mpi
+def test_ctrl_c_on_mpirun_writes_one_checkpoint(tmp_path):
+    import signal
+
+    out = tmp_path / "m.st"
+    env = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
+               OMP_NUM_THREADS="1", PREDTEXT_DATA_DIR=str(tmp_path / "data"),
+               PYTHONPATH=os.pathsep.join([str(Path(predtext.__file__).parents[1]),
+                                           os.environ.get("PYTHONPATH", "")]))
+    args = dict(files=[str(CORPUS)], out=str(out), config=config(max_steps=10**7), announce=True)
+    job = subprocess.Popen([_mpirun(), "-n", "2", "--oversubscribe", sys.executable, str(WORKER),
+                            json.dumps(args)], stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                           text=True, env=env)
+    try:
+        for line in job.stderr:              # the loop is running
+            if "trained step 1" in line:
+                break
+        job.send_signal(signal.SIGINT)
+        job.communicate(timeout=120)
+    finally:
+        if job.poll() is None:
+            job.kill()
+    saved = modelfile.load_checkpoint(tmp_path / "m.st.ckpt")
+    assert saved.state["stopped"] == "interrupted" and saved.state["run"]["step"] >= 1

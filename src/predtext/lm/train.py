@@ -393,15 +393,18 @@ def _check_resume_settings(config, explicit, saved_settings, path):
 
 class _InterruptFlag:
     """The first Ctrl-C asks the loop to stop after the current step (it then writes a
-    checkpoint); a second one interrupts at once."""
+    checkpoint); a second one interrupts at once. ``also_sigterm``: under mpirun, which
+    answers Ctrl-C by sending its processes SIGTERM, that signal asks the same."""
 
-    def __init__(self):
+    def __init__(self, also_sigterm=False):
         self.requested = False
-        self._previous = None
+        self._signals = (signal.SIGINT, signal.SIGTERM) if also_sigterm else (signal.SIGINT,)
+        self._previous = {}
 
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGINT, self._handle)
+            for number in self._signals:
+                self._previous[number] = signal.signal(number, self._handle)
         return self
 
     def _handle(self, signum, frame):
@@ -410,8 +413,8 @@ class _InterruptFlag:
         self.requested = True
 
     def __exit__(self, *exc):
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
+        for number, previous in self._previous.items():
+            signal.signal(number, previous)
 
 
 class _Clock:
@@ -676,7 +679,7 @@ def train(files, out, config=None, resume=None, explicit=(), log=None, on_step=N
         clock = _Clock(run.seconds)
         bar = _progress_bar(config, limits, run)
         stopped, loss_average = None, None
-        with _InterruptFlag() as interrupt:
+        with _InterruptFlag(also_sigterm=world.size > 1) as interrupt:
             while stopped is None:
                 for x_tb, y_tb in t.batches:    # one optimizer step per (seq_len x batch_size) batch
                     if t.batches.batch_index == 1:
