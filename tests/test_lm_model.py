@@ -249,9 +249,11 @@ def test_generate_is_reproducible_and_greedy_is_top_k_one():
 
 def test_the_generate_method_runs_on_a_thread_of_its_own(monkeypatch):
     """So the caller's thread keeps no compiled-core thread team (see backend.threads)."""
+    import importlib
     import threading
 
-    import predtext.lm.generate as generate_module
+    # The module: ``import predtext.lm.generate as m`` gives the function (see predtext.lm).
+    generate_module = importlib.import_module("predtext.lm.generate")
 
     model = tiny_model()
     seen = []

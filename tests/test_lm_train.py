@@ -1,14 +1,17 @@
 """The training loop: learning, exact resume, stopping, evaluation and bad input."""
 
 import math
+import shutil
+from pathlib import Path
 
 import numpy
 import pytest
 
-from predtext.errors import CorpusError
+from predtext.errors import CorpusError, ModelFileError
 from predtext.lm import modelfile
 from predtext.lm.model import LanguageModel
-from predtext.lm.train import TrainConfig, TrainingError, evaluate, learning_rate, train
+from predtext.lm.train import (CHECKPOINT_VERSION, TrainConfig, TrainingError, evaluate,
+                               learning_rate, train)
 
 SENTENCES = ["the cat sat on the mat.", "a dog ran to the log.", "the bird sang in a tree.",
              "my hat is on the bed.", "we ate the red jam."]
@@ -142,3 +145,73 @@ def test_word_level_embedding_follows_the_hidden_size_when_tied():
     assert config.tie_weights and config.embed_size == 96
     with pytest.raises(ValueError, match="tie_weights"):
         TrainConfig(level="word", hidden_size=96, embed_size=32).resolved()
+
+
+LEGACY = Path(__file__).parent / "data"
+
+
+def legacy_config(**changes):
+    # The settings tests/data/make_legacy_checkpoint.py wrote legacy_v0.ckpt with.
+    return small_config(max_steps=20, **changes)
+
+
+def test_a_checkpoint_of_the_unversioned_format_still_resumes(tmp_path):
+    """legacy_v0.ckpt was written by the loop before checkpoints had a version: set for
+    20 steps, stopped after 10. Resumed, it must end where an uninterrupted run ends."""
+    corpus = LEGACY / "legacy_corpus.txt"
+    shutil.copy(LEGACY / "legacy_v0.ckpt", tmp_path / "old.ckpt")
+    assert "version" not in modelfile.load_checkpoint(tmp_path / "old.ckpt").state
+    resumed = train([corpus], tmp_path / "old.st",
+                    legacy_config(checkpoint=str(tmp_path / "old.ckpt")), resume=True, log=quiet)
+    assert resumed.record["steps"] == 20 and resumed.stopped == "max steps"
+    whole = train([corpus], tmp_path / "new.st", legacy_config(), log=quiet)
+    expected = final_weights(tmp_path / "new.st.ckpt")
+    got = modelfile.load_checkpoint(tmp_path / "old.ckpt")
+    assert got.state["version"] == CHECKPOINT_VERSION       # rewritten in the current format
+    # Not bit-identical: the first 10 steps ran on the machine that wrote the file.
+    for name in expected:
+        numpy.testing.assert_allclose(got.model_tensors[name], expected[name], rtol=1e-4,
+                                      atol=1e-6, err_msg=name)
+    assert resumed.record["history"][0]["step"] == 10       # the validation before the cut
+    assert whole.record["steps"] == 20
+
+
+def rewrite_state(path, change):
+    checkpoint = modelfile.load_checkpoint(path)
+    change(checkpoint.state)
+    modelfile.save_checkpoint(path, checkpoint.model_tensors, checkpoint.model_meta,
+                              checkpoint.optimizer_tensors, checkpoint.state)
+
+
+def test_a_checkpoint_from_a_newer_version_or_with_other_counters_is_refused(corpus, tmp_path):
+    out = tmp_path / "m.st"
+    train([corpus], out, small_config(max_steps=3), log=quiet)
+    ckpt = tmp_path / "m.st.ckpt"
+    rewrite_state(ckpt, lambda state: state.update(version=CHECKPOINT_VERSION + 1))
+    with pytest.raises(ModelFileError, match=r"m\.st\.ckpt.*newer predtext"):
+        train([corpus], out, small_config(), resume=True, log=quiet)
+    rewrite_state(ckpt, lambda state: state.update(version=CHECKPOINT_VERSION))
+    rewrite_state(ckpt, lambda state: state["run"].update(surprise=1))
+    with pytest.raises(ModelFileError, match="bad run counters.*surprise"):
+        train([corpus], out, small_config(), resume=True, log=quiet)
+    rewrite_state(ckpt, lambda state: state["run"].pop("surprise"))
+    assert train([corpus], out, small_config(max_steps=5), resume=True,
+                 log=quiet).record["steps"] == 5
+
+
+@pytest.mark.parametrize("first", ["from predtext.lm import train, generate",
+                                   "import predtext.lm.train, predtext.lm.generate"])
+def test_the_package_gives_the_functions_and_the_modules_stay_importable(first):
+    """``from predtext.lm import train`` is the function, whichever import came first."""
+    import subprocess
+    import sys
+
+    code = (f"{first}\n"
+            "import importlib, inspect\n"
+            "from predtext.lm import train, generate\n"
+            "from predtext.lm.train import TrainConfig, train as train_function\n"
+            "modules = [importlib.import_module('predtext.lm.' + n) for n in ('train', 'generate')]\n"
+            "assert inspect.isfunction(train) and inspect.isfunction(generate)\n"
+            "assert train is train_function is modules[0].train and generate is modules[1].generate\n"
+            "assert inspect.ismodule(modules[0]) and modules[0].TrainConfig is TrainConfig\n")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)

@@ -43,6 +43,7 @@ from predtext.engine.context import (MARKERS, Context, is_word_character, normal
                                      with_apostrophe)
 from predtext.text import APOSTROPHES, JOINERS
 from predtext.engine.protocol import Candidate, Resources
+from predtext.lm.generate import beam_steps
 
 
 
@@ -436,45 +437,28 @@ class CompletionSearch:
         """
         n_best = self.n_best if n_best is None else max(1, min(int(n_best), self.n_best))
         self._hang_from(reader)
-        pool, tokens, stop = self._pool, self.lm.tokens, self.stop
-        width, vocab = self.beam_width, self.lm.vocab_size
-        open_nodes, open_text, open_scores = [0], [""], np.zeros(1)
+        pool, tokens = self._pool, self.lm.tokens
+        open_nodes = [0]
         ended: Dict[str, float] = {}
-        ended_scores: List[float] = []
-        for depth in range(1, self.max_length + 1):
-            scores = open_scores[:, None] + pool.log_probs[open_nodes]
-            scores[:, self._at_word_start if depth == 1 and word_start else self._banned] = -np.inf
-            flat_scores = scores.ravel()
-            n_candidates = min(flat_scores.size, 2 * width + n_best)
-            top = np.argpartition(-flat_scores, n_candidates - 1)[:n_candidates]
-            top = top[np.argsort(-flat_scores[top], kind="stable")]
-            next_parents, next_tokens, next_text, next_scores = [], [], [], []
-            for flat, score in zip(top.tolist(), flat_scores[top].tolist()):
-                if score == -math.inf:
-                    break
-                row, token = divmod(flat, vocab)
-                if stop[token]:
-                    word = open_text[row]
-                    # A word ends in a letter: "don'" or "rock-" before a space is no word.
-                    if word and word[-1] not in JOINERS:
-                        previous = ended.get(word)
-                        ended[word] = score if previous is None else np.logaddexp(previous, score)
-                        ended_scores.append(score)
-                elif len(next_parents) < width:
-                    next_parents.append(open_nodes[row])
-                    next_tokens.append(token)
-                    next_text.append(open_text[row] + tokens[token])
-                    next_scores.append(score)
-            if not next_parents or depth == self.max_length:
-                break
-            # Every further character only lowers a probability: stop when no open
-            # hypothesis can still beat the n_best-th ended one.
-            if len(ended_scores) >= n_best:
-                ended_scores.sort(reverse=True)
-                if next_scores[0] <= ended_scores[n_best - 1]:
-                    break
-            open_nodes = self._nodes_for(next_parents, next_tokens)
-            open_text, open_scores = next_text, np.array(next_scores)
+
+        def expand(rows, next_tokens):
+            nonlocal open_nodes
+            open_nodes = self._nodes_for([open_nodes[row] for row in rows], next_tokens)
+            return pool.log_probs[open_nodes]
+
+        def on_stop(ids, token, score):
+            word = "".join(tokens[i] for i in ids)
+            # A word ends in a letter: "don'" or "rock-" before a space is no word.
+            if not word or word[-1] in JOINERS:
+                return False
+            previous = ended.get(word)
+            ended[word] = score if previous is None else np.logaddexp(previous, score)
+            return True
+
+        beam_steps(pool.log_probs[open_nodes], expand, beam_width=self.beam_width,
+                   max_length=self.max_length, n_best=n_best, stop=self.stop,
+                   banned=self._banned, first_banned=self._at_word_start if word_start else None,
+                   on_stop=on_stop)
         return sorted(ended.items(), key=lambda item: -item[1])
 
     def _nodes_for(self, parents: List[int], tokens: List[int]) -> List[int]:

@@ -206,6 +206,7 @@ def _train_arguments(parser):
 
 
 def _run_train(args):
+    from predtext.lm.distributed import launched_rank
     from predtext.lm.train import TrainConfig, train
 
     values, explicit = {}, set()
@@ -230,7 +231,8 @@ def _run_train(args):
     if best:
         summary += (f"; best validation loss {best['loss']:.4f}, perplexity "
                     f"{best['perplexity']:.2f}, bpc {best['bpc']:.3f} at step {best['step']}")
-    print(summary + ")")
+    if launched_rank() == 0:    # under mpirun, once
+        print(summary + ")")
     return 0
 
 

@@ -336,12 +336,20 @@ class TokenStream:
     """
 
     def __init__(self, ids, seq_len: int, batch_size: int, *, read_ahead: int = 1 << 16,
-                 tmp_dir=None):
+                 tmp_dir=None, streams=None):
         for name, value in (("seq_len", seq_len), ("batch_size", batch_size), ("read_ahead", read_ahead)):
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         self.seq_len = int(seq_len)
         self.batch_size = int(batch_size)
+        # ``streams``: the columns this reader yields (data-parallel training gives each
+        # process a range of them); the layout, position and epoch are the whole batch's.
+        streams = range(self.batch_size) if streams is None else streams
+        if not isinstance(streams, range) or streams.step != 1 or not len(streams) \
+                or streams.start < 0 or streams.stop > self.batch_size:
+            raise ValueError(f"streams: expected a non-empty range within [0, {self.batch_size}), "
+                             f"got {streams!r}")
+        self.streams = streams
         self._file = None
         self._ids = None
         if isinstance(ids, np.ndarray):
@@ -446,14 +454,14 @@ class TokenStream:
 
     def _fill(self, first: int):
         """Load batches first .. first+window-1 of every stream into the buffer."""
-        T, B, L = self.seq_len, self.batch_size, self.stream_len
+        T, L = self.seq_len, self.stream_len
         window = min(self._window, self.batches_per_epoch - first)
         width = window * T + 1
         if self._buf is None or self._buf.shape[1] < width:
-            self._buf = np.empty((B, self._window * T + 1), dtype=np.int32)
-        for b in range(B):
+            self._buf = np.empty((len(self.streams), self._window * T + 1), dtype=np.int32)
+        for row_index, b in enumerate(self.streams):
             begin = b * L + first * T
-            row = self._buf[b, :width]
+            row = self._buf[row_index, :width]
             if self._ids is not None:
                 row[:] = self._ids[begin:begin + width]
             else:

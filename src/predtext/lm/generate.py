@@ -6,9 +6,11 @@ one ``step`` per token), so generating N tokens costs N cell steps per layer.
 * ``generate(model, prompt, length, temperature, top_k, top_p, seed)``: sampled text.
 * ``beam_search(model, state, ...)``: the likeliest continuations of the text a state has
   read, each ending at a stop token (e.g. the end of the word being typed) or at
-  ``max_length``. The engine completes the current word with it at character level
-  (``stop_ids=word_boundary_ids(tokenizer)``) and runs it again from a word's end to
-  propose the next word.
+  ``max_length``; ``stop_ids=word_boundary_ids(tokenizer)`` completes the word being typed.
+* ``beam_steps(log_probs, expand, ...)``: the search itself, over any tree of states. Both
+  ``beam_search`` and the engine's memoised word completion (``engine.neural``, which keeps
+  the explored tree between keystrokes) run it; they differ in how they step the states
+  (``expand``) and in what they keep of an ended hypothesis (``on_stop``).
 """
 
 from __future__ import annotations
@@ -151,27 +153,67 @@ def beam_search(model, state, beam_width=8, max_length=20, stop_ids=(), n_best=N
     n_best = beam_width if n_best is None else n_best
     stop = numpy.zeros(model.vocab_size, dtype=bool)
     stop[[i for i in stop_ids if 0 <= i < model.vocab_size]] = True
-    banned = [i for i in banned_ids if 0 <= i < model.vocab_size and not stop[i]]
+    banned = numpy.zeros(model.vocab_size, dtype=bool)
+    banned[[i for i in banned_ids if 0 <= i < model.vocab_size and not stop[i]]] = True
 
-    open_ids = [()]                       # the open hypotheses' tokens
-    open_scores = numpy.zeros(1)          # and their log-probabilities
-    log_probs = state.log_probs.astype(numpy.float64)
     beams = state                         # batched state of the open hypotheses
     ended = []                            # (log_prob, ids, stop_id), a min-heap of size n_best
+
+    def expand(rows, tokens):
+        nonlocal beams
+        beams = beams.select(rows)
+        log_probs, beams = model.step(numpy.array(tokens), beams)
+        return log_probs.astype(numpy.float64)
+
+    def on_stop(ids, token, score):
+        _push(ended, n_best, (score, ids, token))
+        return True
+
+    open_ids, open_scores = beam_steps(state.log_probs.astype(numpy.float64), expand,
+                                       beam_width=beam_width, max_length=max_length,
+                                       n_best=n_best, stop=stop, banned=banned, on_stop=on_stop)
+    results = sorted(ended, key=lambda item: -item[0])
+    if len(results) < n_best:
+        cut = sorted(zip(open_scores.tolist(), open_ids), key=lambda item: -item[0])
+        results += [(score, ids, None) for score, ids in cut[:n_best - len(results)]]
+    return [Continuation(tuple(ids), _decode(model, ids), float(score), stop_id)
+            for score, ids, stop_id in results]
+
+
+def beam_steps(log_probs, expand, *, beam_width, max_length, n_best, stop, banned,
+               on_stop, first_banned=None):
+    """Beam search from one state: the loop ``beam_search`` and the engine share.
+
+    ``log_probs``: the (1, V) float64 distribution of the first token. Each length, the
+    ``beam_width`` best extensions of the open hypotheses stay open; one that emits a
+    ``stop`` token calls ``on_stop(ids, stop_token, log_prob)`` instead, which returns
+    whether it counts as ended (the search stops once no open hypothesis can beat the
+    ``n_best``-th counted one: every further token only lowers a probability).
+    ``expand(rows, tokens)`` steps open hypothesis ``rows[i]`` by ``tokens[i]`` and returns
+    the new hypotheses' (n, V) float64 distributions. ``banned`` (a (V,) bool mask) tokens
+    are never taken; ``first_banned``, when given, replaces it for the first token.
+    Returns the open hypotheses at the end, ``(ids, log_probs)``: tuples of ids and an array.
+    """
+    open_ids = [()]
+    open_scores = numpy.zeros(1)
+    counted = []                          # the n_best best counted ended scores, a min-heap
+    vocab = log_probs.shape[-1]
     for length in range(1, max_length + 1):
         scores = open_scores[:, None] + log_probs
-        scores[:, banned] = -numpy.inf
+        scores[:, banned if first_banned is None or length > 1 else first_banned] = -numpy.inf
+        flat_scores = scores.ravel()
         # Enough candidates to refill the beam even if many of them end here.
-        n_candidates = min(scores.size, 2 * beam_width + n_best)
-        flat = numpy.argpartition(-scores.ravel(), n_candidates - 1)[:n_candidates]
-        flat = flat[numpy.argsort(-scores.ravel()[flat], kind="stable")]
-        rows, tokens = numpy.divmod(flat, model.vocab_size)
+        n_candidates = min(flat_scores.size, 2 * beam_width + n_best)
+        top = numpy.argpartition(-flat_scores, n_candidates - 1)[:n_candidates]
+        top = top[numpy.argsort(-flat_scores[top], kind="stable")]
         next_rows, next_tokens, next_scores = [], [], []
-        for row, token, score in zip(rows.tolist(), tokens.tolist(), scores.ravel()[flat].tolist()):
-            if score == -numpy.inf:
+        for flat, score in zip(top.tolist(), flat_scores[top].tolist()):
+            if score == -math.inf:
                 break
+            row, token = divmod(flat, vocab)
             if stop[token]:
-                _push(ended, n_best, (score, open_ids[row], token))
+                if on_stop(open_ids[row], token, score):
+                    _push(counted, n_best, (score,))
             elif len(next_rows) < beam_width:
                 next_rows.append(row)
                 next_tokens.append(token)
@@ -180,19 +222,11 @@ def beam_search(model, state, beam_width=8, max_length=20, stop_ids=(), n_best=N
             break
         open_ids = [open_ids[row] + (token,) for row, token in zip(next_rows, next_tokens)]
         open_scores = numpy.array(next_scores)
-        worst_kept = ended[0][0] if len(ended) >= n_best else -numpy.inf
-        if length == max_length or open_scores.max() <= worst_kept:
+        worst_kept = counted[0][0] if len(counted) >= n_best else -math.inf
+        if length == max_length or next_scores[0] <= worst_kept:
             break
-        beams = beams.select(next_rows)
-        log_probs, beams = model.step(numpy.array(next_tokens), beams)
-        log_probs = log_probs.astype(numpy.float64)
-
-    results = sorted(ended, key=lambda item: -item[0])
-    if len(results) < n_best:
-        cut = sorted(zip(open_scores.tolist(), open_ids), key=lambda item: -item[0])
-        results += [(score, ids, None) for score, ids in cut[:n_best - len(results)]]
-    return [Continuation(tuple(ids), _decode(model, ids), float(score), stop_id)
-            for score, ids, stop_id in results]
+        log_probs = expand(next_rows, next_tokens)
+    return open_ids, open_scores
 
 
 def _push(heap, size, item):

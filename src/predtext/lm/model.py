@@ -24,11 +24,11 @@ import math
 
 import numpy
 
-from predtext.backend import ops_of
 from predtext.errors import ModelFileError
 from predtext.lm import modelfile
 from predtext.lm.tokenizers import tokenizer_from_json
-from predtext.nn import GRU, LSTM, RNN, Dropout, Embedding, Linear, Module, check_dtype
+from predtext.nn import (GRU, LSTM, RNN, Dropout, Embedding, Linear, Module, check_dtype,
+                         softmax_cross_entropy_)
 
 #: Names the model-specific metadata carries, inside the model file's metadata document.
 MODEL_FORMAT = "predtext.lm"
@@ -565,46 +565,6 @@ class LanguageModel(Module):
         return (f"vocab_size={c['vocab_size']}, cell={c['cell']!r}, layers={c['num_layers']}, "
                 f"hidden={c['hidden_size']}, embed={c['embed_size']}, dropout={c['dropout']}, "
                 f"tie_weights={c['tie_weights']}")
-
-
-def softmax_cross_entropy_(logits, targets, ignore_index=-100):
-    """``predtext.nn.softmax_cross_entropy`` (mean reduction) computed in place.
-
-    Returns ``(mean_loss, d_logits)`` where ``d_logits`` *is* ``logits``, overwritten with
-    the gradient. A word model's logits are (T*B, V) with V in the tens of thousands; doing
-    the max, exp, normalisation and gradient in the one array, without the temporaries of
-    the general function, makes the loss a few times cheaper there.
-    """
-    ops = ops_of(logits)
-    xp = ops.xp
-    n_classes = logits.shape[-1]
-    scores = logits.reshape(-1, n_classes)
-    flat_targets = ops.indices("targets", targets).reshape(-1)
-    if flat_targets.dtype.kind not in "iu" or flat_targets.shape[0] != scores.shape[0]:
-        raise ValueError(f"targets: expected integer ids of shape {logits.shape[:-1]}, "
-                         f"got {targets.dtype} {targets.shape}")
-    kept = flat_targets != ignore_index
-    kept_targets = flat_targets[kept]
-    if kept_targets.size and (int(kept_targets.min()) < 0 or int(kept_targets.max()) >= n_classes):
-        raise ValueError(f"targets: ids must lie in [0, {n_classes}) or equal {ignore_index}")
-    n_kept = int(kept.sum())
-    rows = xp.arange(scores.shape[0])
-    safe_targets = xp.where(kept, flat_targets, 0)
-    scores -= scores.max(axis=1, keepdims=True)
-    target_scores = scores[rows, safe_targets].astype(numpy.float64)
-    xp.exp(scores, out=scores)
-    sums = scores.sum(axis=1, keepdims=True)
-    losses = xp.log(sums[:, 0].astype(numpy.float64)) - target_scores
-    if n_kept == 0:
-        scores[...] = 0
-        return float("nan"), logits
-    loss = float(losses[kept].sum() / n_kept)
-    # softmax / n_kept, minus 1 / n_kept at each target: the gradient of the mean.
-    scores *= (1.0 / (sums * n_kept)).astype(scores.dtype)
-    scores[rows, safe_targets] -= scores.dtype.type(1.0 / n_kept)
-    if n_kept != scores.shape[0]:
-        scores[~kept] = 0
-    return loss, logits
 
 
 def default_model_path():

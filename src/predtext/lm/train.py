@@ -14,8 +14,10 @@ data position and the hidden state carried between batches are all saved.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
+import os
 import signal
 import sys
 import threading
@@ -26,7 +28,7 @@ from pathlib import Path
 import numpy
 
 from predtext.errors import CorpusError, ModelFileError, PredtextError
-from predtext.lm import modelfile
+from predtext.lm import distributed, modelfile
 from predtext.lm.corpus import TokenStream, iter_text, iter_token_ids, resolve_paths
 from predtext.lm.model import LanguageModel, LMState, perplexity
 from predtext.lm.tokenizers import build_tokenizer, tokenizer_from_json
@@ -287,7 +289,49 @@ def learning_rate(config, step, progress):
     return low + (config.lr - low) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
-# ---------------------------------------------------------------- checkpoints
+# ---------------------------------------------------------------- the run's state and checkpoints
+
+#: The layout of a checkpoint's ``state`` document. 0: the unversioned layout of the first
+#: releases (the counters under "trainer"), still read; 1: counters under "run", with
+#: ``"version"``. A counter added to ``RunState`` needs a new version and a line in
+#: ``RunState.from_json`` saying what older checkpoints had instead.
+CHECKPOINT_VERSION = 1
+
+
+@dataclass
+class RunState:
+    """The counters of a run: what a checkpoint holds besides the weights, the optimizer,
+    the data position and the random generator."""
+
+    step: int = 0
+    tokens: int = 0
+    seconds: float = 0.0              # training time: validation and checkpoints excluded
+    best: dict | None = None          # the best validation result so far
+    bad_evals: int = 0                # validations since the best one
+    history: list = field(default_factory=list)        # every validation result
+    train_curve: list = field(default_factory=list)    # [step, seconds, moving average]
+    next_eval: float = 0.0            # training seconds of the next validation
+    next_checkpoint: float = 0.0      # and of the next checkpoint
+
+    def to_json(self):
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, saved, path):
+        """The counters of a checkpoint's ``state`` document of any version we read."""
+        version = saved.get("version", 0)
+        if not isinstance(version, int) or isinstance(version, bool):
+            raise ModelFileError(path, f"bad checkpoint version {version!r}")
+        if version > CHECKPOINT_VERSION:
+            raise ModelFileError(path, f"is a version {version} checkpoint, from a newer "
+                                       f"predtext; this one reads versions up to {CHECKPOINT_VERSION}")
+        counters = saved.get("trainer" if version == 0 else "run")
+        names = {f.name for f in dataclasses.fields(cls)}
+        if not isinstance(counters, dict) or set(counters) != names:
+            got = sorted(counters) if isinstance(counters, dict) else type(counters).__name__
+            raise ModelFileError(path, f"version {version} checkpoint with bad run counters "
+                                       f"(expected {sorted(names)}, got {got})")
+        return cls(**counters)
 
 
 def _optimizer_tensors(optimizer, state):
@@ -344,20 +388,23 @@ def _check_resume_settings(config, explicit, saved_settings, path):
     return TrainConfig(**values).resolved()
 
 
-# ---------------------------------------------------------------- stopping on Ctrl-C
+# ---------------------------------------------------------------- stopping on Ctrl-C, the clock
 
 
 class _InterruptFlag:
     """The first Ctrl-C asks the loop to stop after the current step (it then writes a
-    checkpoint); a second one interrupts at once."""
+    checkpoint); a second one interrupts at once. ``also_sigterm``: under mpirun, which
+    answers Ctrl-C by sending its processes SIGTERM, that signal asks the same."""
 
-    def __init__(self):
+    def __init__(self, also_sigterm=False):
         self.requested = False
-        self._previous = None
+        self._signals = (signal.SIGINT, signal.SIGTERM) if also_sigterm else (signal.SIGINT,)
+        self._previous = {}
 
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGINT, self._handle)
+            for number in self._signals:
+                self._previous[number] = signal.signal(number, self._handle)
         return self
 
     def _handle(self, signum, frame):
@@ -366,8 +413,245 @@ class _InterruptFlag:
         self.requested = True
 
     def __exit__(self, *exc):
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
+        for number, previous in self._previous.items():
+            signal.signal(number, previous)
+
+
+class _Clock:
+    """Training seconds: starts at what a resumed run had, and does not run while paused
+    (validation and checkpoints are not training time)."""
+
+    def __init__(self, seconds=0.0):
+        self._offset = seconds
+        self._since = time.perf_counter()
+
+    @property
+    def seconds(self):
+        return self._offset + (time.perf_counter() - self._since)
+
+    @contextlib.contextmanager
+    def paused(self):
+        self._offset = self.seconds
+        try:
+            yield
+        finally:
+            self._since = time.perf_counter()
+
+
+# ---------------------------------------------------------------- preparing and finishing
+
+
+@dataclass
+class _Run:
+    """Everything the loop works with, made by ``_prepare``; its methods are the loop's
+    side trips (validation, saving)."""
+
+    world: object                # distributed.Solo, or the MPI processes sharing the batch
+    config: TrainConfig
+    paths: list
+    out: Path
+    checkpoint_path: Path
+    tokenizer: object
+    batches: TokenStream
+    valid_ids: object            # None: no validation
+    valid_chars_per_token: float
+    model: LanguageModel
+    optimizer: Adam
+    state: RunState
+    carried: LMState | None      # the hidden state carried between batches
+    limits: dict
+    eval_interval: float
+    best_saved: bool             # ``out`` holds the best model of this run
+
+    @property
+    def settings(self):
+        return {k: v for k, v in dataclasses.asdict(self.config).items()
+                if k not in ("progress", "checkpoint")}
+
+    def progress(self):
+        """The fraction of the run done, by steps or by time, whichever is further."""
+        run, fractions = self.state, []
+        if self.limits["steps"]:
+            fractions.append(run.step / self.limits["steps"])
+        if self.config.time_budget:
+            fractions.append(run.seconds / self.config.time_budget)
+        return max(fractions) if fractions else 0.0
+
+    def validate(self):
+        if self.valid_ids is None:
+            return None
+        ids, world = self.valid_ids, self.world
+        split = world.size > 1 and len(ids[:self.config.eval_tokens + 1]) - 1 >= world.size
+        if split:   # each rank scores its share of the predictions; the sums are reduced
+            ids = ids[:self.config.eval_tokens + 1]
+            share = distributed.shares(len(ids) - 1, world.size)[world.rank]
+            ids = ids[share.start:share.stop + 1]
+        result = evaluate(self.model, ids, max_tokens=self.config.eval_tokens)
+        if split:
+            loss_sum, tokens = world.sum([result["loss"] * result["tokens"], result["tokens"]])
+            result = {"loss": loss_sum / tokens, "tokens": int(tokens)}
+        return dict(metrics(result["loss"], self.valid_chars_per_token), step=self.state.step,
+                    seconds=round(self.state.seconds, 1), tokens=result["tokens"])
+
+    def record(self, stopped=None):
+        run = self.state
+        return {"settings": self.settings, "files": [str(p) for p in self.paths],
+                "train_tokens": self.batches.n_tokens,
+                "valid_tokens": 0 if self.valid_ids is None else int(len(self.valid_ids)),
+                "steps": run.step, "tokens_seen": run.tokens,
+                "seconds": round(run.seconds, 1), "epochs": self.batches.epoch,
+                "best": run.best, "history": run.history,
+                "train_curve": run.train_curve, "stopped": stopped}
+
+    def save_best(self, stopped=None):
+        if not self.world.is_root:
+            return
+        self.model.save(self.out, training=self.record(stopped),
+                        weights_dtype=_dtype(self.config.weights_dtype))
+        self.best_saved = True
+
+    def save_checkpoint(self, stopped=None):
+        carried, world = self.carried, self.world
+        if world.size > 1 and carried is not None:   # the whole batch's state, on rank 0
+            h = world.gather_rows(carried.h, self.config.batch_size)
+            c = None if carried.c is None else world.gather_rows(carried.c, self.config.batch_size)
+            carried = LMState(h, c) if world.is_root else None
+        if not world.is_root:
+            return
+        tensors, optimizer_json = _optimizer_tensors(self.optimizer, carried)
+        state = {"version": CHECKPOINT_VERSION, "settings": self.settings,
+                 "run": self.state.to_json(), "optimizer": optimizer_json,
+                 "data": self.batches.state_dict(), "rng": self.model.rng.bit_generator.state,
+                 "stopped": stopped}
+        modelfile.save_checkpoint(self.checkpoint_path, self.model.tensors(),
+                                  self.model.file_meta(self.record(stopped)), tensors, state)
+
+
+def _prepare(world, files, out, config, resume, explicit, log):
+    """The tokenizer, data, model, optimizer and counters of a new or resumed run."""
+    config = (config or TrainConfig()).resolved()
+    out = Path(out)
+    checkpoint_path = Path(config.checkpoint) if config.checkpoint else default_checkpoint_path(out)
+    paths = resolve_paths(files)
+
+    # The tokenizer: restored from the checkpoint, or built from the training text.
+    checkpoint = None
+    if resume:
+        resume_path = checkpoint_path if resume is True else Path(resume)
+        local_path = world.broadcast_file(resume_path)     # rank 0's file on every rank
+        checkpoint = modelfile.load_checkpoint(local_path)
+        if local_path != resume_path:
+            os.unlink(local_path)
+        saved = checkpoint.state.get("settings")
+        if not isinstance(saved, dict) or not ({"trainer", "run"} & set(checkpoint.state)):
+            raise ModelFileError(resume_path, "is not a training checkpoint of predtext train")
+        run = RunState.from_json(checkpoint.state, resume_path)
+        config = _check_resume_settings(config, set(explicit), saved, resume_path)
+        checkpoint_path = Path(config.checkpoint) if config.checkpoint else checkpoint_path
+        try:
+            tokenizer = tokenizer_from_json(checkpoint.model_meta.get("tokenizer"))
+        except ValueError as exc:
+            raise ModelFileError(resume_path, f"bad tokenizer: {exc}") from None
+    else:
+        tokenizer = _build_tokenizer(paths, config) if world.is_root else None
+        if world.size > 1:   # built once, by rank 0
+            shared = world.broadcast_json(lambda: tokenizer.to_json())
+            tokenizer = tokenizer or tokenizer_from_json(shared)
+    if not world.is_root:
+        config = dataclasses.replace(config, progress=False)
+
+    # The data: training batches streamed from a scratch file, validation in memory.
+    train_ids = iter_token_ids(paths, tokenizer, split="train",
+                               valid_fraction=config.valid_fraction, errors=config.errors)
+    streams = world.streams(config.batch_size)
+    batches = TokenStream(train_ids, config.seq_len, config.batch_size, streams=streams)
+    valid_ids, valid_chars_per_token = None, 1.0
+    if config.valid_fraction > 0:
+        try:
+            valid_ids, valid_chars = read_ids(paths, tokenizer, "validation",
+                                              config.valid_fraction, config.errors)
+            valid_chars_per_token = valid_chars / len(valid_ids)
+        except CorpusError:
+            valid_ids = None
+        if valid_ids is None or len(valid_ids) < 2:
+            log("the validation split holds no text: no validation, the last model is kept")
+            valid_ids = None
+
+    # The model, the optimizer and the counters, restored when resuming.
+    model = LanguageModel(tokenizer=tokenizer, seed=config.seed,
+                          **config.model_config(tokenizer.vocab_size))
+    model.train()
+    optimizer = Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    limits = _limits(config, len(batches))
+    eval_interval = config.eval_interval or _default_eval_interval(config)
+    carried = None
+    if checkpoint is not None:
+        try:
+            model.load_state_dict(checkpoint.model_tensors)
+            carried = _restore_optimizer(optimizer, checkpoint.optimizer_tensors,
+                                         checkpoint.state["optimizer"])
+            batches.load_state_dict(checkpoint.state["data"])
+        except (KeyError, ValueError, TypeError) as exc:
+            raise TrainingError(f"cannot resume from {resume_path}: {exc}") from None
+        model.rng.bit_generator.state = checkpoint.state["rng"]
+        if world.size > 1 and carried is not None:   # this rank's columns of the batch
+            carried = LMState(carried.h[:, streams].copy(),
+                              None if carried.c is None else carried.c[:, streams].copy())
+        log(f"resumed from {resume_path} at step {run.step} ({run.seconds:.0f} s trained)")
+    else:
+        run = RunState(next_eval=eval_interval, next_checkpoint=config.checkpoint_interval)
+        log(f"{model.num_parameters():,} parameters; vocabulary {tokenizer.vocab_size}; "
+            f"{batches.n_tokens:,} training tokens ({len(batches)} batches per epoch); "
+            f"{0 if valid_ids is None else len(valid_ids):,} validation tokens")
+    world.broadcast_parameters(model.parameters())
+    if world.rank:   # dropout masks of its own (rank 0's generator is the one saved)
+        model.rng.bit_generator.state = numpy.random.default_rng(
+            [config.seed, world.rank, run.step]).bit_generator.state
+    best_saved = out.exists() and checkpoint is not None and run.best is not None
+    return _Run(world, config, paths, out, checkpoint_path, tokenizer, batches, valid_ids,
+                valid_chars_per_token, model, optimizer, run, carried, limits, eval_interval,
+                best_saved)
+
+
+def _build_tokenizer(paths, config):
+    try:
+        return build_tokenizer(
+            config.level, iter_text(paths, split="train", valid_fraction=config.valid_fraction,
+                                    errors=config.errors),
+            max_size=config.max_vocab, min_count=config.min_count, limit=config.vocab_limit)
+    except ValueError as exc:   # the vocabulary is over its limit
+        raise TrainingError(str(exc)) from None
+
+
+def _quiet(line):
+    pass
+
+
+def _finish(t, stopped, started, log):
+    """The final model: the best weights (or the last ones, without validation), with the
+    word n-gram counts of the training text, and the loss curve. Rank 0 writes them."""
+    config, out = t.config, t.out
+    if not t.world.is_root:
+        t.world.barrier()    # returns once ``out`` is written
+        return TrainResult(t.model, t.record(stopped), out, t.checkpoint_path, stopped,
+                           t.state.best, t.state.history)
+    if t.valid_ids is None or not t.best_saved:
+        t.save_best(stopped)
+    best = LanguageModel.load(out)
+    final_record = t.record(stopped)
+    final_record["wall_seconds"] = round(time.perf_counter() - started, 1)
+    ngram = _build_ngram(t.paths, config, log) if config.ngram else None
+    best.save(out, ngram=ngram, training=final_record, weights_dtype=_dtype(config.weights_dtype))
+    best.training_record = final_record
+    if ngram is not None:
+        best.ngram = ngram
+    if config.plot:
+        _plot_losses(t.state, out, log)
+    if stopped == "interrupted":
+        log(f"interrupted: checkpoint in {t.checkpoint_path}; continue with --resume")
+    t.world.barrier()
+    return TrainResult(best, final_record, out, t.checkpoint_path, stopped, t.state.best,
+                       t.state.history)
 
 
 # ---------------------------------------------------------------- the loop
@@ -387,199 +671,78 @@ def train(files, out, config=None, resume=None, explicit=(), log=None, on_step=N
     """
     started = time.perf_counter()
     log = log or (lambda line: print(line, file=sys.stderr))
-    config = (config or TrainConfig()).resolved()
-    out = Path(out)
-    checkpoint_path = Path(config.checkpoint) if config.checkpoint else default_checkpoint_path(out)
-    paths = resolve_paths(files)
+    world = distributed.world()    # one process, or the MPI ranks sharing each batch
+    log = log if world.is_root else _quiet
+    with world.failing_together():
+        t = _prepare(world, files, out, config, resume, explicit, log)
+        config, model, optimizer, run, limits = t.config, t.model, t.optimizer, t.state, t.limits
+        clock = _Clock(run.seconds)
+        bar = _progress_bar(config, limits, run)
+        stopped, loss_average = None, None
+        with _InterruptFlag(also_sigterm=world.size > 1) as interrupt:
+            while stopped is None:
+                for x_tb, y_tb in t.batches:    # one optimizer step per (seq_len x batch_size) batch
+                    if t.batches.batch_index == 1:
+                        t.carried = None  # a new epoch: every stream starts again from its beginning
+                    for group in optimizer.param_groups:
+                        group["lr"] = learning_rate(config, run.step, t.progress())
+                    (loss, t.carried), backprop = model.begin_update_loss(x_tb, y_tb, t.carried)
+                    model.zero_grad()
+                    backprop()
+                    loss = world.reduce_gradients(model.parameters(), loss, config.batch_size)
+                    grad_norm = clip_grad_norm_(model.parameters(), config.clip) if config.clip else 0.0
+                    if math.isfinite(grad_norm) and math.isfinite(loss):
+                        optimizer.step()
 
-    # 1. The tokenizer: restored from the checkpoint, or built from the training text.
-    checkpoint = None
-    if resume:
-        resume_path = checkpoint_path if resume is True else Path(resume)
-        checkpoint = modelfile.load_checkpoint(resume_path)
-        saved = checkpoint.state.get("settings")
-        if not isinstance(saved, dict) or "trainer" not in checkpoint.state:
-            raise ModelFileError(resume_path, "is not a training checkpoint of predtext train")
-        config = _check_resume_settings(config, set(explicit), saved, resume_path)
-        checkpoint_path = Path(config.checkpoint) if config.checkpoint else checkpoint_path
-        try:
-            tokenizer = tokenizer_from_json(checkpoint.model_meta.get("tokenizer"))
-        except ValueError as exc:
-            raise ModelFileError(resume_path, f"bad tokenizer: {exc}") from None
-    else:
-        try:
-            tokenizer = build_tokenizer(
-                config.level, iter_text(paths, split="train", valid_fraction=config.valid_fraction,
-                                        errors=config.errors),
-                max_size=config.max_vocab, min_count=config.min_count, limit=config.vocab_limit)
-        except ValueError as exc:   # the vocabulary is over its limit
-            raise TrainingError(str(exc)) from None
+                    run.seconds, run.step = clock.seconds, run.step + 1
+                    run.tokens += t.batches.tokens_per_batch
+                    asked = on_step is not None and bool(on_step({
+                        "step": run.step, "loss": loss, "lr": optimizer.param_groups[0]["lr"],
+                        "seconds": run.seconds}))
+                    run.seconds, interrupted, asked = world.agree(run.seconds, interrupt.requested, asked)
+                    loss_average = loss if loss_average is None else 0.95 * loss_average + 0.05 * loss
+                    if run.step % limits["curve_every"] == 0:
+                        run.train_curve.append([run.step, round(run.seconds, 1), round(loss_average, 4)])
+                    _update_bar(bar, config, limits, run, loss_average)
+                    stopped = _why_stop(config, limits, run, interrupted) or ("interrupted" if asked else None)
 
-    # 2. The data: training batches streamed from a scratch file, validation in memory.
-    train_ids = iter_token_ids(paths, tokenizer, split="train",
-                               valid_fraction=config.valid_fraction, errors=config.errors)
-    batches = TokenStream(train_ids, config.seq_len, config.batch_size)
-    valid_ids, valid_chars_per_token = None, 1.0
-    if config.valid_fraction > 0:
-        try:
-            valid_ids, valid_chars = read_ids(paths, tokenizer, "validation",
-                                              config.valid_fraction, config.errors)
-            valid_chars_per_token = valid_chars / len(valid_ids)
-        except CorpusError:
-            valid_ids = None
-        if valid_ids is None or len(valid_ids) < 2:
-            log("the validation split holds no text: no validation, the last model is kept")
-            valid_ids = None
-
-    # 3. The model, the optimizer and the run's counters.
-    model = LanguageModel(tokenizer=tokenizer, seed=config.seed,
-                          **config.model_config(tokenizer.vocab_size))
-    model.train()
-    optimizer = Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    run = {"step": 0, "tokens": 0, "seconds": 0.0, "best": None, "bad_evals": 0,
-           "history": [], "train_curve": [], "next_eval": 0.0, "next_checkpoint": 0.0}
-    carried = None
-    if checkpoint is not None:
-        try:
-            model.load_state_dict(checkpoint.model_tensors)
-            carried = _restore_optimizer(optimizer, checkpoint.optimizer_tensors,
-                                         checkpoint.state["optimizer"])
-            batches.load_state_dict(checkpoint.state["data"])
-        except (KeyError, ValueError, TypeError) as exc:
-            raise TrainingError(f"cannot resume from {resume_path}: {exc}") from None
-        model.rng.bit_generator.state = checkpoint.state["rng"]
-        run.update(checkpoint.state["trainer"])
-        log(f"resumed from {resume_path} at step {run['step']} "
-            f"({run['seconds']:.0f} s trained)")
-    else:
-        log(f"{model.num_parameters():,} parameters; vocabulary {tokenizer.vocab_size}; "
-            f"{batches.n_tokens:,} training tokens ({len(batches)} batches per epoch); "
-            f"{0 if valid_ids is None else len(valid_ids):,} validation tokens")
-
-    limits = _limits(config, len(batches))
-    eval_interval = config.eval_interval or _default_eval_interval(config)
-    if checkpoint is None:
-        run["next_eval"] = eval_interval
-        run["next_checkpoint"] = config.checkpoint_interval
-    settings = {k: v for k, v in dataclasses.asdict(config).items()
-                if k not in ("progress", "checkpoint")}
-    best_model_saved = out.exists() and checkpoint is not None and run["best"] is not None
-
-    def progress_fraction():
-        fractions = [run["step"] / limits["steps"]] if limits["steps"] else []
-        if config.time_budget:
-            fractions.append(run["seconds"] / config.time_budget)
-        return max(fractions) if fractions else 0.0
-
-    def validate():
-        if valid_ids is None:
-            return None
-        result = evaluate(model, valid_ids, max_tokens=config.eval_tokens)
-        return dict(metrics(result["loss"], valid_chars_per_token), step=run["step"],
-                    seconds=round(run["seconds"], 1), tokens=result["tokens"])
-
-    def record(stopped=None):
-        return {"settings": settings, "files": [str(p) for p in paths],
-                "train_tokens": batches.n_tokens,
-                "valid_tokens": 0 if valid_ids is None else int(len(valid_ids)),
-                "steps": run["step"], "tokens_seen": run["tokens"],
-                "seconds": round(run["seconds"], 1), "epochs": batches.epoch,
-                "best": run["best"], "history": run["history"],
-                "train_curve": run["train_curve"], "stopped": stopped}
-
-    def save_best(stopped=None):
-        model.save(out, training=record(stopped), weights_dtype=_dtype(config.weights_dtype))
-
-    def save_checkpoint(stopped=None):
-        tensors, optimizer_json = _optimizer_tensors(optimizer, carried)
-        state = {"settings": settings, "trainer": run, "optimizer": optimizer_json,
-                 "data": batches.state_dict(), "rng": model.rng.bit_generator.state,
-                 "stopped": stopped}
-        modelfile.save_checkpoint(checkpoint_path, model.tensors(), model.file_meta(record(stopped)),
-                                  tensors, state)
-
-    # 4. The loop: one optimizer step per batch of (seq_len x batch_size) tokens.
-    bar = _progress_bar(config, limits, run)
-    stopped = None
-    loss_average = None
-    clock = time.perf_counter()
-    with _InterruptFlag() as interrupt:
-        while stopped is None:
-            for x_tb, y_tb in batches:
-                if batches.batch_index == 1:
-                    carried = None  # a new epoch: every stream starts again from its beginning
-                for group in optimizer.param_groups:
-                    group["lr"] = learning_rate(config, run["step"], progress_fraction())
-                (loss, carried), backprop = model.begin_update_loss(x_tb, y_tb, carried)
-                model.zero_grad()
-                backprop()
-                grad_norm = clip_grad_norm_(model.parameters(), config.clip) if config.clip else 0.0
-                if math.isfinite(grad_norm) and math.isfinite(loss):
-                    optimizer.step()
-                carried.log_probs = None
-
-                now = time.perf_counter()
-                run["seconds"] += now - clock
-                clock = now
-                run["step"] += 1
-                run["tokens"] += x_tb.size
-                loss_average = loss if loss_average is None else 0.95 * loss_average + 0.05 * loss
-                if run["step"] % max(1, limits["curve_every"]) == 0:
-                    run["train_curve"].append([run["step"], round(run["seconds"], 1),
-                                               round(loss_average, 4)])
-                _update_bar(bar, config, limits, run, loss_average)
-
-                stopped = _why_stop(config, limits, run, interrupt)
-                if on_step is not None and on_step({"step": run["step"], "loss": loss,
-                                                    "lr": optimizer.param_groups[0]["lr"],
-                                                    "seconds": run["seconds"]}):
-                    stopped = stopped or "interrupted"
-                if run["seconds"] >= run["next_eval"] or stopped:
-                    result = validate()
-                    run["next_eval"] = run["seconds"] + eval_interval
-                    if result is not None:
-                        improved = run["best"] is None or result["loss"] < run["best"]["loss"]
-                        run["history"].append(result)
-                        _log_validation(log, bar, result, improved)
-                        if improved:
-                            run["best"], run["bad_evals"] = result, 0
-                            save_best()
-                            best_model_saved = True
-                        else:
-                            run["bad_evals"] += 1
-                            if config.patience and run["bad_evals"] >= config.patience:
-                                stopped = stopped or "early stopping"
-                    clock = time.perf_counter()  # validation time is not training time
-                if stopped or run["seconds"] >= run["next_checkpoint"]:
-                    save_checkpoint(stopped)
-                    run["next_checkpoint"] = run["seconds"] + config.checkpoint_interval
-                    clock = time.perf_counter()
-                if stopped:
-                    break
-    bar.close()
-    batches.close()
-
-    # 5. The final model: the best weights (or the last ones, without validation), with
-    #    the word n-gram counts of the training text, and the loss curve.
-    if valid_ids is None or not best_model_saved:
-        save_best(stopped)
-    best = LanguageModel.load(out)
-    final_record = record(stopped)
-    final_record["wall_seconds"] = round(time.perf_counter() - started, 1)
-    ngram = _build_ngram(paths, config, log) if config.ngram else None
-    best.save(out, ngram=ngram, training=final_record, weights_dtype=_dtype(config.weights_dtype))
-    best.training_record = final_record
-    if ngram is not None:
-        best.ngram = ngram
-    if config.plot:
-        _plot_losses(run, out, log)
-    if stopped == "interrupted":
-        log(f"interrupted: checkpoint in {checkpoint_path}; continue with --resume")
-    return TrainResult(best, final_record, out, checkpoint_path, stopped, run["best"],
-                       run["history"])
+                    if run.seconds >= run.next_eval or stopped:
+                        with clock.paused():
+                            early = _validate(t, bar, log)
+                        stopped = stopped or early
+                    if stopped or run.seconds >= run.next_checkpoint:
+                        with clock.paused():
+                            t.save_checkpoint(stopped)
+                            run.next_checkpoint = run.seconds + config.checkpoint_interval
+                    if stopped:
+                        break
+        bar.close()
+        t.batches.close()
+        return _finish(t, stopped, started, log)
 
 
 fit = train
+
+
+def _validate(t, bar, log):
+    """Score the validation text, keep the model if it is the best so far; "early
+    stopping" when it has not improved ``patience`` times running."""
+    run = t.state
+    result = t.validate()
+    run.next_eval = run.seconds + t.eval_interval
+    if result is None:
+        return None
+    improved = run.best is None or result["loss"] < run.best["loss"]
+    run.history.append(result)
+    _log_validation(log, bar, result, improved)
+    if improved:
+        run.best, run.bad_evals = result, 0
+        t.save_best()
+        return None
+    run.bad_evals += 1
+    if t.config.patience and run.bad_evals >= t.config.patience:
+        return "early stopping"
+    return None
 
 
 # ---------------------------------------------------------------- loop helpers
@@ -603,13 +766,13 @@ def _default_eval_interval(config):
     return 120.0
 
 
-def _why_stop(config, limits, run, interrupt):
-    if interrupt.requested:
+def _why_stop(config, limits, run, interrupted):
+    if interrupted:
         return "interrupted"
-    if config.time_budget and run["seconds"] >= config.time_budget:
+    if config.time_budget and run.seconds >= config.time_budget:
         return "time budget"
-    if limits["steps"] and run["step"] >= limits["steps"]:
-        return "max steps" if config.max_steps and run["step"] >= config.max_steps else "epochs"
+    if limits["steps"] and run.step >= limits["steps"]:
+        return "max steps" if config.max_steps and run.step >= config.max_steps else "epochs"
     return None
 
 
@@ -638,11 +801,11 @@ def _progress_bar(config, limits, run):
         bar = tqdm(total=round(config.time_budget), unit="s", disable=not config.progress,
                    dynamic_ncols=True, file=sys.stderr,
                    bar_format="{l_bar}{bar}| {n:.0f}/{total_fmt} s [ETA {remaining}{postfix}]")
-        bar.update(min(run["seconds"], config.time_budget))
+        bar.update(min(run.seconds, config.time_budget))
     else:
         bar = tqdm(total=limits["steps"], unit="step", disable=not config.progress,
                    dynamic_ncols=True, file=sys.stderr)
-        bar.update(run["step"])
+        bar.update(run.step)
     return bar
 
 
@@ -650,10 +813,10 @@ def _update_bar(bar, config, limits, run, loss_average):
     if bar.disable:
         return
     if config.time_budget and not limits["steps"]:
-        bar.update(min(run["seconds"], config.time_budget) - bar.n)
+        bar.update(min(run.seconds, config.time_budget) - bar.n)
     else:
-        bar.update(run["step"] - bar.n)
-    rate = run["tokens"] / run["seconds"] if run["seconds"] > 0 else 0.0
+        bar.update(run.step - bar.n)
+    rate = run.tokens / run.seconds if run.seconds > 0 else 0.0
     bar.set_postfix_str(f"loss {loss_average:.3f}, {rate:,.0f} tok/s", refresh=False)
 
 
@@ -678,11 +841,11 @@ def _plot_losses(run, out, log):
         return None
     path = Path(out).with_suffix(".loss.png")
     figure, axes = plt.subplots(figsize=(7, 4))
-    if run["train_curve"]:
-        steps, _, losses = zip(*run["train_curve"])
+    if run.train_curve:
+        steps, _, losses = zip(*run.train_curve)
         axes.plot(steps, losses, label="training (moving average)")
-    if run["history"]:
-        axes.plot([r["step"] for r in run["history"]], [r["loss"] for r in run["history"]],
+    if run.history:
+        axes.plot([r["step"] for r in run.history], [r["loss"] for r in run.history],
                   "o-", label="validation")
     axes.set_xlabel("step")
     axes.set_ylabel("loss (nats per token)")

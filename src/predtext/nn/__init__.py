@@ -6,7 +6,8 @@ parameter gradients into ``Parameter.grad`` and returns the gradient for the inp
 
 from predtext.nn.module import Module, Parameter, IncompatibleKeys, check_dtype
 from predtext.nn.layers import Linear, Embedding, Dropout, LockedDropout, Sequential
-from predtext.nn.losses import CrossEntropyLoss, MSELoss, softmax_cross_entropy, mse_loss
+from predtext.nn.losses import (CrossEntropyLoss, MSELoss, mse_loss, softmax_cross_entropy,
+                                softmax_cross_entropy_)
 from predtext.nn.optim import Optimizer, SGD, RMSprop, Adam, AdamW
 from predtext.nn.schedules import LRScheduler, StepLR, CosineWithWarmup, ReduceLROnPlateau
 from predtext.nn.clip import clip_grad_norm_, clip_grad_value_, total_grad_norm
@@ -19,7 +20,7 @@ __all__ = [
     "Module", "Parameter", "IncompatibleKeys", "check_dtype",
     "RNN", "LSTM", "GRU",
     "Linear", "Embedding", "Dropout", "LockedDropout", "Sequential",
-    "CrossEntropyLoss", "MSELoss", "softmax_cross_entropy", "mse_loss",
+    "CrossEntropyLoss", "MSELoss", "softmax_cross_entropy", "softmax_cross_entropy_", "mse_loss",
     "Optimizer", "SGD", "RMSprop", "Adam", "AdamW",
     "LRScheduler", "StepLR", "CosineWithWarmup", "ReduceLROnPlateau",
     "clip_grad_norm_", "clip_grad_value_", "total_grad_norm",

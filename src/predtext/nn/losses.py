@@ -16,7 +16,8 @@ def _check_reduction(reduction):
         raise ValueError(f"reduction: expected one of {REDUCTIONS}, got {reduction!r}")
 
 
-def softmax_cross_entropy(logits_nv, targets_n, ignore_index=-100, reduction="mean"):
+def softmax_cross_entropy(logits_nv, targets_n, ignore_index=-100, reduction="mean",
+                          overwrite=False):
     """Fused, numerically stable softmax cross-entropy and its gradient.
 
     ``logits_nv`` has the class axis last, ``(..., V)``; ``targets_n`` holds class ids
@@ -32,6 +33,11 @@ def softmax_cross_entropy(logits_nv, targets_n, ignore_index=-100, reduction="me
     * ``"sum"``: summed loss and its gradient.
     * ``"none"``: per-target losses with shape ``(...)`` (zero where ignored), and
       ``d_logits`` the gradient of their sum.
+
+    ``overwrite=True``: ``d_logits`` *is* ``logits_nv`` (a C-contiguous array), overwritten
+    with the gradient. A word model's logits are (T*B, V) with V in the tens of thousands;
+    doing the max, exp, normalisation and gradient in the one array, without temporaries,
+    makes the loss a few times cheaper there. The per-target losses are summed in float64.
     """
     _check_reduction(reduction)
     ops = ops_of(logits_nv)
@@ -47,9 +53,13 @@ def softmax_cross_entropy(logits_nv, targets_n, ignore_index=-100, reduction="me
             f"targets_n: expected shape {tuple(logits_nv.shape[:-1])} to match logits_nv "
             f"{tuple(logits_nv.shape)}, got {tuple(targets_n.shape)}"
         )
+    if overwrite and not logits_nv.flags.c_contiguous:
+        raise ValueError("logits_nv: overwrite=True needs a C-contiguous array")
     n_classes = logits_nv.shape[-1]
     leading_shape = targets_n.shape
     scores_nv = logits_nv.reshape(-1, n_classes)
+    if not overwrite:
+        scores_nv = scores_nv.copy()
     targets = targets_n.reshape(-1)
 
     kept = targets != ignore_index
@@ -59,32 +69,39 @@ def softmax_cross_entropy(logits_nv, targets_n, ignore_index=-100, reduction="me
             f"targets_n: class ids must lie in [0, {n_classes}) or equal ignore_index="
             f"{ignore_index}, got values from {int(kept_targets.min())} to {int(kept_targets.max())}"
         )
-
-    # Subtracting the row maximum keeps exp() from overflowing; it cancels in the softmax.
-    shifted_nv = scores_nv - scores_nv.max(axis=1, keepdims=True)
-    exp_nv = xp.exp(shifted_nv)
-    sum_n = exp_nv.sum(axis=1, keepdims=True)
-    log_sum_n = xp.log(sum_n)[:, 0]
-
+    n_kept = int(kept.sum())
     rows = xp.arange(targets.shape[0])
     safe_targets = xp.where(kept, targets, 0)  # ignored rows index class 0, then get masked
+
+    # Subtracting the row maximum keeps exp() from overflowing; it cancels in the softmax.
+    scores_nv -= scores_nv.max(axis=1, keepdims=True)
+    target_scores_n = scores_nv[rows, safe_targets].astype(xp.float64)
+    xp.exp(scores_nv, out=scores_nv)
+    sum_n = scores_nv.sum(axis=1, keepdims=True)
     # where(), not multiplication, so that odd values in ignored rows cannot leak in.
-    losses_n = xp.where(kept, log_sum_n - shifted_nv[rows, safe_targets], 0)
+    losses_n = xp.where(kept, xp.log(sum_n[:, 0].astype(xp.float64)) - target_scores_n, 0.0)
+    if reduction == "mean" and n_kept == 0:
+        scores_nv[...] = 0
+        return float("nan"), scores_nv.reshape(logits_nv.shape)
 
-    d_scores_nv = exp_nv / sum_n
-    d_scores_nv[rows, safe_targets] -= 1
-    d_scores_nv[~kept] = 0
-
+    # softmax / n, minus 1 / n at each target: the gradient of the loss summed over targets
+    # (n = 1) or of their mean (n = n_kept).
+    n = n_kept if reduction == "mean" else 1
+    scores_nv *= (1.0 / (sum_n * n)).astype(scores_nv.dtype)
+    scores_nv[rows, safe_targets] -= scores_nv.dtype.type(1.0 / n)
+    if n_kept != scores_nv.shape[0]:
+        scores_nv[~kept] = 0
+    d_logits = scores_nv.reshape(logits_nv.shape)
     if reduction == "none":
-        return losses_n.reshape(leading_shape), d_scores_nv.reshape(logits_nv.shape)
-    loss = losses_n.sum()
-    if reduction == "mean":
-        n_kept = int(kept.sum())
-        if n_kept == 0:
-            return float("nan"), xp.zeros_like(logits_nv)
-        loss = loss / n_kept
-        d_scores_nv /= d_scores_nv.dtype.type(n_kept)
-    return float(loss), d_scores_nv.reshape(logits_nv.shape)
+        return losses_n.astype(logits_nv.dtype).reshape(leading_shape), d_logits
+    loss = float(losses_n[kept].sum())
+    return (loss / n_kept if reduction == "mean" else loss), d_logits
+
+
+def softmax_cross_entropy_(logits, targets, ignore_index=-100):
+    """``softmax_cross_entropy`` with the mean reduction, in place: ``(mean_loss, d_logits)``
+    where ``d_logits`` *is* ``logits``, overwritten with the gradient."""
+    return softmax_cross_entropy(logits, targets, ignore_index, "mean", overwrite=True)
 
 
 def mse_loss(input, target, reduction="mean"):
