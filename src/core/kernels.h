@@ -16,7 +16,17 @@
 
 #include <stddef.h>
 
-enum pt_cell { PT_RNN_TANH = 0, PT_RNN_RELU = 1, PT_LSTM = 2, PT_GRU = 3 };
+#include "cells.h"
+
+#define PT_CELL_CODE(code, ...) code,
+enum pt_cell { PT_CELLS(PT_CELL_CODE) PT_NCELLS };
+#undef PT_CELL_CODE
+
+/* A cell's row of the table in cells.h, less its kernels. */
+typedef struct {
+    const char *name;
+    int gates, extra_rows, flags;
+} pt_cell_info;
 
 typedef void (*pt_sgemm_fn)(char *, char *, int *, int *, int *, float *, float *, int *,
                             float *, int *, float *, float *, int *);
@@ -31,13 +41,15 @@ typedef void (*pt_dgemv_fn)(char *, int *, int *, double *, double *, int *, dou
 typedef struct {
     int cell;           /* enum pt_cell */
     int T, B, n_in, H; /* n_in: input size (I clashes with complex.h) */
-    int G;              /* gate blocks: 1 (RNN), 4 (LSTM), 3 (GRU) */
+    int G;              /* the cell's gate blocks (cells.h) */
     const int *lengths; /* per-sequence lengths (B) or NULL for all T */
     int nthreads;
 } pt_dims;
 
 void pt_set_blas(pt_sgemm_fn sgemm, pt_dgemm_fn dgemm, pt_sgemv_fn sgemv, pt_dgemv_fn dgemv);
 int pt_gate_count(int cell);
+/* The cell with code `cell` (0 <= cell < PT_NCELLS). */
+const pt_cell_info *pt_cell(int cell);
 void pt_set_step_rows(int which, int rows);
 int pt_get_step_rows(int which);
 int pt_max_threads(void);
