@@ -8,8 +8,8 @@ releases the GIL for the whole computation.
 
 Cells: those of the core's cell table (cells.h; ``CELLS`` here): "rnn_tanh", "rnn_relu",
 "lstm" (optionally with peephole weights) and "gru", with PyTorch's parameter layout and
-gate order.  Arrays are time-major (T, B, F), C-contiguous,
-float32 or float64 (all arrays of one call share the dtype).
+gate order.  Arrays are time-major (T, B, F), C-contiguous, float32 or float64 (all arrays
+of one call share the dtype).
 """
 
 import operator

@@ -40,9 +40,9 @@ void pt_set_blas(pt_sgemm_fn sgemm, pt_dgemm_fn dgemm, pt_sgemv_fn sgemv, pt_dge
     pt_dgemv = dgemv;
 }
 
-/* Rows per BLAS call for the per-step recurrent products (0: one call). */
-/* Indexed by whether A is transposed: [0] backward's dh product, [1] forward's.  The
- * shim sets the forward's from the BLAS it finds (see _choose_step_rows). */
+/* Rows per BLAS call for the per-step recurrent products (0: one call), indexed by
+ * whether A is transposed: [0] backward's dh product, [1] forward's.  The shim sets both
+ * from the BLAS it finds (see _choose_step_rows). */
 static int pt_step_rows[2] = {0, 0};
 /* Largest block (rows * n * k) OpenBLAS's AVX-512 small-matrix kernels were measured to
  * take without packing. */

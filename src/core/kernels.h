@@ -5,11 +5,13 @@
  * x (T,B,I), gates (T,B,G*H), states (B,H).  Every matrix product goes through BLAS;
  * the gate nonlinearities are fused into one loop per step.
  *
- * Threading: one OpenMP team per call.  Thread p owns a slice of hidden units [j0,j1):
- * it computes the recurrent GEMM columns of those units and their gate math, so a step
- * needs a single barrier.  BLAS is called single-threaded from inside the team (the
- * Python shim pins BLAS to one thread while a kernel runs), so the two thread pools never
- * fight over the cores.
+ * Threading: one OpenMP team per call.  In each step thread p computes a contiguous block
+ * of gate rows of the recurrent product, then, after a barrier (the gate math needs every
+ * block), the gate math of its own slice of hidden units [j0,j1); a second barrier ends
+ * the step.  BLAS is called single-threaded from inside the team (the Python shim pins
+ * BLAS to one thread while a kernel runs), so the two thread pools never fight over the
+ * cores.  The per-cell gate math is in row kernels, found through the cell table
+ * (cells.h).
  */
 #ifndef PREDTEXT_KERNELS_H
 #define PREDTEXT_KERNELS_H
@@ -57,7 +59,9 @@ int pt_have_openmp(void);
 
 /* Whole-sequence forward.  xg: workspace (T,B,G*H) that keeps the gate activations for
  * backward.  hs/cs: (T+1,B,H) in training mode (slot 0 = initial state), (2,B,H)/(1,B,H)
- * in inference mode.  hn_cache: GRU only, (T,B,H) in training.  hh_work: GRU only, (B,G*H). */
+ * in inference mode (cs: cells with PT_CELL_STATE only).  hn_cache: cells with PT_KEEPS,
+ * (T,B,H) in training.  hh_work: cells with PT_HIDDEN_APART, (B,G*H).  pt_step's work:
+ * (B,G*H), twice that with PT_HIDDEN_APART. */
 #define PT_FORWARD_DECL(REAL, SFX)                                                          \
     void pt_forward_##SFX(const pt_dims *d, int training, const REAL *x, const REAL *w_ih,  \
                           const REAL *w_hh, const REAL *b_ih, const REAL *b_hh,             \

@@ -1,5 +1,5 @@
 /* Kernels for one floating type.  kernels.c includes this file once per type with
- * REAL (float/double), SFX (f/d), SIGMOID, TANH, GEMM and GEMV defined. */
+ * REAL (float/double), SFX (f/d), SIGMOID, TANH, GEMM, GEMV, EXP and LOG defined. */
 
 #define PT_CAT2(a, b) a##_##b
 #define PT_CAT(a, b) PT_CAT2(a, b)
