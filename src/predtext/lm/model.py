@@ -112,10 +112,7 @@ class _StepBuffers:
 
     def __init__(self, model, batch):
         rnn, decoder = model.rnn, model.decoder
-        present = {"bias_ih": rnn.bias, "bias_hh": rnn.bias, "weight_ch": rnn.peephole}
-        layers = [[getattr(rnn, f"{kind}_l{k}") if present.get(kind, True) else None
-                   for kind in ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_ch")]
-                  for k in range(model.num_layers)]
+        layers = [rnn.layer_parameters(k) for k in range(model.num_layers)]
         self.network = model.ops.network_step(
             rnn.cell, model.embedding.weight.data, [[_data(p) for p in layer] for layer in layers],
             decoder.weight.data, _data(decoder.bias), batch)

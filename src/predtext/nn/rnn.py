@@ -243,13 +243,17 @@ class RNNBase(Module):
             d_layer_output = d_input
         return d_layer_output, dh0, dc0
 
-    def _params(self, index):
-        """(w_ih, w_hh, b_ih, b_hh, peephole) Parameters of one layer and direction.
+    def layer_parameters(self, index):
+        """(w_ih, w_hh, b_ih, b_hh, extra) Parameters of layer and direction ``index``
+        (``layer * num_directions + direction``), None for those the layer has not; extra
+        is the cell's extra weights (an LSTM's peepholes), what the kernels take.
 
         Looked up by name on every call, so a parameter replaced by assignment is used.
         """
         params = self._parameters
         return tuple(None if name is None else params[name] for name in self._names[index])
+
+    _params = layer_parameters
 
     def _dropout_mask(self, shape, p):
         keep = init.get_rng(self.rng).random(shape) >= p
