@@ -126,7 +126,7 @@ def simulate(text: str, suggest: Callable[[str, int], Sequence], k: int = 6,
     """Type ``text`` with ``suggest`` offering ``k`` suggestions; see the module doc for the rules.
 
     ``user``: ``"reader"`` or ``"glancer"``; ``typos``: the share of words mistyped (0 to 1),
-    chosen by a random generator seeded with ``seed``.
+    chosen by a random generator seeded with ``seed`` and the word's place in the text.
     """
     if not isinstance(text, str):
         raise TypeError(f"text must be str, got {type(text).__name__}")
@@ -137,7 +137,6 @@ def simulate(text: str, suggest: Callable[[str, int], Sequence], k: int = 6,
     if isinstance(typos, bool) or not isinstance(typos, (int, float)) or not 0 <= typos <= 1:
         raise ValueError(f"typos must be a share of words from 0 to 1, got {typos!r}")
     fold = (lambda s: s) if case_sensitive else str.casefold
-    rng = random.Random(seed)
     report = KsrReport(characters=len(text))
     words = list(iter_words(text))
     ends = {end: i for i, (_, end) in enumerate(words)}
@@ -167,6 +166,9 @@ def simulate(text: str, suggest: Callable[[str, int], Sequence], k: int = 6,
         """Type the word text[start:end]; where the text stands after it (0: at its end)."""
         intended = text[start:end]
         keys = intended
+        # Each word's slip is drawn from its own place in the text, so every user (and
+        # engine) gets the same slips whatever it took on the way.
+        rng = random.Random(seed * 1_000_003 + start)
         if typos and rng.random() < typos:
             keys = mistype(intended, rng)
             report.typos += keys != intended
