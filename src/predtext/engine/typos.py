@@ -111,6 +111,8 @@ class TypoCorrector:
     def learn(self, text: str) -> None:
         with self._lock:
             self._own.update(normalize_word(w) for w in tokenize(text))
+            self._hopeless = set()
+            self._last = ("", 0, [])
 
     def forget(self) -> None:
         with self._lock:
