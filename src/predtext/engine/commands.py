@@ -209,7 +209,8 @@ def _run_config(args):
     print(f"combination: {config.combination}; time budget: "
           f"{'none' if config.time_budget_ms is None else f'{config.time_budget_ms:g} ms'}; "
           f"repeat suggestions: {'yes' if config.repeat_suggestions else 'no'}; "
-          f"learning: {'on' if config.learn else 'off'}")
+          f"learning: {'on' if config.learn else 'off'}; "
+          f"word list: {'on' if config.word_list else 'off'}")
     print(f"user data: {user_data_dir()}")
     print("predictors:")
     width = max([len(spec.name) for spec in config.predictors] + [4])

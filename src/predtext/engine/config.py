@@ -30,7 +30,7 @@ DEFAULT_CONFIG_TOML = """\
 [engine]
 combination = "linear"    # "linear" (weighted sum) or "max" (meritocracy)
 time_budget_ms = 40       # a predictor slower than this is skipped for that keystroke
-repeat_suggestions = false  # offer again what was passed over for the word being typed?
+repeat_suggestions = false  # offer again what was passed over for the word being typed? (the best stays anyway)
 learn = true              # learn from what you write (Engine.learn)
 word_list = true          # a modern English word list (wordfreq) beside the model's words
 # model = "~/models/notes.safetensors"   # model file to load (default: the packaged model)

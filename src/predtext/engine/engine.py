@@ -169,8 +169,11 @@ class Engine:
         """Up to ``k`` suggestions for the cursor position, best first.
 
         Completions of the word being typed (``replace`` = its typed length), or next words at a
-        word boundary (``replace`` = 0). The typed word itself is never offered, nor, unless
-        ``repeat_suggestions`` is set, what was already offered and passed over for this word.
+        word boundary (``replace`` = 0), or corrections of a typo (``replace`` = its typed
+        length too). The typed word itself is never offered, nor, unless
+        ``repeat_suggestions`` is set, what was already offered and passed over for this word
+        -- except the best suggestion, which stays first: the list always holds what a fresh
+        engine would put first for the same text.
         Suggestions follow the user's case and apostrophes (straight or curly). Right after
         anything but a space or an opening mark ("well,", 'said "yes"') there are none: the
         next word comes after a space.
