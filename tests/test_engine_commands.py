@@ -90,6 +90,18 @@ def test_ksr_both_users_and_a_mistyping_typist(home, ngram_file, tmp_path, capsy
         assert report["keystrokes"] == report["typed"] + report["backspaces"] + report["selections"]
 
 
+def test_ksr_reads_neither_the_users_config_nor_history(home, ngram_file, text_file, capsys):
+    from predtext.engine.history import HISTORY_FILE
+
+    (home / "config.toml").write_text("[engine\nbroken", encoding="utf-8")
+    (home / "data").mkdir()
+    (home / "data" / HISTORY_FILE).write_text("zorbly zorbly zorbly\n", encoding="utf-8")
+    before = (home / "data" / HISTORY_FILE).read_bytes()
+    assert main(["ksr", str(text_file), "--model", str(ngram_file), "--user", "reader"]) == 0
+    assert (home / "data" / HISTORY_FILE).read_bytes() == before
+    assert "zorbly" not in capsys.readouterr().out
+
+
 def test_ksr_reads_standard_input(home, ngram_file, monkeypatch, capsys):
     monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(TEXT.encode("utf-8"))))
     assert main(["ksr", "-", "--model", str(ngram_file), "--json", "--user", "reader"]) == 0
@@ -144,8 +156,9 @@ def test_ksr_bad_input_is_one_line_and_exit_2(problem, home, ngram_file, text_fi
         args[3] = str(tmp_path / "bad.safetensors")
     elif problem == "missing model":
         args[3] = str(tmp_path / "none.safetensors")
-    elif problem == "bad config":
+    elif problem == "bad config":         # given with --config (the user's is never read)
         (home / "config.toml").write_text("[engine\ncombination = 3", encoding="utf-8")
+        args += ["--config", str(home / "config.toml")]
     if problem.startswith("k="):          # argparse rejects it before the command runs
         with pytest.raises(SystemExit) as exit_info:
             main(args)

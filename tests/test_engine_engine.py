@@ -220,10 +220,11 @@ def test_a_late_inline_predictor_is_dropped(caplog):
 
 
 def test_learning_changes_suggestions(engine):
-    assert "zebra" not in texts(engine.suggest("a zeb"))
-    engine.learn("a zebra crossing")
-    assert texts(engine.suggest("a zeb"))[0] == "zebra"
-    assert texts(engine.suggest("the zebra "))[0] == "crossing"
+    # (A word no corpus or word list knows.)
+    assert "zorbly" not in texts(engine.suggest("a zorb"))
+    engine.learn("a zorbly crossing")
+    assert texts(engine.suggest("a zorb"))[0] == "zorbly"
+    assert texts(engine.suggest("the zorbly "))[0] == "crossing"
 
 
 def test_accept_starts_a_new_word():
@@ -370,7 +371,7 @@ def test_engines_loaded_on_several_threads_at_once_all_get_their_predictors(monk
         thread.start()
     for thread in threads:
         thread.join()
-    assert names == {i: ["ngram", "history", "dictionary"] for i in range(4)}
+    assert names == {i: ["ngram", "history", "dictionary", "typos"] for i in range(4)}
 
 
 def test_a_hung_predictor_does_not_keep_the_program_from_exiting(tmp_path):
@@ -599,7 +600,7 @@ def test_two_predictors_over_one_model_never_learn_at_once():
             active[0] -= 1
 
     with Engine.load(model=model, config=config) as engine:
-        assert [p.name for p in engine.predictors] == ["ngram", "words"]
+        assert [p.name for p in engine.predictors] == ["ngram", "typos", "words"]
         model.learn = watched.__get__(model)
 
         def type_on():
