@@ -48,6 +48,7 @@ import copy
 import ctypes
 import ctypes.util
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -162,7 +163,7 @@ def run_presage(workdir: Path, train: str, test: str, k: int, predictors: str = 
         settings["Presage.PredictorRegistry.PREDICTORS"] = predictors
     presage = Presage(PRESAGE_CONFIG, settings)
     try:
-        return simulate(test, presage.suggest, k, learn=presage.learn)
+        return simulate(test, presage.suggest, k, learn=presage.learn, **SIMULATED)
     finally:
         presage.close()
 
@@ -171,7 +172,7 @@ def run_predtext(test: str, k: int, config: dict, model=None):
     """Type ``test`` with an engine over ``model`` (a model file, an NGramModel or None)."""
     engine = Engine.load(model=model, config=config)
     try:
-        return simulate(test, engine.suggest, k, learn=engine.learn)
+        return simulate(test, engine.suggest, k, learn=engine.learn, **SIMULATED)
     finally:
         engine.close()
 
@@ -194,6 +195,9 @@ def _words_only(config: dict) -> dict:
             config["predictors"][name]["phrase_words"] = 1
     return config
 
+
+# Who types (--user, --typos, --seed): the same simulated user for every row of a run.
+SIMULATED = {}
 
 # The default configuration, with the history kept in memory (no file in the user's home).
 PREDTEXT_DEFAULT = tomllib.loads(DEFAULT_CONFIG_TOML)
@@ -224,13 +228,18 @@ def shakespeare_rows(args, tmp: Path):
     if args.train:
         model = train_model(args.corpus, args.train_out or tmp / "model.safetensors", args.seconds)
     rows = []
-    if have_presage():
+    title = (f"KSR on the first {len(test)} characters of the held-out 10% of {args.corpus.name}, "
+             f"k={args.k}, case-insensitive, {_who()}" + (f"; model {Path(model).name}" if model else ""))
+    if have_presage() and args.only != "predtext":
         rows.append(("presage (default predictors)", run_presage(tmp, train, test, args.k)))
-        rows.append(("presage (smoothed n-gram alone)",
-                     run_presage(tmp, train, test, args.k, "DefaultSmoothedNgramPredictor")))
-    else:
+        if args.only != "presage":
+            rows.append(("presage (smoothed n-gram alone)",
+                         run_presage(tmp, train, test, args.k, "DefaultSmoothedNgramPredictor")))
+    elif args.only != "predtext":
         print("presage is not installed (apt-get install presage libpresage-data "
               "libpresage-dev): its rows are left out", file=sys.stderr)
+    if args.only == "presage":
+        return title, rows
     rows.append(("predtext (n-gram alone)",
                  run_predtext(test, args.k, _config({"ngram": 1.0}), NGramModel.from_text(train))))
     rows.append(("predtext (default config, no neural LM)",
@@ -242,9 +251,15 @@ def shakespeare_rows(args, tmp: Path):
                      run_predtext(test, args.k, _config(DEFAULT_WEIGHTS), model)))
         rows.append(("predtext (same, single words only)",
                      run_predtext(test, args.k, _words_only(_config(DEFAULT_WEIGHTS)), model)))
-    title = (f"KSR on the first {len(test)} characters of the held-out 10% of {args.corpus.name}, "
-             f"k={args.k}, case-insensitive" + (f"; model {Path(model).name}" if model else ""))
     return title, rows
+
+
+def _who() -> str:
+    """The simulated user of this run, in words."""
+    who = SIMULATED.get("user", "reader")
+    if SIMULATED.get("typos"):
+        who += f", {SIMULATED['typos']:.0%} of words mistyped (seed {SIMULATED.get('seed', 0)})"
+    return who
 
 
 def all_corpora() -> list:
@@ -257,14 +272,16 @@ def english_rows(args, tmp: Path):
     corpora = all_corpora()
     train = "\n\n".join(path.read_text(encoding="utf-8") for path in corpora)
     rows = []
-    if have_presage():
+    if have_presage() and args.only != "predtext":
         rows.append(("presage (default predictors)", run_presage(tmp, train, test, args.k)))
-    else:
+    elif args.only != "predtext":
         print("presage is not installed: its rows are left out", file=sys.stderr)
     from predtext.engine.engine import default_model
 
     model = args.model or default_model()
-    if model is not None:
+    if args.only == "presage":
+        pass
+    elif model is not None:
         rows.append(("predtext (default engine)", run_predtext(test, args.k, PREDTEXT_DEFAULT, model)))
         rows.append(("predtext (same, single words only)",
                      run_predtext(test, args.k, _words_only(copy.deepcopy(PREDTEXT_DEFAULT)), model)))
@@ -275,7 +292,7 @@ def english_rows(args, tmp: Path):
         rows.append(("predtext (default, n-gram of the corpora)",
                      run_predtext(test, args.k, PREDTEXT_DEFAULT, ngram)))
     title = (f"KSR on {ENGLISH_TEXT.name} ({len(test)} characters, in no corpus), k={args.k}, "
-             f"case-insensitive; trained on {len(corpora)} corpora"
+             f"case-insensitive, {_who()}; trained on {len(corpora)} corpora"
              + (f"; model {Path(model).name}" if model else ""))
     return title, rows
 
@@ -329,8 +346,20 @@ def main(argv=None) -> int:
                       help="the original English text, engines trained on all shared corpora")
     mode.add_argument("--tune", action="store_true",
                       help="grid-search the combination on the training part")
+    parser.add_argument("--user", choices=("reader", "glancer"), default="reader",
+                        help="the simulated user: looks at every list (reader) or before each "
+                             "word and after every 3rd letter (glancer)")
+    parser.add_argument("--typos", type=float, default=0.0,
+                        help="share of words the typist mistypes once (seeded), 0 to 1")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the typos")
+    parser.add_argument("--only", choices=("presage", "predtext"),
+                        help="run only that engine's rows")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     args = parser.parse_args(argv)
+    SIMULATED.update(user=args.user, typos=args.typos, seed=args.seed)
+    # Nothing learned reaches the user's own history or config, whatever the rows do.
+    os.environ["PREDTEXT_DATA_DIR"] = tempfile.mkdtemp(prefix="bench_ksr_data_")
+    os.environ["PREDTEXT_CONFIG"] = os.path.join(os.environ["PREDTEXT_DATA_DIR"], "none.toml")
 
     with tempfile.TemporaryDirectory(prefix="bench_ksr_") as tmp:
         if args.english:

@@ -52,7 +52,8 @@ def one_line_error(capsys, command):
 def test_ksr_prints_savings_counts_and_latency(home, ngram_file, text_file, capsys):
     assert main(["ksr", str(text_file), "--model", str(ngram_file)]) == 0
     out = capsys.readouterr().out
-    assert out.startswith("KSR ") and f"on {len(TEXT):,} characters (k=6" in out
+    assert out.startswith("reader: KSR ") and f"on {len(TEXT):,} characters (k=6" in out
+    assert "\nglancer: KSR " in out            # both simulated users, one after the other
     assert "typed" in out and "selections" in out and "of them phrases" in out
     assert "p50" in out and "p90" in out and "p99" in out
     # Learning stayed in memory: no history file was written.
@@ -60,8 +61,10 @@ def test_ksr_prints_savings_counts_and_latency(home, ngram_file, text_file, caps
 
 
 def test_ksr_json_is_one_object(home, ngram_file, text_file, capsys):
-    assert main(["ksr", str(text_file), "--model", str(ngram_file), "-k", "3", "--json"]) == 0
+    assert main(["ksr", str(text_file), "--model", str(ngram_file), "-k", "3", "--json",
+                 "--user", "reader"]) == 0
     report = json.loads(capsys.readouterr().out)
+    assert report["user"] == "reader"
     assert report["characters"] == len(TEXT) and report["k"] == 3
     assert report["keystrokes"] == report["typed"] + report["selections"]
     assert report["ksr"] == pytest.approx(1 - report["keystrokes"] / len(TEXT))
@@ -72,9 +75,35 @@ def test_ksr_json_is_one_object(home, ngram_file, text_file, capsys):
     assert "ngram" in report["predictors"]
 
 
+def test_ksr_both_users_and_a_mistyping_typist(home, ngram_file, tmp_path, capsys):
+    # Words the model never saw: each is typed, with a slip (then corrected or rubbed out).
+    strange = tmp_path / "strange.txt"
+    strange.write_text("zebra quokka wombat\n", encoding="utf-8")
+    assert main(["ksr", str(strange), "--model", str(ngram_file), "--json",
+                 "--typos", "1", "--seed", "4"]) == 0
+    reports = json.loads(capsys.readouterr().out)
+    assert set(reports) == {"reader", "glancer"}
+    for user, report in reports.items():
+        assert report["user"] == user and report["typos_share"] == 1.0
+        assert report["typos"] == 3 and report["backspaces"] > 0
+        assert report["keystrokes"] == report["typed"] + report["backspaces"] + report["selections"]
+
+
+def test_ksr_reads_neither_the_users_config_nor_history(home, ngram_file, text_file, capsys):
+    from predtext.engine.history import HISTORY_FILE
+
+    (home / "config.toml").write_text("[engine\nbroken", encoding="utf-8")
+    (home / "data").mkdir()
+    (home / "data" / HISTORY_FILE).write_text("zorbly zorbly zorbly\n", encoding="utf-8")
+    before = (home / "data" / HISTORY_FILE).read_bytes()
+    assert main(["ksr", str(text_file), "--model", str(ngram_file), "--user", "reader"]) == 0
+    assert (home / "data" / HISTORY_FILE).read_bytes() == before
+    assert "zorbly" not in capsys.readouterr().out
+
+
 def test_ksr_reads_standard_input(home, ngram_file, monkeypatch, capsys):
     monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(TEXT.encode("utf-8"))))
-    assert main(["ksr", "-", "--model", str(ngram_file), "--json"]) == 0
+    assert main(["ksr", "-", "--model", str(ngram_file), "--json", "--user", "reader"]) == 0
     assert json.loads(capsys.readouterr().out)["characters"] == len(TEXT)
 
 
@@ -87,7 +116,7 @@ def test_ksr_with_a_language_model_file(home, text_file, tmp_path, capsys):
           log=lambda line: None)
     short = tmp_path / "short.txt"
     short.write_text(TEXT[:120], encoding="utf-8")
-    assert main(["ksr", str(short), "--model", str(model), "--json"]) == 0
+    assert main(["ksr", str(short), "--model", str(model), "--json", "--user", "reader"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["predictors"][:2] == ["neural", "ngram"]
 
@@ -95,7 +124,7 @@ def test_ksr_with_a_language_model_file(home, text_file, tmp_path, capsys):
 def test_ksr_whitespace_only_text_saves_nothing(home, ngram_file, tmp_path, capsys):
     blank = tmp_path / "blank.txt"
     blank.write_text("  \n\t \n", encoding="utf-8")
-    assert main(["ksr", str(blank), "--model", str(ngram_file), "--json"]) == 0
+    assert main(["ksr", str(blank), "--model", str(ngram_file), "--json", "--user", "reader"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["ksr"] == 0 and report["typed"] == 6
 
@@ -126,8 +155,9 @@ def test_ksr_bad_input_is_one_line_and_exit_2(problem, home, ngram_file, text_fi
         args[3] = str(tmp_path / "bad.safetensors")
     elif problem == "missing model":
         args[3] = str(tmp_path / "none.safetensors")
-    elif problem == "bad config":
+    elif problem == "bad config":         # given with --config (the user's is never read)
         (home / "config.toml").write_text("[engine\ncombination = 3", encoding="utf-8")
+        args += ["--config", str(home / "config.toml")]
     if problem.startswith("k="):          # argparse rejects it before the command runs
         with pytest.raises(SystemExit) as exit_info:
             main(args)

@@ -68,15 +68,16 @@ def test_the_typed_word_alone_is_never_offered():
         assert "Cat" not in texts(engine.suggest("A Cat"))
 
 
-def test_passed_over_suggestions_are_not_offered_again_for_that_word():
+def test_passed_over_suggestions_give_way_below_the_best():
     words = ["cab", "cad", "cafe", "cage", "cake", "calf"]
     with Engine([WordList(words)], unhurried()) as engine:
-        assert texts(engine.suggest("the c", k=2)) == ["cab", "cad"]
-        assert texts(engine.suggest("the ca", k=2)) == ["cafe", "cage"]
-        assert texts(engine.suggest("the ca", k=2)) == ["cafe", "cage"]   # asked again: same answer
-        assert texts(engine.suggest("the caf", k=2)) == []
-        assert texts(engine.suggest("the c", k=2)) == ["cab", "cad"]      # backspace: start over
-        assert texts(engine.suggest("the cab c", k=2)) == ["cab", "cad"]  # a new word
+        assert texts(engine.suggest("the c", k=3)) == ["cab", "cad", "cafe"]
+        # The best stays (a fresh engine offers it first); the others passed over give way.
+        assert texts(engine.suggest("the ca", k=3)) == ["cab", "cage", "cake"]
+        assert texts(engine.suggest("the ca", k=3)) == ["cab", "cage", "cake"]   # asked again
+        assert texts(engine.suggest("the caf", k=3)) == ["cafe"]   # passed over, but the best
+        assert texts(engine.suggest("the c", k=3)) == ["cab", "cad", "cafe"]   # backspace: anew
+        assert texts(engine.suggest("the cab c", k=3)) == ["cab", "cad", "cafe"]  # a new word
     repeating = dataclasses.replace(unhurried(), repeat_suggestions=True)
     with Engine([WordList(words)], repeating) as engine:
         engine.suggest("the c", k=2)
@@ -86,7 +87,7 @@ def test_passed_over_suggestions_are_not_offered_again_for_that_word():
 def test_boundary_offers_count_as_passed_over_for_the_next_word():
     with Engine([WordList(["cab", "cad", "cafe"])], unhurried()) as engine:
         assert texts(engine.suggest("the ", k=2)) == ["cab", "cad"]
-        assert texts(engine.suggest("the c", k=2)) == ["cafe"]
+        assert texts(engine.suggest("the c", k=2)) == ["cab", "cafe"]
 
 
 def test_suggestions_follow_the_users_case():
@@ -235,10 +236,11 @@ def test_a_late_inline_predictor_is_dropped(caplog):
 
 
 def test_learning_changes_suggestions(engine):
-    assert "zebra" not in texts(engine.suggest("a zeb"))
-    engine.learn("a zebra crossing")
-    assert texts(engine.suggest("a zeb"))[0] == "zebra"
-    assert texts(engine.suggest("the zebra "))[0] == "crossing"
+    # (A word no corpus or word list knows.)
+    assert "zorbly" not in texts(engine.suggest("a zorb"))
+    engine.learn("a zorbly crossing")
+    assert texts(engine.suggest("a zorb"))[0] == "zorbly"
+    assert texts(engine.suggest("the zorbly "))[0] == "crossing"
 
 
 def test_accept_starts_a_new_word():
@@ -386,7 +388,7 @@ def test_engines_loaded_on_several_threads_at_once_all_get_their_predictors(monk
         thread.start()
     for thread in threads:
         thread.join()
-    assert names == {i: ["ngram", "history", "dictionary"] for i in range(4)}
+    assert names == {i: ["ngram", "history", "dictionary", "typos"] for i in range(4)}
 
 
 def test_a_hung_predictor_does_not_keep_the_program_from_exiting(tmp_path):
@@ -619,7 +621,7 @@ def test_two_predictors_over_one_model_never_learn_at_once():
             active[0] -= 1
 
     with Engine.load(model=model, config=config) as engine:
-        assert [p.name for p in engine.predictors] == ["ngram", "words"]
+        assert [p.name for p in engine.predictors] == ["ngram", "typos", "words"]
         model.learn = watched.__get__(model)
 
         def type_on():
@@ -698,4 +700,29 @@ def test_what_was_passed_over_stays_out_as_the_read_window_moves():
         text = "x" * padding + " "
         with Engine([WordList(words)], unhurried()) as engine:
             offered = [texts(engine.suggest(text + typed, k=2)) for typed in ("h", "he", "hel")]
-        assert offered == [["hello", "help"], ["helmet", "helium"], ["helix", "hell"]], padding
+        assert offered == [["hello", "help"], ["hello", "helmet"], ["hello", "helium"]], padding
+
+
+def test_the_word_typed_toward_stays_offered_whatever_was_shown_before():
+    # Key by key, whatever the engine showed on the way: at each keystroke its list holds
+    # what a fresh engine puts first for the same text.
+    line = "the dog ran after the cat, and the cat sat down"
+    model = NGramModel.from_text(TEXT)
+    with Engine.load(model=model, config={"engine": {"word_list": False}}) as typing:
+        for end in range(1, len(line) + 1):
+            shown = texts(typing.suggest(line[:end]))
+            with Engine.load(model=model, config={"engine": {"word_list": False}}) as fresh:
+                best = texts(fresh.suggest(line[:end]))[:1]
+            assert best == shown[:1], line[:end]
+
+
+def test_history_goes_where_the_application_says(tmp_path, monkeypatch):
+    from predtext.engine.history import HISTORY_FILE
+
+    monkeypatch.setenv("PREDTEXT_DATA_DIR", str(tmp_path / "user"))
+    with Engine.load(model=NGramModel.from_text(TEXT), data_dir=tmp_path / "app") as engine:
+        engine.learn("a line the user wrote")
+    assert (tmp_path / "app" / HISTORY_FILE).exists()
+    assert not (tmp_path / "user").exists()
+    with pytest.raises(TypeError, match="data_dir"):
+        Engine.load(model=NGramModel.from_text(TEXT), data_dir=3)

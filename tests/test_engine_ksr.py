@@ -79,3 +79,57 @@ def test_a_phrase_is_one_selection_for_all_its_words():
 def test_a_phrase_counts_only_when_it_writes_whole_words_of_the_text(phrase):
     report = simulate("as soon as it can", offer([phrase]), k=6)
     assert report.selections == 0 and report.typed == 17
+
+
+
+def test_the_glancer_looks_before_a_word_and_after_every_third_letter():
+    # "cathedral" is offered once a letter of it is typed: the reader takes it after "c",
+    # the glancer only after "cat" (the engine is asked at every keystroke all the same).
+    asked = []
+
+    def suggest(text, k):
+        asked.append(text)
+        typed = text.split(" ")[-1]
+        return [Suggestion("cathedral", len(typed))] if typed else []
+    reader = simulate("a cathedral", suggest, k=6)
+    assert (reader.typed, reader.selections) == (3, 1)        # "a", " ", "c"; then taken
+    asked.clear()
+    glancer = simulate("a cathedral", suggest, k=6, user="glancer")
+    assert (glancer.typed, glancer.selections) == (5, 1)      # "a", " ", "cat"; then taken
+    assert asked == ["", "a ", "a c", "a ca", "a cat"]
+    with pytest.raises(ValueError, match="user"):
+        simulate("a", suggest, user="skimmer")
+
+
+def test_the_typist_slips_once_a_word_in_the_ways_people_do():
+    import random
+
+    from predtext.engine.ksr import mistype
+
+    rng = random.Random(0)
+    slips = [mistype("receive", rng) for _ in range(200)]
+    assert "receive" not in slips and all(abs(len(s) - 7) <= 1 for s in slips)
+    lengths = {len(s) for s in slips}
+    assert lengths == {6, 7, 8}                 # dropped, swapped or next key, doubled
+    assert any(s == "recieve" for s in slips)   # a swap
+    assert mistype("", rng) == ""
+
+
+def test_a_typo_with_nothing_offered_is_typed_out_rubbed_out_and_retyped():
+    report = simulate("the receive", offer([]), k=6, typos=1.0, seed=1)
+    assert report.typos == 2 and report.corrections_taken == 0 and report.selections == 0
+    assert report.backspaces > 0
+    # Every intended letter is typed once, plus the slipped letters rubbed out again.
+    assert report.keystrokes == report.typed + report.backspaces > len("the receive")
+    assert simulate("the receive", offer([]), k=6, typos=1.0, seed=1).keystrokes == report.keystrokes
+
+
+def test_a_typo_is_fixed_by_taking_a_correction_of_the_typed_part():
+    def correct(text, k):
+        typed = text.split(" ")[-1]
+        return [Suggestion("receive", len(typed))] if typed and not "receive".startswith(typed) else []
+    report = simulate("receive", correct, k=6, typos=1.0, seed=3)
+    assert report.typos == 1 and report.selections == 1 and report.backspaces == 0
+    assert report.words_selected == 1 and report.keystrokes < 7
+    with pytest.raises(ValueError, match="typos"):
+        simulate("a", offer([]), typos=1.5)

@@ -135,6 +135,23 @@ def test_words_the_vocabulary_does_not_know_count_less_or_not_at_all(model):
     assert unknown[0][1] in {c.text for c in suggest(floored, "the c", k=12)}
 
 
+def test_without_invented_words_only_known_and_written_words_are_offered(model):
+    plain = [c.text for c in suggest(NeuralPredictor(model), "the c", k=12)]
+    invented = [w for w in plain if w != "cat"]
+    assert "cat" in plain and invented
+    strict = NeuralPredictor(model, known_words={"cat"}, invented_words=False)
+    assert [c.text for c in suggest(strict, "the c", k=12)] == ["cat"]
+    strict.learn(f"a {invented[0]} here")          # the user's own writing is known
+    assert invented[0] in {c.text for c in suggest(strict, "the c", k=12)}
+    # The factory: the word list the engine loaded counts as known, and the option is checked.
+    made = make_predictor({"invented_words": False},
+                          Resources(vocabulary={"cat": 1.0},
+                                    extra={"language_model": model, "word_list": {invented[0]: 1e-4}}))
+    assert {c.text for c in suggest(made, "the c", k=12)} == {"cat", invented[0]}
+    with pytest.raises(ValueError, match="invented_words"):
+        make_predictor({"invented_words": "no"}, Resources(extra={"language_model": model}))
+
+
 @pytest.mark.parametrize("option", ["unknown_weight", "unknown_min"])
 @pytest.mark.parametrize("value", [-0.1, 1.5, "0.2", True])
 def test_unknown_word_options_are_checked(model, option, value):

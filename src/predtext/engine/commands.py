@@ -23,8 +23,13 @@ The text is typed as a user with a suggestion bar would: before each character o
 the engine offers k suggestions; when one completes the word it is taken (one keystroke)
 and the space after it comes free (a phrase, when it writes the next words of the text too,
 takes them all for that one keystroke); every other character is typed. Each finished line is
-learned, as in the terminal on Enter (in memory only: your history file is not touched).
-KSR = 1 - (typed characters + selections) / characters.
+learned, as in the terminal on Enter (in memory only: your history file is neither read nor
+written, and your config is not read unless given with --config).
+Two users type it, each with a fresh engine: the reader looks at every list; the glancer
+only before a word's first letter and after every third letter (the engine is asked at
+every keystroke all the same). With --typos a share of the words is mistyped once (seeded):
+a correction offered is taken, else the typo is rubbed out with backspaces and retyped.
+KSR = 1 - (typed characters + backspaces + selections) / characters.
 """
 
 
@@ -80,10 +85,11 @@ def _read_text(path: str) -> str:
 
 
 def _engine_config(path):
-    """The engine config (the user's, or ``path``), with the history kept in memory only."""
-    from predtext.engine.config import load_config
+    """The engine config: ``path``, else the defaults (a measurement must not depend on the
+    user's own settings), with the history kept in memory only."""
+    from predtext.engine.config import default_config, load_config
 
-    config = load_config(path)
+    config = load_config(path) if path is not None else default_config()
     for spec in config.predictors:
         if spec.type == "history":
             spec.options["persist"] = False
@@ -103,10 +109,29 @@ def _ksr_arguments(parser):
                              "default: the configured or packaged model")
     parser.add_argument("-k", type=_suggestion_count, default=6, metavar="K",
                         help=f"suggestions offered per keystroke (1-{MAX_K}, default 6)")
-    parser.add_argument("--config", metavar="PATH", help="engine config file (default: yours)")
+    parser.add_argument("--config", metavar="PATH", help="engine config file (default: the defaults, not yours)")
     parser.add_argument("--case-sensitive", action="store_true",
                         help="a suggestion must match the word's case to count")
-    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--user", choices=("reader", "glancer", "both"), default="both",
+                        help="who types: the reader looks at every list, the glancer before "
+                             "each word and after every 3rd letter (default: both, one after "
+                             "the other)")
+    parser.add_argument("--typos", type=_share, default=0.0, metavar="SHARE",
+                        help="share of words mistyped once, 0 to 1 (default 0)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the typos (default 0)")
+    parser.add_argument("--json", action="store_true",
+                        help="print one JSON object (with --user both: one per user, by name)")
+
+
+def _share(text: str) -> float:
+    """argparse type for --typos: a share from 0 to 1."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"a share from 0 to 1, got {text!r}")
+    return value
 
 
 def _run_ksr(args):
@@ -116,28 +141,41 @@ def _run_ksr(args):
     text = _read_text(args.text)
     if not text:
         raise ValueError(f"{'standard input' if args.text == '-' else args.text}: the text is empty")
-    config = _engine_config(args.config)
-    engine = Engine.load(model=args.model, config=config)
-    try:
-        report = simulate(text, engine.suggest, args.k, learn=engine.learn,
-                          case_sensitive=args.case_sensitive)
-    finally:
-        engine.close()
-    summary = report.summary()
-    summary["k"] = args.k
-    summary["predictors"] = [p.name for p in engine.predictors]
+    users = ("reader", "glancer") if args.user == "both" else (args.user,)
+    summaries = {}
+    for user in users:
+        # A fresh engine for each user: what one learned must not help the other.
+        engine = Engine.load(model=args.model, config=_engine_config(args.config))
+        try:
+            report = simulate(text, engine.suggest, args.k, learn=engine.learn,
+                              case_sensitive=args.case_sensitive, user=user,
+                              typos=args.typos, seed=args.seed)
+        finally:
+            engine.close()
+        summary = report.summary()
+        summary.update(k=args.k, user=user, typos_share=args.typos,
+                       predictors=[p.name for p in engine.predictors])
+        summaries[user] = summary
+        if not args.json:
+            _print_ksr(report, summary, args)
     if args.json:
-        print(json.dumps(summary))
-        return 0
-    print(f"KSR {report.ksr * 100:.1f}% on {report.characters:,} characters (k={args.k}; "
-          f"predictors: {', '.join(summary['predictors']) or 'none'})")
-    print(f"keystrokes {report.keystrokes:,}: typed {report.typed:,}, selections "
+        print(json.dumps(summaries[users[0]] if len(users) == 1 else summaries))
+    return 0
+
+
+def _print_ksr(report, summary, args):
+    mistyped = (f"; {report.typos:,} words mistyped ({args.typos:.0%}), "
+                f"{report.corrections_taken:,} corrections taken, "
+                f"{report.backspaces:,} backspaces" if args.typos else "")
+    print(f"{summary['user']}: KSR {report.ksr * 100:.1f}% on {report.characters:,} characters "
+          f"(k={args.k}; predictors: {', '.join(summary['predictors']) or 'none'})")
+    print(f"  keystrokes {report.keystrokes:,}: typed {report.typed:,}, selections "
           f"{report.selections:,} ({report.phrases_selected:,} of them phrases); free spaces "
-          f"{report.free_spaces:,}; words selected {report.words_selected:,} of {report.words:,}")
-    print(f"suggest() latency: p50 {report.latency_percentile(50):.2f} ms, "
+          f"{report.free_spaces:,}; words selected {report.words_selected:,} of "
+          f"{report.words:,}{mistyped}")
+    print(f"  suggest() latency: p50 {report.latency_percentile(50):.2f} ms, "
           f"p90 {report.latency_percentile(90):.2f} ms, p99 {report.latency_percentile(99):.2f} ms "
           f"({len(report.latencies_ms):,} calls)")
-    return 0
 
 
 # ---------------------------------------------------------------- config
@@ -171,7 +209,8 @@ def _run_config(args):
     print(f"combination: {config.combination}; time budget: "
           f"{'none' if config.time_budget_ms is None else f'{config.time_budget_ms:g} ms'}; "
           f"repeat suggestions: {'yes' if config.repeat_suggestions else 'no'}; "
-          f"learning: {'on' if config.learn else 'off'}")
+          f"learning: {'on' if config.learn else 'off'}; "
+          f"word list: {'on' if config.word_list else 'off'}")
     print(f"user data: {user_data_dir()}")
     print("predictors:")
     width = max([len(spec.name) for spec in config.predictors] + [4])

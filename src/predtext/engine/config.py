@@ -30,14 +30,16 @@ DEFAULT_CONFIG_TOML = """\
 [engine]
 combination = "linear"    # "linear" (weighted sum) or "max" (meritocracy)
 time_budget_ms = 40       # a predictor slower than this is skipped for that keystroke
-repeat_suggestions = false  # offer again what was passed over for the word being typed?
+repeat_suggestions = false  # offer again what was passed over for the word being typed? (the best stays anyway)
 learn = true              # learn from what you write (Engine.learn)
+word_list = true          # a modern English word list (wordfreq) beside the model's words
 # model = "~/models/notes.safetensors"   # model file to load (default: the packaged model)
 
 [predictors.neural]       # the language model: beam search over characters, or next words
 weight = 1.0
-unknown_weight = 0.2      # a spelled-out word the vocabulary does not know counts less
-unknown_min = 0.02        # ... and is not offered at all below this probability ("soonly")
+invented_words = false    # offer spellings no vocabulary, word list or writing of yours knows?
+unknown_weight = 0.2      # with invented_words: such a spelling counts less ("soonly")
+unknown_min = 0.02        # ... and is not offered at all below this probability
 
 [predictors.ngram]        # n-gram of the loaded model's corpus
 weight = 0.65
@@ -51,6 +53,9 @@ weight = 0.35
 weight = 0.02
 
 [predictors.abbreviations]  # your table: brb = "be right back"; `path` to a TOML file
+weight = 1.0
+
+[predictors.typos]        # corrections of a word typed with a slip ("teh" -> the), to take or leave
 weight = 1.0
 """
 
@@ -111,6 +116,7 @@ class EngineConfig:
     time_budget_ms: Optional[float] = 40.0
     repeat_suggestions: bool = False
     learn: bool = True
+    word_list: bool = True
     model: Optional[str] = None
     predictors: List[PredictorConfig] = field(default_factory=list)
     source: str = "<defaults>"
@@ -154,7 +160,7 @@ class EngineConfig:
                 if not isinstance(value, str) or not value.strip():
                     fail(f"engine.model must be the path of a model file, got {value!r}")
                 config.model = value
-            elif key in ("repeat_suggestions", "learn"):
+            elif key in ("repeat_suggestions", "learn", "word_list"):
                 if not isinstance(value, bool):
                     fail(f"engine.{key} must be true or false, got {value!r}")
                 setattr(config, key, value)

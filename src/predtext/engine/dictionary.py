@@ -47,6 +47,21 @@ class Dictionary:
         self._keys: List[str] = sorted(merged)
         self._forms = [merged[key][2] for key in self._keys]
         self._frequencies = np.array([merged[key][0] for key in self._keys], dtype=np.float64)
+        # Running shares (a plain list: read thousands of times a keystroke by the typo
+        # corrector, faster than NumPy scalars): a prefix's mass is one subtraction.
+        total = float(self._frequencies.sum())
+        self._cumulative = (np.concatenate([[0.0], np.cumsum(self._frequencies)])
+                            / (total if total > 0 else 1.0)).tolist()
+
+    def prefix_share(self, key: str) -> float:
+        """The share of the word list's frequency held by the words that start with ``key``
+        (already lower-case, as :func:`normalize_word` makes it): how likely a word begun so is."""
+        keys = self._keys
+        lo = bisect.bisect_left(keys, key)
+        if lo == len(keys) or not keys[lo].startswith(key):
+            return 0.0
+        hi = bisect.bisect_left(keys, key + "\U0010ffff", lo)
+        return self._cumulative[hi] - self._cumulative[lo]
 
     def __len__(self) -> int:
         return len(self._keys)
@@ -110,6 +125,34 @@ class DictionaryPredictor:
         return [Candidate(w, p) for w, p in self.dictionary.complete(context.prefix, k)]
 
 
+def mix_frequencies(corpus: Mapping[str, float], modern: Mapping[str, float],
+                    corpus_share: float = 0.5) -> Dict[str, float]:
+    """Each word's share of ``corpus`` (counts) and of ``modern`` (a frequency list), mixed:
+    ``corpus_share`` x the one + the rest x the other. A word either source knows is ranked
+    by how common it is in both (the model's corpora are old books; the list, today's text)."""
+    mixed: Dict[str, float] = {}
+    for words, share in ((corpus, corpus_share), (modern, 1.0 - corpus_share)):
+        total = float(sum(f for f in words.values() if f > 0))
+        if total > 0:
+            for word, frequency in words.items():
+                if frequency > 0:
+                    mixed[word] = mixed.get(word, 0.0) + share * frequency / total
+    return mixed
+
+
+def shared_dictionary(resources: Resources) -> Optional[Dictionary]:
+    """The loaded vocabulary mixed with the engine's word list (when it loaded one), made
+    once for all the predictors built from ``resources`` (the typo corrector uses it too)."""
+    if "dictionary" not in resources.extra:
+        word_list = resources.extra.get("word_list")
+        if resources.vocabulary and word_list:
+            words = mix_frequencies(resources.vocabulary, word_list)
+        else:
+            words = resources.vocabulary or word_list
+        resources.extra["dictionary"] = Dictionary(words) if words else None
+    return resources.extra["dictionary"]
+
+
 def system_word_list() -> Optional[Path]:
     """The system's word list (``/usr/share/dict/words``) when there is one."""
     for candidate in SYSTEM_WORD_LISTS:
@@ -121,14 +164,15 @@ def system_word_list() -> Optional[Path]:
 def make_predictor(options: Mapping[str, Any], resources: Resources) -> DictionaryPredictor:
     """Factory for ``type = "dictionary"``.
 
-    Word source, first found: ``path`` in the options; the loaded model's vocabulary; the
-    system word list. Raises ``ValueError`` when there is none.
+    Word source, first found: ``path`` in the options; the loaded model's vocabulary, mixed
+    with the engine's word list when it loaded one (``engine.word_list``); the word list;
+    the system word list. Raises ``ValueError`` when there is none.
     """
     path = options.get("path")
     if path:
         dictionary = Dictionary.from_file(os.path.expanduser(str(path)))
-    elif resources.vocabulary:
-        dictionary = Dictionary(resources.vocabulary)
+    elif resources.vocabulary or resources.extra.get("word_list"):
+        dictionary = shared_dictionary(resources)
     elif system_word_list() is not None:
         dictionary = Dictionary.from_file(system_word_list())
     else:

@@ -28,6 +28,10 @@ _LEARN_WAIT_S = 5.0
 # A suggestion this many times less likely than the best one is noise ("don'e" beside "don't"):
 # an empty slot is better. (Measured: no keystroke lost at 1e-3; 1e-2 loses 0.6 points.)
 _NOISE_RATIO = 1e-3
+# How many of the best suggestions stay offered although passed over for the word being
+# typed: a person who types on without looking must still find the word typed toward,
+# which a fresh engine would rank first; the passed-over rule only frees the slots below.
+_KEEP_BEST = 1
 
 
 class Engine:
@@ -80,7 +84,7 @@ class Engine:
     # ------------------------------------------------------------------ building
 
     @classmethod
-    def load(cls, model=None, config=None) -> "Engine":
+    def load(cls, model=None, config=None, data_dir=None) -> "Engine":
         """The engine the config describes, over ``model``.
 
         ``model`` is one of:
@@ -98,16 +102,28 @@ class Engine:
         ``config`` is an :class:`EngineConfig`, a path to a TOML file, a dict, or ``None`` for
         the user's config file (or the defaults).
 
+        ``data_dir``: where the history predictors keep what the user wrote (an embedding
+        application's own place), instead of the user data directory
+        (:func:`~predtext.engine.config.user_data_dir`); a predictor's own ``data_dir``
+        option, or ``persist = false``, still wins.
+
         A predictor that cannot be built (unknown type, broken plugin, missing data) is skipped
         with a warning in the log; a bad config file raises ``ConfigError`` naming it, and a
         missing or unreadable model file ``ModelFileError`` naming it.
         """
+        if data_dir is not None and not isinstance(data_dir, (str, os.PathLike)):
+            raise TypeError(f"data_dir must be a path, got {type(data_dir).__name__}")
         config = _as_config(config)
         language_model, ngram = load_models(model if model is not None else default_model(config))
         if ngram is None and language_model is not None:
             ngram = getattr(language_model, "ngram", None)
+        extra = {"language_model": language_model}
+        if config.word_list:
+            from predtext.engine.wordlist import english_words
+
+            extra["word_list"] = english_words()
         resources = Resources(ngram=ngram, vocabulary=_vocabulary(ngram, language_model),
-                              extra={"language_model": language_model})
+                              extra=extra)
         predictors, stores = [], {}
         for spec in config.predictors:
             if not spec.enabled:
@@ -118,8 +134,11 @@ class Engine:
             if spec.type == "ngram" and ngram is None and not spec.options.get("path"):
                 log.info("predictor %r: no n-gram model loaded, left out", spec.name)
                 continue
+            options = spec.options
+            if data_dir is not None and spec.type == "history" and not options.get("data_dir"):
+                options = {**options, "data_dir": str(data_dir)}
             try:
-                predictor = create_predictor(spec.type, spec.options, resources)
+                predictor = create_predictor(spec.type, options, resources)
             except Exception as exc:     # one bad predictor must not take the engine down
                 log.warning("predictor %r (type %r) skipped: %s", spec.name, spec.type, exc)
                 continue
@@ -150,8 +169,11 @@ class Engine:
         """Up to ``k`` suggestions for the cursor position, best first.
 
         Completions of the word being typed (``replace`` = its typed length), or next words at a
-        word boundary (``replace`` = 0). The typed word itself is never offered, nor, unless
-        ``repeat_suggestions`` is set, what was already offered and passed over for this word.
+        word boundary (``replace`` = 0), or corrections of a typo (``replace`` = its typed
+        length too). The typed word itself is never offered, nor, unless
+        ``repeat_suggestions`` is set, what was already offered and passed over for this word
+        -- except the best suggestion, which stays first: the list always holds what a fresh
+        engine would put first for the same text.
         Suggestions follow the user's case and apostrophes (straight or curly). Right after
         anything but a space or an opening mark ("well,", 'said "yes"') there are none: the
         next word comes after a space.
@@ -170,7 +192,8 @@ class Engine:
             ranked = combine([(p.name, self._weights[id(p)], c) for p, c in answers],
                              self.config.combination)
             self._apostrophe = last_apostrophe(context.text) or self._apostrophe
-            suggestions = self._shape(ranked, context, excluded, k, self._apostrophe)
+            suggestions = self._shape(ranked, context, excluded, k, self._apostrophe,
+                                      _KEEP_BEST)
             self._offered.update(normalize_word(s.text) for s in suggestions)
             self._last = (key, suggestions)
             return list(suggestions)
@@ -196,13 +219,17 @@ class Engine:
 
     @staticmethod
     def _shape(ranked: List[Suggestion], context: Context, excluded: set, k: int,
-               apostrophe: str) -> List[Suggestion]:
+               apostrophe: str, keep_best: int = 0) -> List[Suggestion]:
+        """The first ``k`` of ``ranked`` worth offering; the first ``keep_best`` are offered
+        even when passed over (``excluded``): what a fresh engine would put first stays."""
         typed = normalize_word(context.prefix)
         shaped, seen = [], set()
         for suggestion in ranked:
             text = clean(suggestion.text).strip()
             key = normalize_word(text)
-            if not text or key == typed or key in MARKERS or key in excluded or key in seen:
+            if not text or key == typed or key in MARKERS or key in seen:
+                continue
+            if key in excluded and len(shaped) >= keep_best:
                 continue
             if shaped and suggestion.score < shaped[0].score * _NOISE_RATIO:
                 break          # ranked best first: the rest are noise too

@@ -503,15 +503,17 @@ class NeuralPredictor:
     probability of each completion given everything typed).
 
     ``known_words`` (words of the corpus, e.g. the n-gram vocabulary) and ``unknown_weight``:
-    a character model also spells words that do not exist; a completion that is neither a
-    known word nor one the user has written (see :meth:`learn`) is left out when the model
-    gives it less than ``unknown_min`` ("soonly" after "soon"), and otherwise has its
-    probability multiplied by ``unknown_weight``.
+    a character model also spells words that do not exist ("tomour", "acknowed"). A
+    completion that is neither a known word nor one the user has written (see :meth:`learn`)
+    is not offered, unless ``invented_words`` is set: then it is left out when the model gives
+    it less than ``unknown_min`` ("soonly" after "soon"), and otherwise has its probability
+    multiplied by ``unknown_weight``.
     """
 
     def __init__(self, model, name: str = "neural", beam_width: int = 6, max_length: int = 12,
                  span: int = 128, normalize: bool = False, n_best: int = 12,
-                 known_words=None, unknown_weight: float = 1.0, unknown_min: float = 0.0):
+                 known_words=None, unknown_weight: float = 1.0, unknown_min: float = 0.0,
+                 invented_words: bool = True):
         self.name = name
         self.lm = model if isinstance(model, ModelAdapter) else ModelAdapter(model)
         self.level = self.lm.level
@@ -522,6 +524,7 @@ class NeuralPredictor:
         if not 0.0 <= unknown_min <= 1.0:
             raise ValueError(f"unknown_min must be in [0, 1], got {unknown_min!r}")
         self.unknown_min = float(unknown_min)
+        self.invented_words = bool(invented_words)
         self._vocabulary = frozenset(normalize_word(w) for w in known_words or ())
         self.known_words = set(self._vocabulary)
         self.reader = TextReader(self.lm, span=span)
@@ -592,11 +595,11 @@ class NeuralPredictor:
                 continue        # "rock--and": no word by the tokenizer's rules
             probability = math.exp(log_prob)
             if self.known_words and normalize_word(word) not in self.known_words:
-                if probability < self.unknown_min:
+                if not self.invented_words or probability < self.unknown_min:
                     continue
                 probability *= self.unknown_weight
             candidates.append((word, probability))
-        if self.unknown_weight < 1.0:
+        if self.invented_words and self.unknown_weight < 1.0:
             candidates.sort(key=lambda item: -item[1])
         candidates = candidates[:k]
         total = sum(p for _, p in candidates)
@@ -658,8 +661,8 @@ def make_predictor(options: Mapping[str, Any], resources: Resources) -> NeuralPr
     """Factory for ``type = "neural"``: the loaded language model, or ``path`` to a model file.
 
     Options: ``beam_width``, ``max_length``, ``span``, ``normalize``, ``n_best``,
-    ``unknown_weight``, ``unknown_min`` (see :class:`NeuralPredictor`); the known words are
-    the loaded vocabulary.
+    ``invented_words``, ``unknown_weight``, ``unknown_min`` (see :class:`NeuralPredictor`);
+    the known words are the loaded vocabulary and, when the engine loaded one, the word list.
     """
     path = options.get("path")
     if path:
@@ -683,9 +686,15 @@ def make_predictor(options: Mapping[str, Any], resources: Resources) -> NeuralPr
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
                 raise ValueError(f"{option} must be a number in [0, 1], got {value!r}")
             settings[option] = float(value)
-    if "normalize" in options:
-        if not isinstance(options["normalize"], bool):
-            raise ValueError(f"normalize must be true or false, got {options['normalize']!r}")
-        settings["normalize"] = options["normalize"]
+    for option in ("normalize", "invented_words"):
+        if option in options:
+            if not isinstance(options[option], bool):
+                raise ValueError(f"{option} must be true or false, got {options[option]!r}")
+            settings[option] = options[option]
+    known = resources.vocabulary
+    word_list = resources.extra.get("word_list")
+    if word_list:
+        # Known words: the corpus's and the modern list's (the user's come with learn()).
+        known = list(known or ()) + list(word_list)
     return NeuralPredictor(model, name=str(options.get("name", "neural")),
-                           known_words=resources.vocabulary, **settings)
+                           known_words=known, **settings)

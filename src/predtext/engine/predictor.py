@@ -104,8 +104,9 @@ def _register_builtins() -> None:
     with _setup_lock:
         if _builtins_registered:
             return
-        from predtext.engine import abbreviations, dictionary, history, ngram, neural
+        from predtext.engine import abbreviations, dictionary, history, ngram, neural, typos
         for kind, factory in (("ngram", ngram.make_predictor),
+                              ("typos", typos.make_predictor),
                               ("dictionary", dictionary.make_predictor),
                               ("history", history.make_predictor),
                               ("abbreviations", abbreviations.make_predictor),
