@@ -24,7 +24,7 @@ from typing import Any, Dict, List, Mapping, Tuple
 from predtext.engine.context import Context, normalize_word, tokenize
 from predtext.engine.dictionary import Dictionary, shared_dictionary
 from predtext.engine.keyboard import NEIGHBOURS
-from predtext.engine.predictor import Candidate, Resources
+from predtext.engine.protocol import Candidate, Resources
 
 # The chance that a word is typed with a slip, and each kind of slip's share of them.
 SLIP_RATE = 0.05
