@@ -38,6 +38,8 @@ learn = true              # learn from what you write (Engine.learn)
 weight = 1.0
 unknown_weight = 0.2      # a spelled-out word the vocabulary does not know counts less
 unknown_min = 0.02        # ... and is not offered at all below this probability ("soonly")
+# device = "cuda"         # run the model on a GPU (needs CuPy); keystrokes are tiny steps,
+                          # so the CPU (the default) is usually as quick
 
 [predictors.ngram]        # n-gram of the loaded model's corpus
 weight = 0.65
