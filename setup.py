@@ -1,8 +1,14 @@
 """Build of the compiled core predtext._core (C kernels + Cython shims).
 
 OpenMP is used when the compiler accepts -fopenmp; without it the core still builds and
-runs single-threaded.  PREDTEXT_SANITIZE=1 builds with AddressSanitizer and UBSan (see
-README, "Sanitizer run").
+runs single-threaded.  Environment variables choose other builds (see README, "The
+compiled core"):
+
+* PREDTEXT_NO_OPENMP=1: no OpenMP even where the compiler has it (the single-threaded
+  build a compiler without OpenMP gives, to test that path);
+* PREDTEXT_NO_CLONES=1: the gate loops compiled once, for the baseline of the target
+  (x86-64: SSE2), instead of AVX-512, AVX2 and baseline clones chosen at load time;
+* PREDTEXT_SANITIZE=1: AddressSanitizer and UBSan (see README, "Sanitizer run").
 """
 
 import os
@@ -37,11 +43,15 @@ compile_args = ["-O3", "-std=c11", "-fno-math-errno", "-fno-trapping-math"]
 link_args = []
 define_macros = [("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")]
 
-if sys.platform != "win32" and compiler_accepts("-fopenmp"):
+if os.environ.get("PREDTEXT_NO_OPENMP"):
+    print("predtext: PREDTEXT_NO_OPENMP set; building the core single-threaded")
+elif sys.platform != "win32" and compiler_accepts("-fopenmp"):
     compile_args.append("-fopenmp")
     link_args.append("-fopenmp")
 else:
     print("predtext: compiler has no OpenMP; building the core single-threaded")
+
+no_clones = bool(os.environ.get("PREDTEXT_NO_CLONES"))
 
 if os.environ.get("PREDTEXT_SANITIZE"):
     # -fno-wrapv: CPython's flags define signed overflow, which hides it from UBSan.
@@ -49,13 +59,17 @@ if os.environ.get("PREDTEXT_SANITIZE"):
              "-O1"]
     compile_args = [a for a in compile_args if a != "-O3"] + flags
     link_args += ["-fsanitize=address,undefined"]
+    no_clones = True
+
+if no_clones:
     define_macros.append(("PT_NO_CLONES", "1"))
 
 core = Extension(
     "predtext._core",
     sources=["src/core/_core.pyx", "src/core/kernels.c"],
     include_dirs=["src/core", numpy.get_include()],
-    depends=["src/core/kernels.h", "src/core/kernels_impl.h", "src/core/fastmath.h"],
+    depends=["src/core/kernels.h", "src/core/kernels_impl.h", "src/core/cells.h",
+             "src/core/fastmath.h"],
     extra_compile_args=compile_args,
     extra_link_args=link_args,
     define_macros=define_macros,

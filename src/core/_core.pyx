@@ -1,13 +1,15 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
 """predtext._core: the compiled recurrent kernels.
 
-Thin typed shims over the nogil C kernels in kernels.c.  Every entry point checks
-dtype, contiguity, shape and lengths before any pointer reaches C, raises ValueError or
-TypeError naming the argument, and releases the GIL for the whole computation.
+Thin typed shims over the nogil C kernels (kernels_impl.h, which kernels.c instantiates
+for float and double).  Every entry point checks dtype, contiguity, shape and lengths
+before any pointer reaches C, raises ValueError or TypeError naming the argument, and
+releases the GIL for the whole computation.
 
-Cells: "rnn_tanh", "rnn_relu", "lstm" (optionally with peephole weights) and "gru", with
-PyTorch's parameter layout and gate order.  Arrays are time-major (T, B, F), C-contiguous,
-float32 or float64 (all arrays of one call share the dtype).
+Cells: those of the core's cell table (cells.h; ``CELLS`` here): "rnn_tanh", "rnn_relu",
+"lstm" (optionally with peephole weights) and "gru", with PyTorch's parameter layout and
+gate order.  Arrays are time-major (T, B, F), C-contiguous, float32 or float64 (all arrays
+of one call share the dtype).
 """
 
 import operator
@@ -40,6 +42,15 @@ cdef extern from "kernels.h" nogil:
                                  int *, double *, double *, int *)
     void pt_set_blas(pt_sgemm_fn sgemm, pt_dgemm_fn dgemm, pt_sgemv_fn sgemv, pt_dgemv_fn dgemv)
     int pt_gate_count(int cell)
+    ctypedef struct pt_cell_info:
+        const char *name
+        int gates, extra_rows, flags
+    const pt_cell_info *pt_cell(int cell)
+    enum:
+        PT_NCELLS
+        PT_CELL_STATE
+        PT_HIDDEN_APART
+        PT_KEEPS
     void pt_set_step_rows(int which, int rows)
     int pt_get_step_rows(int which)
     int pt_max_threads()
@@ -148,9 +159,8 @@ def _register_openblas_thread_controls():
 
 _register_openblas_thread_controls()
 
-CELLS = {"rnn_tanh": 0, "rnn_relu": 1, "lstm": 2, "gru": 3}
-_LSTM = 2
-_GRU = 3
+#: The core's cell table (cells.h): each cell's name and its code for the kernels.
+CELLS = {pt_cell(k).name.decode(): k for k in range(PT_NCELLS)}
 _INT_MAX = 2**31 - 1
 
 
@@ -258,6 +268,19 @@ def gate_count(str cell):
     return pt_gate_count(_cell_code(cell))
 
 
+def cell_table():
+    """The core's cell table (cells.h) as ``{name: {"gates", "extra_rows", "cell_state",
+    "hidden_apart", "keeps"}}``, for checking it against the layers' own (backend.cells)."""
+    table = {}
+    for name, code in CELLS.items():
+        info = pt_cell(code)
+        table[name] = {"gates": info.gates, "extra_rows": info.extra_rows,
+                       "cell_state": bool(info.flags & PT_CELL_STATE),
+                       "hidden_apart": bool(info.flags & PT_HIDDEN_APART),
+                       "keeps": bool(info.flags & PT_KEEPS)}
+    return table
+
+
 def step_workspace_shape(cell, batch, hidden):
     """Shape of the `work` buffer cell_step needs: (batch, columns)."""
     cdef int code = _cell_code(cell)
@@ -266,7 +289,7 @@ def step_workspace_shape(cell, batch, hidden):
     if batch > _INT_MAX:
         raise ValueError(f"batch: expected at most {_INT_MAX}, got {batch}")
     cols = pt_gate_count(code) * hidden  # Python ints: no overflow
-    return (batch, 2 * cols if code == _GRU else cols)
+    return (batch, 2 * cols if _hidden_apart(code) else cols)
 
 
 # ---- argument checks ---------------------------------------------------------------
@@ -277,6 +300,19 @@ cdef int _cell_code(object cell) except -1:
     if cell not in CELLS:
         raise ValueError(f"cell: expected one of {sorted(CELLS)}, got {cell!r}")
     return CELLS[cell]
+
+
+# What the table says of a cell (its code from _cell_code).
+cdef inline bint _has_state(int code):
+    return pt_cell(code).flags & PT_CELL_STATE
+
+
+cdef inline bint _hidden_apart(int code):
+    return pt_cell(code).flags & PT_HIDDEN_APART
+
+
+cdef inline int _extra_rows(int code):
+    return pt_cell(code).extra_rows
 
 
 def _count(value, str name):
@@ -440,31 +476,31 @@ def sequence_forward(str cell, x, w_ih, w_hh, b_ih=None, b_hh=None, h0=None, c0=
     cdef cnp.ndarray aw_hh = _check(w_hh, "w_hh", dtype, (GH, H))
     cdef cnp.ndarray ab_ih, ab_hh
     ab_ih, ab_hh = _biases(b_ih, b_hh, dtype, GH)
-    if code != _LSTM and c0 is not None:
+    if not _has_state(code) and c0 is not None:
         raise ValueError(f"c0: only an LSTM has a cell state (cell={cell!r})")
-    if code != _LSTM and peephole is not None:
+    if not _extra_rows(code) and peephole is not None:
         raise ValueError(f"peephole: only an LSTM has peephole weights (cell={cell!r})")
     cdef cnp.ndarray ah0 = (_check(h0, "h0", dtype, (B, H)) if h0 is not None
                             else np.zeros((B, H), dtype))
     cdef cnp.ndarray ac0 = None
-    if code == _LSTM:
+    if _has_state(code):
         ac0 = (_check(c0, "c0", dtype, (B, H)) if c0 is not None else np.zeros((B, H), dtype))
-    cdef cnp.ndarray apeep = _opt(peephole, "peephole", dtype, (3, H))
+    cdef cnp.ndarray apeep = _opt(peephole, "peephole", dtype, (_extra_rows(code), H))
     cdef cnp.ndarray alen = _check_lengths(lengths, T, B)
 
     cdef cnp.ndarray out = np.empty((T, B, H), dtype)
     cdef cnp.ndarray h_n = np.empty((B, H), dtype)
-    cdef cnp.ndarray c_n = np.empty((B, H), dtype) if code == _LSTM else None
+    cdef cnp.ndarray c_n = np.empty((B, H), dtype) if _has_state(code) else None
     cdef cnp.ndarray xg = np.empty((T, B, GH), dtype)
     cdef cnp.ndarray hs = np.empty((T + 1 if training else 2, B, H), dtype)
     cdef cnp.ndarray cs = None
-    if code == _LSTM:
+    if _has_state(code):
         cs = np.empty((T + 1 if training else 1, B, H), dtype)
     cdef cnp.ndarray hn_cache = None, hh_work = None
-    if code == _GRU:
+    if _hidden_apart(code):
         hh_work = np.empty((B, GH), dtype)
-        if training:
-            hn_cache = np.empty((T, B, H), dtype)
+    if training and pt_cell(code).flags & PT_KEEPS:
+        hn_cache = np.empty((T, B, H), dtype)
 
     cdef pt_dims d
     d.cell = code; d.T = T; d.B = B; d.n_in = I; d.H = H; d.G = G
@@ -525,7 +561,7 @@ def sequence_backward(SequenceCache cache, d_out, d_hn=None, d_cn=None, *, grad_
     cdef int code = cache.code
     cdef cnp.ndarray ad_out = _check(d_out, "d_out", dtype, (T, B, H))
     cdef cnp.ndarray ad_hn = _opt(d_hn, "d_hn", dtype, (B, H))
-    if code != _LSTM and d_cn is not None:
+    if not _has_state(code) and d_cn is not None:
         raise ValueError(f"d_cn: only an LSTM has a cell state (cell={cache.cell!r})")
     cdef cnp.ndarray ad_cn = _opt(d_cn, "d_cn", dtype, (B, H))
     cdef cnp.ndarray gw_ih = _check(grad_w_ih, "grad_w_ih", dtype, (GH, I), True)
@@ -540,15 +576,16 @@ def sequence_backward(SequenceCache cache, d_out, d_hn=None, d_cn=None, *, grad_
         raise ValueError("grad_peephole: the layer has peephole weights; pass a buffer")
     if not cache.has_peephole and grad_peephole is not None:
         raise ValueError("grad_peephole: the layer has no peephole weights; pass None")
-    cdef cnp.ndarray gpeep = _opt(grad_peephole, "grad_peephole", dtype, (3, H), True)
+    cdef cnp.ndarray gpeep = _opt(grad_peephole, "grad_peephole", dtype,
+                                  (_extra_rows(code), H), True)
 
     cdef cnp.ndarray dgx = np.empty((T, B, GH), dtype)
-    cdef cnp.ndarray dgh = np.empty((T, B, GH), dtype) if code == _GRU else dgx
+    cdef cnp.ndarray dgh = np.empty((T, B, GH), dtype) if _hidden_apart(code) else dgx
     cdef cnp.ndarray dh = np.empty((B, H), dtype)
-    cdef cnp.ndarray dc = np.empty((B, H), dtype) if code == _LSTM else None
+    cdef cnp.ndarray dc = np.empty((B, H), dtype) if _has_state(code) else None
     cdef cnp.ndarray dx = np.empty((T, B, I), dtype)
     cdef cnp.ndarray dh0 = np.empty((B, H), dtype)
-    cdef cnp.ndarray dc0 = np.empty((B, H), dtype) if code == _LSTM else None
+    cdef cnp.ndarray dc0 = np.empty((B, H), dtype) if _has_state(code) else None
     cdef cnp.ndarray ax = cache.x, aw_ih = cache.w_ih, aw_hh = cache.w_hh
     cdef cnp.ndarray apeep = cache.peephole, alen = cache.lengths, xg = cache.xg
     cdef cnp.ndarray hs = cache.hs, cs = cache.cs, hn_cache = cache.hn_cache
@@ -609,18 +646,18 @@ def cell_step(str cell, x, h, c, w_ih, w_hh, b_ih, b_hh, h_out, c_out, work, pee
     ab_ih, ab_hh = _biases(b_ih, b_hh, dtype, GH)
     cdef cnp.ndarray ah_out = _check(h_out, "h_out", dtype, (B, H), True)
     cdef cnp.ndarray ac = None, ac_out = None
-    if code == _LSTM:
+    if _has_state(code):
         if c is None or c_out is None:
             raise ValueError("c, c_out: an LSTM step needs the cell state and its output buffer")
         ac = _check(c, "c", dtype, (B, H))
         ac_out = _check(c_out, "c_out", dtype, (B, H), True)
     elif c is not None or c_out is not None:
         raise ValueError(f"c, c_out: only an LSTM has a cell state (cell={cell!r})")
-    if code != _LSTM and peephole is not None:
+    if not _extra_rows(code) and peephole is not None:
         raise ValueError(f"peephole: only an LSTM has peephole weights (cell={cell!r})")
-    cdef cnp.ndarray apeep = _opt(peephole, "peephole", dtype, (3, H))
+    cdef cnp.ndarray apeep = _opt(peephole, "peephole", dtype, (_extra_rows(code), H))
     cdef cnp.ndarray awork = _check(work, "work", dtype,
-                                    (B, 2 * GH if code == _GRU else GH), True)
+                                    (B, 2 * GH if _hidden_apart(code) else GH), True)
     # A single step is bound by reading the weights, which two cores do faster than one
     # well below the work at which a sequence step pays for a second thread: even at a
     # batch of one (a 2x256 GRU model's step at B = 1 took 121 us on one thread, 50 us on two).
@@ -724,9 +761,10 @@ cdef class NetworkStep:
                       _check(w_hh, name + "w_hh", dtype, (G * H, H)),
                       _opt(b_ih, name + "b_ih", dtype, (G * H,)),
                       _opt(b_hh, name + "b_hh", dtype, (G * H,))]
-            if code != _LSTM and peephole is not None:
+            if not _extra_rows(code) and peephole is not None:
                 raise ValueError(f"layers[{k}].peephole: only an LSTM has peephole weights")
-            arrays.append(_opt(peephole, f"layers[{k}].peephole", dtype, (3, H)))
+            arrays.append(_opt(peephole, f"layers[{k}].peephole", dtype,
+                               (_extra_rows(code), H)))
             per_layer.append(arrays)
             kept += [a for a in arrays if a is not None]
             inputs = H
@@ -811,7 +849,7 @@ cdef class NetworkStep:
                 raise ValueError(f"token_ids: ids must lie in [0, {self.num_tokens}), got {pid[i]}")
         cdef cnp.ndarray ah = _check(h, "h", self.dtype, (L, B, H), True)
         cdef cnp.ndarray ac = None
-        if self.code == _LSTM:
+        if _has_state(self.code):
             if c is None:
                 raise ValueError("c: an LSTM step needs the cell state")
             ac = _check(c, "c", self.dtype, (L, B, H), True)

@@ -40,9 +40,9 @@ void pt_set_blas(pt_sgemm_fn sgemm, pt_dgemm_fn dgemm, pt_sgemv_fn sgemv, pt_dge
     pt_dgemv = dgemv;
 }
 
-/* Rows per BLAS call for the per-step recurrent products (0: one call). */
-/* Indexed by whether A is transposed: [0] backward's dh product, [1] forward's.  The
- * shim sets the forward's from the BLAS it finds (see _choose_step_rows). */
+/* Rows per BLAS call for the per-step recurrent products (0: one call), indexed by
+ * whether A is transposed: [0] backward's dh product, [1] forward's.  The shim sets both
+ * from the BLAS it finds (see _choose_step_rows). */
 static int pt_step_rows[2] = {0, 0};
 /* Largest block (rows * n * k) OpenBLAS's AVX-512 small-matrix kernels were measured to
  * take without packing. */
@@ -51,7 +51,13 @@ static int pt_step_rows[2] = {0, 0};
 void pt_set_step_rows(int which, int rows) { pt_step_rows[which != 0] = rows < 0 ? 0 : rows; }
 int pt_get_step_rows(int which) { return pt_step_rows[which != 0]; }
 
-int pt_gate_count(int cell) { return cell == PT_LSTM ? 4 : (cell == PT_GRU ? 3 : 1); }
+#define PT_CELL_INFO(code, name, gates, extra_rows, flags, ...) \
+    [code] = {name, gates, extra_rows, flags},
+static const pt_cell_info pt_cells[PT_NCELLS] = {PT_CELLS(PT_CELL_INFO)};
+#undef PT_CELL_INFO
+
+const pt_cell_info *pt_cell(int cell) { return &pt_cells[cell]; }
+int pt_gate_count(int cell) { return pt_cells[cell].gates; }
 
 /* Split n items among np threads in chunks that are multiples of align (SIMD width),
  * the last thread taking the remainder. */

@@ -5,18 +5,30 @@
  * x (T,B,I), gates (T,B,G*H), states (B,H).  Every matrix product goes through BLAS;
  * the gate nonlinearities are fused into one loop per step.
  *
- * Threading: one OpenMP team per call.  Thread p owns a slice of hidden units [j0,j1):
- * it computes the recurrent GEMM columns of those units and their gate math, so a step
- * needs a single barrier.  BLAS is called single-threaded from inside the team (the
- * Python shim pins BLAS to one thread while a kernel runs), so the two thread pools never
- * fight over the cores.
+ * Threading: one OpenMP team per call.  In each step thread p computes a contiguous block
+ * of gate rows of the recurrent product, then, after a barrier (the gate math needs every
+ * block), the gate math of its own slice of hidden units [j0,j1); a second barrier ends
+ * the step.  BLAS is called single-threaded from inside the team (the Python shim pins
+ * BLAS to one thread while a kernel runs), so the two thread pools never fight over the
+ * cores.  The per-cell gate math is in row kernels, found through the cell table
+ * (cells.h).
  */
 #ifndef PREDTEXT_KERNELS_H
 #define PREDTEXT_KERNELS_H
 
 #include <stddef.h>
 
-enum pt_cell { PT_RNN_TANH = 0, PT_RNN_RELU = 1, PT_LSTM = 2, PT_GRU = 3 };
+#include "cells.h"
+
+#define PT_CELL_CODE(code, ...) code,
+enum pt_cell { PT_CELLS(PT_CELL_CODE) PT_NCELLS };
+#undef PT_CELL_CODE
+
+/* A cell's row of the table in cells.h, less its kernels. */
+typedef struct {
+    const char *name;
+    int gates, extra_rows, flags;
+} pt_cell_info;
 
 typedef void (*pt_sgemm_fn)(char *, char *, int *, int *, int *, float *, float *, int *,
                             float *, int *, float *, float *, int *);
@@ -31,13 +43,15 @@ typedef void (*pt_dgemv_fn)(char *, int *, int *, double *, double *, int *, dou
 typedef struct {
     int cell;           /* enum pt_cell */
     int T, B, n_in, H; /* n_in: input size (I clashes with complex.h) */
-    int G;              /* gate blocks: 1 (RNN), 4 (LSTM), 3 (GRU) */
+    int G;              /* the cell's gate blocks (cells.h) */
     const int *lengths; /* per-sequence lengths (B) or NULL for all T */
     int nthreads;
 } pt_dims;
 
 void pt_set_blas(pt_sgemm_fn sgemm, pt_dgemm_fn dgemm, pt_sgemv_fn sgemv, pt_dgemv_fn dgemv);
 int pt_gate_count(int cell);
+/* The cell with code `cell` (0 <= cell < PT_NCELLS). */
+const pt_cell_info *pt_cell(int cell);
 void pt_set_step_rows(int which, int rows);
 int pt_get_step_rows(int which);
 int pt_max_threads(void);
@@ -45,7 +59,9 @@ int pt_have_openmp(void);
 
 /* Whole-sequence forward.  xg: workspace (T,B,G*H) that keeps the gate activations for
  * backward.  hs/cs: (T+1,B,H) in training mode (slot 0 = initial state), (2,B,H)/(1,B,H)
- * in inference mode.  hn_cache: GRU only, (T,B,H) in training.  hh_work: GRU only, (B,G*H). */
+ * in inference mode (cs: cells with PT_CELL_STATE only).  hn_cache: cells with PT_KEEPS,
+ * (T,B,H) in training.  hh_work: cells with PT_HIDDEN_APART, (B,G*H).  pt_step's work:
+ * (B,G*H), twice that with PT_HIDDEN_APART. */
 #define PT_FORWARD_DECL(REAL, SFX)                                                          \
     void pt_forward_##SFX(const pt_dims *d, int training, const REAL *x, const REAL *w_ih,  \
                           const REAL *w_hh, const REAL *b_ih, const REAL *b_hh,             \

@@ -1,5 +1,5 @@
 /* Kernels for one floating type.  kernels.c includes this file once per type with
- * REAL (float/double), SFX (f/d), SIGMOID, TANH, GEMM and GEMV defined. */
+ * REAL (float/double), SFX (f/d), SIGMOID, TANH, GEMM, GEMV, EXP and LOG defined. */
 
 #define PT_CAT2(a, b) a##_##b
 #define PT_CAT(a, b) PT_CAT2(a, b)
@@ -45,9 +45,42 @@ static void NAME(gemm_rows)(char ta, char tb, int m, int n, int k, REAL alpha, c
     }
 }
 
-/* ---- fused gate math for one batch row, units [0, n) of a thread's slice ---- */
+/* ---- the cells' row kernels: fused gate math for one batch row ---- */
 
-PT_CLONES static void NAME(rnn_fwd_row)(int n, int relu, REAL *a, REAL *h_new, REAL *out)
+/* What every forward (and step) row kernel takes: units [0, n) of one batch row's share of
+ * a thread's slice, each pointer already at the slice's first unit, gate block k at k * H
+ * further on.  A pointer the cell or the call has no use for is NULL. */
+typedef struct {
+    int n, H;
+    REAL *g;           /* gate pre-activations in, activations out (what backward reads) */
+    const REAL *hh;    /* PT_HIDDEN_APART: the recurrent product W_hh h_{t-1}, */
+    const REAL *b_hh;  /* and its bias (NULL: none) */
+    const REAL *extra; /* the extra weights, blocks H apart (the LSTM's peepholes), or NULL */
+    const REAL *h_prev, *c_prev;
+    REAL *h_new, *c_new;
+    REAL *out;         /* this step's output; NULL in a single step */
+    REAL *keep;        /* PT_KEEPS in a training forward: what backward needs beyond g */
+} NAME(pt_fwd_row);
+
+/* What every backward row kernel takes, laid out as above.  dh holds dL/dh_t on entry
+ * (its recurrent part) and the elementwise part of dL/dh_{t-1} on exit; dc likewise. */
+typedef struct {
+    int n, H;
+    const REAL *g, *keep;            /* what the forward left */
+    const REAL *h_prev, *c_prev, *c; /* the states before the step, and c_t */
+    const REAL *dout;                /* this step's output gradient */
+    REAL *dh, *dc;
+    REAL *dgx, *dgh;   /* gate gradients, input and hidden side (the same but with
+                        * PT_HIDDEN_APART) */
+    const REAL *extra;
+    REAL *d_extra;     /* the extra weights' gradient, added into */
+} NAME(pt_bwd_row);
+
+/* The flags below are compile-time constants after inlining (each row function calls its
+ * body once per flag combination): branch-free bodies are what the vectoriser needs. */
+#define PT_BODY static inline __attribute__((always_inline))
+
+PT_BODY void NAME(rnn_fwd_body)(int n, REAL *a, REAL *h_new, REAL *out, const int relu)
 {
 #pragma omp simd
     for (int j = 0; j < n; j++) {
@@ -58,9 +91,15 @@ PT_CLONES static void NAME(rnn_fwd_row)(int n, int relu, REAL *a, REAL *h_new, R
     }
 }
 
-/* The flags below are compile-time constants after inlining (each row function calls its
- * body once per flag combination): branch-free bodies are what the vectoriser needs. */
-#define PT_BODY static inline __attribute__((always_inline))
+PT_CLONES static void NAME(rnn_tanh_fwd_row)(const NAME(pt_fwd_row) *r)
+{
+    NAME(rnn_fwd_body)(r->n, r->g, r->h_new, r->out, 0);
+}
+
+PT_CLONES static void NAME(rnn_relu_fwd_row)(const NAME(pt_fwd_row) *r)
+{
+    NAME(rnn_fwd_body)(r->n, r->g, r->h_new, r->out, 1);
+}
 
 PT_BODY void NAME(lstm_fwd_body)(int n, REAL *gi, REAL *gf, REAL *gg, REAL *go,
                                  const REAL *c_prev, REAL *c_new, REAL *h_new, REAL *out,
@@ -83,11 +122,14 @@ PT_BODY void NAME(lstm_fwd_body)(int n, REAL *gi, REAL *gf, REAL *gg, REAL *go,
     }
 }
 
-PT_CLONES static void NAME(lstm_fwd_row)(int n, REAL *gi, REAL *gf, REAL *gg, REAL *go,
-                                         const REAL *c_prev, REAL *c_new, REAL *h_new,
-                                         REAL *out, const REAL *pi, const REAL *pf,
-                                         const REAL *po)
+/* Peephole weights (extra): input and forget gates on c_{t-1}, output gate on c_t. */
+PT_CLONES static void NAME(lstm_fwd_row)(const NAME(pt_fwd_row) *r)
 {
+    const int n = r->n, H = r->H;
+    REAL *gi = r->g, *gf = gi + H, *gg = gi + 2 * H, *go = gi + 3 * H, *out = r->out;
+    const REAL *c_prev = r->c_prev, *pi = r->extra;
+    const REAL *pf = pi ? pi + H : NULL, *po = pi ? pi + 2 * H : NULL;
+    REAL *c_new = r->c_new, *h_new = r->h_new;
     if (pi && out)
         NAME(lstm_fwd_body)(n, gi, gf, gg, go, c_prev, c_new, h_new, out, pi, pf, po, 1, 1);
     else if (pi)
@@ -120,13 +162,16 @@ PT_BODY void NAME(gru_fwd_body)(int n, REAL *gr, REAL *gz, REAL *gn, const REAL 
     }
 }
 
-/* train: out and hn_keep given (sequence forward in training mode, which keeps the
- * hidden n-part for backward); otherwise only out may be given. */
-PT_CLONES static void NAME(gru_fwd_row)(int n, REAL *gr, REAL *gz, REAL *gn, const REAL *hr,
-                                        const REAL *hz, const REAL *hn, const REAL *bhr,
-                                        const REAL *bhz, const REAL *bhn, const REAL *h_prev,
-                                        REAL *h_new, REAL *out, REAL *hn_keep)
+/* keep (the hidden n-part with its bias) and out are given together in a training
+ * forward; otherwise only out may be given. */
+PT_CLONES static void NAME(gru_fwd_row)(const NAME(pt_fwd_row) *rw)
 {
+    const int n = rw->n, H = rw->H;
+    REAL *gr = rw->g, *gz = gr + H, *gn = gr + 2 * H;
+    const REAL *hr = rw->hh, *hz = hr + H, *hn = hr + 2 * H, *bhr = rw->b_hh;
+    const REAL *bhz = bhr ? bhr + H : NULL, *bhn = bhr ? bhr + 2 * H : NULL;
+    const REAL *h_prev = rw->h_prev;
+    REAL *h_new = rw->h_new, *out = rw->out, *hn_keep = rw->keep;
     if (hn_keep) {
         if (bhr)
             NAME(gru_fwd_body)(n, gr, gz, gn, hr, hz, hn, bhr, bhz, bhn, h_prev, h_new, out,
@@ -145,10 +190,8 @@ PT_CLONES static void NAME(gru_fwd_row)(int n, REAL *gr, REAL *gz, REAL *gn, con
     }
 }
 
-/* Backward rows: dh holds dL/dh_t on entry (recurrent part) and the elementwise part of
- * dL/dh_{t-1} on exit; dout is this step's output gradient. */
-PT_CLONES static void NAME(rnn_bwd_row)(int n, int relu, const REAL *a, const REAL *dout,
-                                        REAL *dh, REAL *dg)
+PT_BODY void NAME(rnn_bwd_body)(int n, const REAL *a, const REAL *dout, REAL *dh, REAL *dg,
+                                const int relu)
 {
 #pragma omp simd
     for (int j = 0; j < n; j++) {
@@ -156,6 +199,16 @@ PT_CLONES static void NAME(rnn_bwd_row)(int n, int relu, const REAL *a, const RE
         dg[j] = relu ? (a[j] > 0 ? d : 0) : d * (1 - a[j] * a[j]);
         dh[j] = 0;
     }
+}
+
+PT_CLONES static void NAME(rnn_tanh_bwd_row)(const NAME(pt_bwd_row) *r)
+{
+    NAME(rnn_bwd_body)(r->n, r->g, r->dout, r->dh, r->dgx, 0);
+}
+
+PT_CLONES static void NAME(rnn_relu_bwd_row)(const NAME(pt_bwd_row) *r)
+{
+    NAME(rnn_bwd_body)(r->n, r->g, r->dout, r->dh, r->dgx, 1);
 }
 
 PT_BODY void NAME(lstm_bwd_body)(int n, const REAL *gi, const REAL *gf, const REAL *gg,
@@ -186,26 +239,29 @@ PT_BODY void NAME(lstm_bwd_body)(int n, const REAL *gi, const REAL *gf, const RE
     }
 }
 
-PT_CLONES static void NAME(lstm_bwd_row)(int n, const REAL *gi, const REAL *gf, const REAL *gg,
-                                         const REAL *go, const REAL *c_prev, const REAL *c,
-                                         const REAL *dout, REAL *dh, REAL *dc, REAL *di,
-                                         REAL *df, REAL *dgg, REAL *dgo, const REAL *pi,
-                                         const REAL *pf, const REAL *po, REAL *dpi, REAL *dpf,
-                                         REAL *dpo)
+PT_CLONES static void NAME(lstm_bwd_row)(const NAME(pt_bwd_row) *r)
 {
+    const int n = r->n, H = r->H;
+    const REAL *gi = r->g, *gf = gi + H, *gg = gi + 2 * H, *go = gi + 3 * H;
+    REAL *di = r->dgx, *df = di + H, *dgg = di + 2 * H, *dgo = di + 3 * H;
+    const REAL *pi = r->extra, *pf = pi ? pi + H : NULL, *po = pi ? pi + 2 * H : NULL;
+    REAL *dpi = r->d_extra, *dpf = dpi ? dpi + H : NULL, *dpo = dpi ? dpi + 2 * H : NULL;
     if (pi)
-        NAME(lstm_bwd_body)(n, gi, gf, gg, go, c_prev, c, dout, dh, dc, di, df, dgg, dgo, pi,
-                            pf, po, dpi, dpf, dpo, 1);
+        NAME(lstm_bwd_body)(n, gi, gf, gg, go, r->c_prev, r->c, r->dout, r->dh, r->dc, di,
+                            df, dgg, dgo, pi, pf, po, dpi, dpf, dpo, 1);
     else
-        NAME(lstm_bwd_body)(n, gi, gf, gg, go, c_prev, c, dout, dh, dc, di, df, dgg, dgo, pi,
-                            pf, po, dpi, dpf, dpo, 0);
+        NAME(lstm_bwd_body)(n, gi, gf, gg, go, r->c_prev, r->c, r->dout, r->dh, r->dc, di,
+                            df, dgg, dgo, pi, pf, po, dpi, dpf, dpo, 0);
 }
 
-PT_CLONES static void NAME(gru_bwd_row)(int n, const REAL *gr, const REAL *gz, const REAL *gn,
-                                        const REAL *hnb, const REAL *h_prev, const REAL *dout,
-                                        REAL *dh, REAL *dxr, REAL *dxz, REAL *dxn, REAL *dhr,
-                                        REAL *dhz, REAL *dhn)
+/* keep: the forward's hidden n-part with its bias, which the reset gate multiplied. */
+PT_CLONES static void NAME(gru_bwd_row)(const NAME(pt_bwd_row) *rw)
 {
+    const int n = rw->n, H = rw->H;
+    const REAL *gr = rw->g, *gz = gr + H, *gn = gr + 2 * H, *hnb = rw->keep;
+    const REAL *h_prev = rw->h_prev, *dout = rw->dout;
+    REAL *dh = rw->dh, *dxr = rw->dgx, *dxz = dxr + H, *dxn = dxr + 2 * H;
+    REAL *dhr = rw->dgh, *dhz = dhr + H, *dhn = dhr + 2 * H;
 #pragma omp simd
     for (int j = 0; j < n; j++) {
         REAL r = gr[j], z = gz[j], nn = gn[j];
@@ -219,6 +275,19 @@ PT_CLONES static void NAME(gru_bwd_row)(int n, const REAL *gr, const REAL *gz, c
     }
 }
 
+/* ---- the cell table (cells.h) with this type's row kernels ---- */
+
+typedef struct {
+    void (*forward)(const NAME(pt_fwd_row) *);
+    void (*backward)(const NAME(pt_bwd_row) *);
+    void (*step)(const NAME(pt_fwd_row) *);
+} NAME(pt_cell_rows);
+
+#define PT_CELL_ROWS(code, name, gates, extra_rows, flags, fwd, bwd, step) \
+    [code] = {NAME(fwd), NAME(bwd), NAME(step)},
+static const NAME(pt_cell_rows) NAME(pt_rows)[PT_NCELLS] = {PT_CELLS(PT_CELL_ROWS)};
+#undef PT_CELL_ROWS
+
 /* ---- whole-sequence forward ---- */
 
 void NAME(pt_forward)(const pt_dims *d, int training, const REAL *x, const REAL *w_ih,
@@ -227,10 +296,10 @@ void NAME(pt_forward)(const pt_dims *d, int training, const REAL *x, const REAL 
                       REAL *hn_cache, REAL *hh_work, REAL *out, REAL *h_n, REAL *c_n)
 {
     const int T = d->T, B = d->B, I = d->n_in, H = d->H, GH = d->G * d->H;
-    const int cell = d->cell, TB = d->T * d->B;
+    const int TB = d->T * d->B, flags = pt_cell(d->cell)->flags;
+    const int has_c = flags & PT_CELL_STATE, apart = flags & PT_HIDDEN_APART;
+    void (*const row_kernel)(const NAME(pt_fwd_row) *) = NAME(pt_rows)[d->cell].forward;
     const size_t BH = (size_t)B * H, BGH = (size_t)B * GH;
-    /* Peephole weights: input and forget gates on c_{t-1}, output gate on c_t. */
-    const REAL *pi = peep, *pf = peep ? peep + H : NULL, *po = peep ? peep + 2 * H : NULL;
 
 #pragma omp parallel num_threads(d->nthreads)
     {
@@ -240,17 +309,18 @@ void NAME(pt_forward)(const pt_dims *d, int training, const REAL *x, const REAL 
         const int hp = j1 - j0;
 
         /* Input projection of every time step at once; the biases that are plain sums
-         * (all but GRU's hidden bias, which sits inside the reset product) go in first. */
+         * (all but a hidden bias kept apart, as GRU's inside the reset product) go in
+         * first. */
         for (int r = r0; r < r1; r++) {
             REAL *row = xg + (size_t)r * GH;
             for (int k = 0; k < GH; k++)
-                row[k] = (b_ih ? b_ih[k] : 0) + (b_hh && cell != PT_GRU ? b_hh[k] : 0);
+                row[k] = (b_ih ? b_ih[k] : 0) + (b_hh && !apart ? b_hh[k] : 0);
         }
         NAME(gemm)('T', 'N', GH, r1 - r0, I, 1, w_ih, I, x + (size_t)r0 * I, I, 1,
                    xg + (size_t)r0 * GH, GH);
         for (int b = 0; b < B; b++) {
             memcpy(hs + (size_t)b * H + j0, h0 + (size_t)b * H + j0, hp * sizeof(REAL));
-            if (cell == PT_LSTM)
+            if (has_c)
                 memcpy(cs + (size_t)b * H + j0, c0 + (size_t)b * H + j0, hp * sizeof(REAL));
         }
 #pragma omp barrier
@@ -260,58 +330,47 @@ void NAME(pt_forward)(const pt_dims *d, int training, const REAL *x, const REAL 
              * c in place (a thread only touches its own units of c). */
             const REAL *h_prev = hs + (training ? (size_t)t : (size_t)(t & 1)) * BH;
             REAL *h_next = hs + (training ? (size_t)(t + 1) : (size_t)((t + 1) & 1)) * BH;
-            const REAL *c_prev = cs + (training ? (size_t)t * BH : 0);
-            REAL *c_next = cs + (training ? (size_t)(t + 1) * BH : 0);
+            const REAL *c_prev = has_c ? cs + (training ? (size_t)t * BH : 0) : NULL;
+            REAL *c_next = has_c ? cs + (training ? (size_t)(t + 1) * BH : 0) : NULL;
             REAL *xg_t = xg + (size_t)t * BGH;
             REAL *out_t = out + (size_t)t * BH;
+            REAL *keep_t = training && hn_cache ? hn_cache + (size_t)t * BH : NULL;
 
             /* Recurrent term: one GEMM per thread over a contiguous block of gate rows
-             * (fewer, larger BLAS calls than one per gate); the gate math below then
-             * needs every block, hence the barrier. */
-            if (cell == PT_GRU)
-                NAME(gemm_rows)('T', 'N', m1 - m0, B, H, 1, w_hh + (size_t)m0 * H, H, h_prev, H,
-                                0, hh_work + m0, GH);
-            else
-                NAME(gemm_rows)('T', 'N', m1 - m0, B, H, 1, w_hh + (size_t)m0 * H, H, h_prev, H,
-                                1, xg_t + m0, GH);
+             * (fewer, larger BLAS calls than one per gate), added into the gates or kept
+             * apart; the gate math below then needs every block, hence the barrier. */
+            NAME(gemm_rows)('T', 'N', m1 - m0, B, H, 1, w_hh + (size_t)m0 * H, H, h_prev, H,
+                            apart ? 0 : 1, (apart ? hh_work : xg_t) + m0, GH);
 #pragma omp barrier
             for (int b = 0; b < B; b++) {
                 const size_t sb = (size_t)b * H + j0, gb = (size_t)b * GH + j0;
                 int active = !d->lengths || t < d->lengths[b];
                 if (!active) {
                     memcpy(h_next + sb, h_prev + sb, hp * sizeof(REAL));
-                    if (cell == PT_LSTM && training)
+                    if (has_c && training)
                         memcpy(c_next + sb, c_prev + sb, hp * sizeof(REAL));
                     memset(out_t + sb, 0, hp * sizeof(REAL));
                     continue;
                 }
-                if (cell == PT_LSTM) {
-                    NAME(lstm_fwd_row)(hp, xg_t + gb, xg_t + gb + H, xg_t + gb + 2 * H,
-                                       xg_t + gb + 3 * H, c_prev + sb, c_next + sb,
-                                       h_next + sb, out_t + sb, pi ? pi + j0 : NULL,
-                                       pf ? pf + j0 : NULL, po ? po + j0 : NULL);
-                } else if (cell == PT_GRU) {
-                    const REAL *hw = hh_work + gb;
-                    NAME(gru_fwd_row)(hp, xg_t + gb, xg_t + gb + H, xg_t + gb + 2 * H, hw,
-                                      hw + H, hw + 2 * H, b_hh ? b_hh + j0 : NULL,
-                                      b_hh ? b_hh + H + j0 : NULL,
-                                      b_hh ? b_hh + 2 * H + j0 : NULL, h_prev + sb,
-                                      h_next + sb, out_t + sb,
-                                      training ? hn_cache + (size_t)t * BH + sb : NULL);
-                } else {
-                    NAME(rnn_fwd_row)(hp, cell == PT_RNN_RELU, xg_t + gb, h_next + sb,
-                                      out_t + sb);
-                }
+                NAME(pt_fwd_row) row = {
+                    .n = hp, .H = H, .g = xg_t + gb,
+                    .hh = apart ? hh_work + gb : NULL,
+                    .b_hh = apart && b_hh ? b_hh + j0 : NULL,
+                    .extra = peep ? peep + j0 : NULL,
+                    .h_prev = h_prev + sb, .c_prev = has_c ? c_prev + sb : NULL,
+                    .h_new = h_next + sb, .c_new = has_c ? c_next + sb : NULL,
+                    .out = out_t + sb, .keep = keep_t ? keep_t + sb : NULL,
+                };
+                row_kernel(&row);
             }
 #pragma omp barrier
         }
         const REAL *h_last = hs + (training ? (size_t)T : (size_t)(T & 1)) * BH;
-        const REAL *c_last = cs + (training ? (size_t)T * BH : 0);
         for (int b = 0; b < B; b++) {
             memcpy(h_n + (size_t)b * H + j0, h_last + (size_t)b * H + j0, hp * sizeof(REAL));
-            if (cell == PT_LSTM)
-                memcpy(c_n + (size_t)b * H + j0, c_last + (size_t)b * H + j0,
-                       hp * sizeof(REAL));
+            if (has_c)
+                memcpy(c_n + (size_t)b * H + j0, cs + (training ? (size_t)T * BH : 0) +
+                       (size_t)b * H + j0, hp * sizeof(REAL));
         }
     }
 }
@@ -326,10 +385,9 @@ void NAME(pt_backward)(const pt_dims *d, const REAL *x, const REAL *w_ih, const 
                        REAL *db_hh, REAL *dpeep)
 {
     const int T = d->T, B = d->B, I = d->n_in, H = d->H, G = d->G, GH = d->G * d->H;
-    const int cell = d->cell, TB = d->T * d->B;
+    const int TB = d->T * d->B, has_c = pt_cell(d->cell)->flags & PT_CELL_STATE;
+    void (*const row_kernel)(const NAME(pt_bwd_row) *) = NAME(pt_rows)[d->cell].backward;
     const size_t BH = (size_t)B * H, BGH = (size_t)B * GH;
-    /* Peephole weights: input and forget gates on c_{t-1}, output gate on c_t. */
-    const REAL *pi = peep, *pf = peep ? peep + H : NULL, *po = peep ? peep + 2 * H : NULL;
 
 #pragma omp parallel num_threads(d->nthreads)
     {
@@ -342,7 +400,7 @@ void NAME(pt_backward)(const pt_dims *d, const REAL *x, const REAL *w_ih, const 
             const size_t sb = (size_t)b * H + j0;
             for (int j = 0; j < hp; j++) {
                 dh[sb + j] = d_hn ? d_hn[sb + j] : 0;
-                if (cell == PT_LSTM) dc[sb + j] = d_cn ? d_cn[sb + j] : 0;
+                if (has_c) dc[sb + j] = d_cn ? d_cn[sb + j] : 0;
             }
         }
         for (int t = T - 1; t >= 0; t--) {
@@ -362,26 +420,17 @@ void NAME(pt_backward)(const pt_dims *d, const REAL *x, const REAL *w_ih, const 
                     }
                     continue;
                 }
-                if (cell == PT_LSTM) {
-                    NAME(lstm_bwd_row)(hp, xg_t + gb, xg_t + gb + H, xg_t + gb + 2 * H,
-                                       xg_t + gb + 3 * H, cs + (size_t)t * BH + sb,
-                                       cs + (size_t)(t + 1) * BH + sb, dout_t + sb, dh + sb,
-                                       dc + sb, dgx_t + gb, dgx_t + gb + H,
-                                       dgx_t + gb + 2 * H, dgx_t + gb + 3 * H,
-                                       pi ? pi + j0 : NULL, pf ? pf + j0 : NULL,
-                                       po ? po + j0 : NULL, dpeep ? dpeep + j0 : NULL,
-                                       dpeep ? dpeep + H + j0 : NULL,
-                                       dpeep ? dpeep + 2 * H + j0 : NULL);
-                } else if (cell == PT_GRU) {
-                    NAME(gru_bwd_row)(hp, xg_t + gb, xg_t + gb + H, xg_t + gb + 2 * H,
-                                      hn_cache + (size_t)t * BH + sb,
-                                      hs + (size_t)t * BH + sb, dout_t + sb, dh + sb,
-                                      dgx_t + gb, dgx_t + gb + H, dgx_t + gb + 2 * H,
-                                      dgh_t + gb, dgh_t + gb + H, dgh_t + gb + 2 * H);
-                } else {
-                    NAME(rnn_bwd_row)(hp, cell == PT_RNN_RELU, xg_t + gb, dout_t + sb,
-                                      dh + sb, dgx_t + gb);
-                }
+                NAME(pt_bwd_row) row = {
+                    .n = hp, .H = H, .g = xg_t + gb,
+                    .keep = hn_cache ? hn_cache + (size_t)t * BH + sb : NULL,
+                    .h_prev = hs + (size_t)t * BH + sb,
+                    .c_prev = has_c ? cs + (size_t)t * BH + sb : NULL,
+                    .c = has_c ? cs + (size_t)(t + 1) * BH + sb : NULL,
+                    .dout = dout_t + sb, .dh = dh + sb, .dc = has_c ? dc + sb : NULL,
+                    .dgx = dgx_t + gb, .dgh = dgh_t + gb,
+                    .extra = peep ? peep + j0 : NULL, .d_extra = dpeep ? dpeep + j0 : NULL,
+                };
+                row_kernel(&row);
             }
 #pragma omp barrier
             /* dh_{t-1}[:, own units] += dgates_t @ W_hh[:, own units] */
@@ -390,7 +439,7 @@ void NAME(pt_backward)(const pt_dims *d, const REAL *x, const REAL *w_ih, const 
         for (int b = 0; b < B; b++) {
             const size_t sb = (size_t)b * H + j0;
             memcpy(dh0 + sb, dh + sb, hp * sizeof(REAL));
-            if (cell == PT_LSTM) memcpy(dc0 + sb, dc + sb, hp * sizeof(REAL));
+            if (has_c) memcpy(dc0 + sb, dc + sb, hp * sizeof(REAL));
         }
         /* Parameter gradients over all steps at once, one GEMM per weight and thread over
          * a contiguous block of gate rows (one call, so the states are packed once). */
@@ -420,8 +469,11 @@ void NAME(pt_step)(int cell, int B, int I, int H, int nthreads, const REAL *x, c
                    const REAL *c, const REAL *w_ih, const REAL *w_hh, const REAL *b_ih,
                    const REAL *b_hh, const REAL *peep, REAL *h_out, REAL *c_out, REAL *work)
 {
-    const int G = pt_gate_count(cell), GH = G * H;
-    REAL *pre = work, *hh = work + (size_t)B * GH; /* hh: GRU's hidden projection */
+    const pt_cell_info *info = pt_cell(cell);
+    const int GH = info->gates * H, apart = info->flags & PT_HIDDEN_APART;
+    const int has_c = info->flags & PT_CELL_STATE;
+    void (*const row_kernel)(const NAME(pt_fwd_row) *) = NAME(pt_rows)[cell].step;
+    REAL *pre = work, *hh = work + (size_t)B * GH; /* hh: a hidden product kept apart */
 
 #pragma omp parallel num_threads(nthreads)
     {
@@ -431,31 +483,24 @@ void NAME(pt_step)(int cell, int B, int I, int H, int nthreads, const REAL *x, c
         const int hp = s.j1 - s.j0, mp = m1 - m0;
         for (int b = 0; b < B; b++)
             for (int k = m0; k < m1; k++)
-                pre[(size_t)b * GH + k] =
-                    (b_ih ? b_ih[k] : 0) + (b_hh && cell != PT_GRU ? b_hh[k] : 0);
+                pre[(size_t)b * GH + k] = (b_ih ? b_ih[k] : 0) + (b_hh && !apart ? b_hh[k] : 0);
         NAME(gemm_rows)('T', 'N', mp, B, I, 1, w_ih + (size_t)m0 * I, I, x, I, 1, pre + m0, GH);
-        if (cell == PT_GRU)
-            NAME(gemm_rows)('T', 'N', mp, B, H, 1, w_hh + (size_t)m0 * H, H, h, H, 0, hh + m0, GH);
-        else
-            NAME(gemm_rows)('T', 'N', mp, B, H, 1, w_hh + (size_t)m0 * H, H, h, H, 1, pre + m0, GH);
+        NAME(gemm_rows)('T', 'N', mp, B, H, 1, w_hh + (size_t)m0 * H, H, h, H, apart ? 0 : 1,
+                        (apart ? hh : pre) + m0, GH);
         /* Every thread has read all of h, and the gate math needs every thread's block of
          * gate rows: only now may h_out (possibly h itself) change. */
 #pragma omp barrier
         for (int b = 0; b < B; b++) {
             const size_t sb = (size_t)b * H + j0, gb = (size_t)b * GH + j0;
-            if (cell == PT_LSTM) {
-                NAME(lstm_fwd_row)(hp, pre + gb, pre + gb + H, pre + gb + 2 * H,
-                                   pre + gb + 3 * H, c + sb, c_out + sb, h_out + sb, NULL,
-                                   peep ? peep + j0 : NULL, peep ? peep + H + j0 : NULL,
-                                   peep ? peep + 2 * H + j0 : NULL);
-            } else if (cell == PT_GRU) {
-                NAME(gru_fwd_row)(hp, pre + gb, pre + gb + H, pre + gb + 2 * H, hh + gb,
-                                  hh + gb + H, hh + gb + 2 * H, b_hh ? b_hh + j0 : NULL,
-                                  b_hh ? b_hh + H + j0 : NULL, b_hh ? b_hh + 2 * H + j0 : NULL,
-                                  h + sb, h_out + sb, NULL, NULL);
-            } else {
-                NAME(rnn_fwd_row)(hp, cell == PT_RNN_RELU, pre + gb, h_out + sb, NULL);
-            }
+            NAME(pt_fwd_row) row = {
+                .n = hp, .H = H, .g = pre + gb,
+                .hh = apart ? hh + gb : NULL,
+                .b_hh = apart && b_hh ? b_hh + j0 : NULL,
+                .extra = peep ? peep + j0 : NULL,
+                .h_prev = h + sb, .c_prev = has_c ? c + sb : NULL,
+                .h_new = h_out + sb, .c_new = has_c ? c_out + sb : NULL,
+            };
+            row_kernel(&row);
         }
     }
 }

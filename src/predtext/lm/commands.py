@@ -112,6 +112,7 @@ _TRAIN_FIELDS = {
 
 
 def _train_arguments(parser):
+    from predtext.lm.model import CELLS
     from predtext.lm.train import LEVEL_DEFAULTS
 
     char, word = LEVEL_DEFAULTS["char"], LEVEL_DEFAULTS["word"]
@@ -128,7 +129,7 @@ def _train_arguments(parser):
                         help="stop after this many seconds of training and keep the best model")
 
     model = parser.add_argument_group("model")
-    model.add_argument("--cell", choices=("lstm", "gru", "rnn"),
+    model.add_argument("--cell", choices=CELLS,
                        help=f"recurrent cell (default {char['cell']} char, {word['cell']} word)")
     model.add_argument("--layers", type=positive_int, metavar="N",
                        help=f"stacked recurrent layers (default {char['num_layers']})")

@@ -24,11 +24,12 @@ import math
 
 import numpy
 
+from predtext.backend.cells import get_cell, model_cell, model_cells
 from predtext.errors import ModelFileError
 from predtext.lm import modelfile
 from predtext.lm.tokenizers import tokenizer_from_json
-from predtext.nn import (GRU, LSTM, RNN, Dropout, Embedding, Linear, Module, check_dtype,
-                         softmax_cross_entropy_)
+from predtext.nn import Dropout, Embedding, Linear, Module, check_dtype, softmax_cross_entropy_
+from predtext.nn.rnn import RNNBase
 
 #: Names the model-specific metadata carries, inside the model file's metadata document.
 MODEL_FORMAT = "predtext.lm"
@@ -37,7 +38,8 @@ MODEL_FORMAT_VERSION = 1
 NGRAM_META_KEY = "predtext.ngram"
 NGRAM_TENSOR_PREFIX = "ngram."
 
-CELLS = ("lstm", "gru", "rnn")
+#: What the config's "cell" may be (the table in predtext.backend.cells).
+CELLS = model_cells()
 
 #: The packaged default model, in ``predtext/models/``.
 DEFAULT_MODEL_FILE = "default.safetensors"
@@ -109,10 +111,7 @@ class _StepBuffers:
 
     def __init__(self, model, batch):
         rnn, decoder = model.rnn, model.decoder
-        present = {"bias_ih": rnn.bias, "bias_hh": rnn.bias, "weight_ch": rnn.peephole}
-        layers = [[getattr(rnn, f"{kind}_l{k}") if present.get(kind, True) else None
-                   for kind in ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_ch")]
-                  for k in range(model.num_layers)]
+        layers = [rnn.layer_parameters(k) for k in range(model.num_layers)]
         self.network = model.ops.network_step(
             rnn.cell, model.embedding.weight.data, [[_data(p) for p in layer] for layer in layers],
             decoder.weight.data, _data(decoder.bias), batch)
@@ -150,7 +149,7 @@ def check_config(config):
         raise ValueError(f"cell: expected one of {CELLS}, got {full['cell']!r}")
     if full["nonlinearity"] not in ("tanh", "relu"):
         raise ValueError(f"nonlinearity: expected 'tanh' or 'relu', got {full['nonlinearity']!r}")
-    if full["peephole"] and full["cell"] != "lstm":
+    if full["peephole"] and not model_cell(full["cell"], full["nonlinearity"]).extra_parameters:
         raise ValueError(f"peephole: only an LSTM has peephole weights (cell={full['cell']!r})")
     dropout = full["dropout"]
     if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
@@ -203,12 +202,10 @@ class LanguageModel(Module):
         self.embedding_dropout = Dropout(p, rng=self.rng)
         layer_options = dict(bias=config["bias"], dropout=p if L > 1 else 0.0,
                              dtype=self.dtype, rng=self.rng)
-        if config["cell"] == "lstm":
-            self.rnn = LSTM(E, H, L, peephole=config["peephole"], **layer_options)
-        elif config["cell"] == "gru":
-            self.rnn = GRU(E, H, L, **layer_options)
-        else:
-            self.rnn = RNN(E, H, L, nonlinearity=config["nonlinearity"], **layer_options)
+        cell = model_cell(config["cell"], config["nonlinearity"])
+        if config["peephole"]:
+            layer_options["peephole"] = True
+        self.rnn = RNNBase.for_cell(cell.name, E, H, L, **layer_options)
         self.output_dropout = Dropout(p, rng=self.rng)
         self.decoder = Linear(H, V, dtype=self.dtype, rng=self.rng)
         if config["tie_weights"]:
@@ -217,9 +214,10 @@ class LanguageModel(Module):
             bound = 0.1
             self.embedding.weight.data[...] = self.rng.uniform(-bound, bound, (V, E))
             self.decoder.weight = self.embedding.weight
-        if config["cell"] == "lstm" and config["bias"] and config["forget_bias"]:
+        if cell.forget_gate is not None and config["bias"] and config["forget_bias"]:
+            gate = slice(cell.forget_gate * H, (cell.forget_gate + 1) * H)
             for k in range(L):
-                getattr(self.rnn, f"bias_ih_l{k}").data[H:2 * H] = config["forget_bias"]
+                getattr(self.rnn, f"bias_ih_l{k}").data[gate] = config["forget_bias"]
 
     # -- sizes and text ----------------------------------------------------------------
 
@@ -360,7 +358,7 @@ class LanguageModel(Module):
         xp = self.ops.xp
         shape = (self.num_layers, int(batch), self.hidden_size)
         h = xp.zeros(shape, dtype=self.dtype)
-        c = xp.zeros(shape, dtype=self.dtype) if self.rnn.cell == "lstm" else None
+        c = xp.zeros(shape, dtype=self.dtype) if get_cell(self.rnn.cell).has_cell_state else None
         state = LMState(h, c)
         state._buffers = _StepBuffers(self, int(batch))
         return state

@@ -31,7 +31,7 @@ from predtext.backend import ops_for_device
 from predtext.errors import CorpusError, ModelFileError, PredtextError
 from predtext.lm import distributed, modelfile
 from predtext.lm.corpus import TokenStream, iter_text, iter_token_ids, resolve_paths
-from predtext.lm.model import LanguageModel, LMState, perplexity
+from predtext.lm.model import CELLS, LanguageModel, LMState, perplexity
 from predtext.lm.tokenizers import build_tokenizer, tokenizer_from_json
 from predtext.nn import Adam, clip_grad_norm_
 
@@ -161,8 +161,8 @@ class TrainConfig:
             positive(name, integer=False)
         for name in ("time_budget", "epochs", "eval_interval"):
             positive(name, integer=False, allow_none=True)
-        if self.cell not in ("lstm", "gru", "rnn"):
-            raise ValueError(f"cell: expected 'lstm', 'gru' or 'rnn', got {self.cell!r}")
+        if self.cell not in CELLS:
+            raise ValueError(f"cell: expected one of {CELLS}, got {self.cell!r}")
         if not 0 <= self.dropout < 1:
             raise ValueError(f"dropout: expected a probability in [0, 1), got {self.dropout!r}")
         if not 0 <= self.valid_fraction < 1:

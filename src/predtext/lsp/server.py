@@ -21,6 +21,7 @@ a message that is not JSON-RPC, bad parameters, and requests before ``initialize
 from __future__ import annotations
 
 import asyncio
+import importlib.metadata
 import json
 import logging
 import os
@@ -39,8 +40,7 @@ from pygls.lsp.server import LanguageServer
 from pygls.protocol import LanguageServerProtocol, lsp_method
 from pygls.uris import to_fs_path
 
-from predtext import __version__
-from predtext.engine.marks import CLOSING_MARKS
+from predtext.text import CLOSING_MARKS
 from predtext.lsp.documents import Document
 from predtext.lsp.positions import ENCODINGS, UTF16, to_units
 from predtext.lsp.settings import Settings, may_learn, updated
@@ -56,6 +56,14 @@ PARSE_ERROR, INVALID_REQUEST, INVALID_PARAMS, INTERNAL_ERROR = -32700, -32600, -
 SERVER_NOT_INITIALIZED, REQUEST_CANCELLED = -32002, -32800
 
 EngineLoader = Callable[[Settings], Any]
+
+
+def _version() -> str:
+    """The installed package's version, told to the client in the initialize answer."""
+    try:
+        return importlib.metadata.version("predtext")
+    except importlib.metadata.PackageNotFoundError:  # a source tree on sys.path
+        return "unknown"
 
 
 def load_engine(settings: Settings):
@@ -135,7 +143,7 @@ class PredtextServer(LanguageServer):
     default :func:`load_engine`); each document gets an Engine over its predictors."""
 
     def __init__(self, engine_loader: EngineLoader = load_engine):
-        super().__init__("predtext", __version__, protocol_cls=PredtextProtocol,
+        super().__init__("predtext", _version(), protocol_cls=PredtextProtocol,
                          text_document_sync_kind=types.TextDocumentSyncKind.Incremental)
         self.engine_loader = engine_loader
         self.settings = Settings()

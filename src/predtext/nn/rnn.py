@@ -19,28 +19,50 @@ import warnings
 
 import numpy
 
+from predtext.backend.cells import get_cell
 from predtext.nn import init
 from predtext.nn.module import Module, Parameter, check_dtype
 
-_GATES = {"rnn_tanh": 1, "rnn_relu": 1, "lstm": 4, "gru": 3}
+# Torch's four parameters of a layer; the kernels take one more array, a cell's extra
+# weights (an LSTM's peepholes).
+_TORCH_PARAMETERS = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
 
 
 class RNNBase(Module):
     """What RNN, LSTM and GRU share: parameters, argument checks, the stacked run.
 
-    ``cell`` names the compiled kernel ("rnn_tanh", "rnn_relu", "lstm", "gru"). Parameters
-    of layer k are ``weight_ih_l{k}`` (G*H, in), ``weight_hh_l{k}`` (G*H, H) and, with
-    ``bias``, ``bias_ih_l{k}`` and ``bias_hh_l{k}`` (G*H,), where G is the number of gate
-    blocks (1, 4 or 3); the reverse direction adds ``_reverse``. Every parameter starts
-    as U(-1/sqrt(H), 1/sqrt(H)), drawn from ``rng`` or the shared generator.
+    ``cell`` names a cell of ``predtext.backend.cells`` ("rnn_tanh", "rnn_relu", "lstm",
+    "gru"). Parameters of layer k are ``weight_ih_l{k}`` (G*H, in), ``weight_hh_l{k}``
+    (G*H, H) and, with ``bias``, ``bias_ih_l{k}`` and ``bias_hh_l{k}`` (G*H,), where G is
+    the cell's number of gate blocks (1, 4 or 3); with ``peephole``, the cell's extra
+    parameter (an LSTM's ``weight_ch_l{k}``). The reverse direction adds ``_reverse``.
+    Every parameter starts as U(-1/sqrt(H), 1/sqrt(H)), drawn from ``rng`` or the shared
+    generator. ``RNNBase.for_cell`` makes a layer of any cell.
     """
+
+    #: The cells a subclass runs (``for_cell`` picks the subclass by them).
+    cells = ()
+
+    @classmethod
+    def for_cell(cls, cell, input_size, hidden_size, num_layers=1, **options):
+        """A layer of ``cell``: the torch-named subclass that runs it (RNN, LSTM, GRU), told
+        the cell's nonlinearity where it takes one, or an RNNBase for a cell torch has no
+        class for. ``options`` are the other arguments of that class."""
+        spec = get_cell(cell)
+        for layer in RNNBase.__subclasses__():
+            if cell in layer.cells:
+                if spec.nonlinearity is not None:
+                    options["nonlinearity"] = spec.nonlinearity
+                return layer(input_size, hidden_size, num_layers, **options)
+        return RNNBase(cell, input_size, hidden_size, num_layers, **options)
 
     def __init__(self, cell, input_size, hidden_size, num_layers=1, bias=True,
                  batch_first=False, dropout=0.0, bidirectional=False, peephole=False,
                  dtype=numpy.float32, rng=None):
         super().__init__()
-        if cell not in _GATES:
-            raise ValueError(f"cell: expected one of {sorted(_GATES)}, got {cell!r}")
+        spec = get_cell(cell)
+        if peephole and not spec.extra_parameters:
+            raise ValueError(f"peephole: only an LSTM has peephole weights (cell={cell!r})")
         _check_positive_int("input_size", input_size)
         _check_positive_int("hidden_size", hidden_size)
         _check_positive_int("num_layers", num_layers)
@@ -51,6 +73,7 @@ class RNNBase(Module):
             warnings.warn("dropout acts between recurrent layers only, so it has no effect "
                           f"with num_layers=1 (got dropout={dropout})", stacklevel=3)
         self.cell = cell
+        self._has_cell_state = spec.has_cell_state
         self.input_size = int(input_size)
         self.hidden_size = int(hidden_size)
         self.num_layers = int(num_layers)
@@ -64,8 +87,9 @@ class RNNBase(Module):
         self.rng = rng if rng is None else init.get_rng(rng)
 
         xp = self.ops.xp
-        gates_h = _GATES[cell] * hidden_size
-        # Names of (w_ih, w_hh, b_ih, b_hh, peephole) per layer and direction, in torch's
+        gates_h = spec.gates * hidden_size
+        extra = spec.extra_parameters[0] if spec.extra_parameters else (None, 0)
+        # Names of (w_ih, w_hh, b_ih, b_hh, extra) per layer and direction, in torch's
         # registration order, so state dicts list them as torch does.
         self._names = []
         for layer in range(num_layers):
@@ -77,12 +101,12 @@ class RNNBase(Module):
                 if self.bias:
                     shapes["bias_ih"] = shapes["bias_hh"] = (gates_h,)
                 if self.peephole:
-                    shapes["weight_ch"] = (3, hidden_size)
+                    shapes[extra[0]] = (extra[1], hidden_size)
                 for base, shape in shapes.items():
                     setattr(self, base + suffix, Parameter(xp.zeros(shape, dtype=self.dtype)))
                 self._names.append(tuple(
                     base + suffix if base in shapes else None
-                    for base in ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_ch")))
+                    for base in _TORCH_PARAMETERS + (extra[0],)))
         self.reset_parameters()
 
     def reset_parameters(self, rng=None):
@@ -177,7 +201,7 @@ class RNNBase(Module):
                 masks.append(mask)
             layer_input = layer_output
         h_n = xp.stack(h_n)
-        c_n = xp.stack(c_n) if self.cell == "lstm" else None
+        c_n = xp.stack(c_n) if self._has_cell_state else None
         return layer_input, h_n, c_n, caches, masks
 
     def _backward(self, d_out_tbh, d_hn, d_cn, caches, masks, lengths):
@@ -186,7 +210,7 @@ class RNNBase(Module):
         H, D = self.hidden_size, self.num_directions
         batch = d_out_tbh.shape[1]
         dh0 = xp.empty((self.num_layers * D, batch, H), dtype=self.dtype)
-        dc0 = xp.empty_like(dh0) if self.cell == "lstm" else None
+        dc0 = xp.empty_like(dh0) if self._has_cell_state else None
         d_layer_output = d_out_tbh
         for layer in reversed(range(self.num_layers)):
             d_input = None
@@ -219,13 +243,17 @@ class RNNBase(Module):
             d_layer_output = d_input
         return d_layer_output, dh0, dc0
 
-    def _params(self, index):
-        """(w_ih, w_hh, b_ih, b_hh, peephole) Parameters of one layer and direction.
+    def layer_parameters(self, index):
+        """(w_ih, w_hh, b_ih, b_hh, extra) Parameters of layer and direction ``index``
+        (``layer * num_directions + direction``), None for those the layer has not; extra
+        is the cell's extra weights (an LSTM's peepholes), what the kernels take.
 
         Looked up by name on every call, so a parameter replaced by assignment is used.
         """
         params = self._parameters
         return tuple(None if name is None else params[name] for name in self._names[index])
+
+    _params = layer_parameters
 
     def _dropout_mask(self, shape, p):
         keep = init.get_rng(self.rng).random(shape) >= p
@@ -267,7 +295,7 @@ class RNNBase(Module):
         """Return ``(h, c)`` as contiguous ``(L*D, B, H)`` arrays (None where not given)."""
         if state is None:
             return None, None
-        if self.cell == "lstm":
+        if self._has_cell_state:
             if not isinstance(state, (tuple, list)) or len(state) != 2:
                 raise TypeError(f"{argument}: expected a pair (h, c) for an LSTM, "
                                 f"got {type(state).__name__}")
@@ -324,14 +352,15 @@ class RNNBase(Module):
             out = out_tbh.transpose(1, 0, 2)  # a view, as in torch
         else:
             out = out_tbh
-        return out, ((h, c) if self.cell == "lstm" else h)
+        return out, ((h, c) if self._has_cell_state else h)
 
     def extra_repr(self):
         text = f"{self.input_size}, {self.hidden_size}"
         if self.num_layers != 1:
             text += f", num_layers={self.num_layers}"
-        if self.cell == "rnn_relu":
-            text += ", nonlinearity='relu'"
+        nonlinearity = get_cell(self.cell).nonlinearity
+        if nonlinearity not in (None, "tanh"):  # torch's default
+            text += f", nonlinearity={nonlinearity!r}"
         for name, default in (("bias", True), ("batch_first", False), ("dropout", 0.0),
                               ("bidirectional", False), ("peephole", False)):
             if getattr(self, name) != default:
@@ -348,6 +377,8 @@ class RNN(RNNBase):
     initial weights and dropout masks). Returns ``(output, h_n)``; see
     ``RNNBase.forward`` and ``RNNBase.begin_update``.
     """
+
+    cells = ("rnn_tanh", "rnn_relu")
 
     def __init__(self, input_size, hidden_size, num_layers=1, nonlinearity="tanh", bias=True,
                  batch_first=False, dropout=0.0, bidirectional=False, dtype=numpy.float32,
@@ -369,6 +400,8 @@ class LSTM(RNNBase):
     such a model has no torch counterpart. Returns ``(output, (h_n, c_n))``.
     """
 
+    cells = ("lstm",)
+
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
                  dropout=0.0, bidirectional=False, peephole=False, dtype=numpy.float32,
                  rng=None):
@@ -382,6 +415,8 @@ class GRU(RNNBase):
     Same arguments as ``torch.nn.GRU`` plus ``dtype`` and a seedable ``rng``.
     Returns ``(output, h_n)``.
     """
+
+    cells = ("gru",)
 
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
                  dropout=0.0, bidirectional=False, dtype=numpy.float32, rng=None):
