@@ -16,7 +16,6 @@ import numpy
 import pytest
 
 import predtext
-
 from predtext import nn
 from predtext.backend import BackendUnavailable, get_ops, register_backend
 from predtext.backend.cupy_ops import CupyOps
@@ -76,12 +75,17 @@ def assert_close(ours, theirs, tol):
 @pytest.mark.parametrize("cell", ["gru", "lstm"])
 def test_training_on_another_backend_matches_the_cpu_run(corpus, tmp_path, device, cell):
     # Float32 weights through different kernels: rounding differs, a few steps stay close.
-    runs = {}
+    runs, losses = {}, {"cpu": [], device: []}
     for where in ("cpu", device):
         out = tmp_path / f"{where}.safetensors"
-        result = train([corpus], out, config(cell=cell, device=where), log=quiet)
+        result = train([corpus], out, config(cell=cell, device=where), log=quiet,
+                       on_step=lambda info, where=where: losses[where].append(info["loss"]))
         runs[where] = (result, saved_arrays(out))
     (cpu, cpu_arrays), (ours, our_arrays) = runs["cpu"], runs[device]
+    # Off the CPU the loop hands on the loss as an array of the backend, unread.
+    assert all(type(loss) is float for loss in losses["cpu"])
+    assert all(type(loss) is not float and numpy.ndim(loss) == 0 for loss in losses[device])
+    assert [float(v) for v in losses[device]] == pytest.approx(losses["cpu"], rel=1e-5)
     assert ours.record["steps"] == cpu.record["steps"] == 12
     assert_close(our_arrays, cpu_arrays, 1e-5)
     assert math.isclose(ours.best_valid["loss"], cpu.best_valid["loss"], rel_tol=1e-5)
@@ -195,6 +199,20 @@ def test_a_model_trained_on_one_backend_loads_and_runs_on_the_other(corpus, tmp_
         back = moved.to("cpu").state_dict()
         for name, array in LanguageModel.load(path).state_dict().items():
             numpy.testing.assert_array_equal(back[name], array)
+
+
+def test_eval_and_sample_take_a_device(corpus, tmp_path, capsys):
+    out = tmp_path / "m.safetensors"
+    train([corpus], out, config(), log=quiet)
+    printed = {}
+    for device in (None, "reference"):
+        extra = [] if device is None else ["--device", device]
+        assert main(["eval", str(out), str(corpus), "--json"] + extra) == 0
+        assert main(["sample", str(out), "--length", "30", "--seed", "3"] + extra) == 0
+        eval_line, sample = capsys.readouterr().out.split("\n", 1)
+        printed[device] = (json.loads(eval_line), sample)
+    assert printed["reference"][0]["loss"] == pytest.approx(printed[None][0]["loss"], rel=1e-5)
+    assert printed["reference"][1] == printed[None][1]
 
 
 def test_a_cpu_checkpoint_resumes_on_another_backend(corpus, tmp_path):
