@@ -264,8 +264,9 @@ def _mpirun():
                     reason="needs an MPI launcher (mpirun) and mpi4py: pip install 'predtext[mpi]'")
 def test_two_ranks_on_another_backend_reduce_through_the_host_as_one_process_on_the_cpu(
         corpus, tmp_path):
-    # The reference backend's arrays are not the CPU backend's: the ranks take the path a
-    # GPU without CUDA-aware MPI takes (parameters and gradients copied through the host).
+    # Off the CPU backend the loop keeps the loss as an array and steps with the device-side
+    # clipping and masked Adam; the ranks reduce through host memory, as on a GPU without a
+    # CUDA-aware MPI (the reference backend's arrays are NumPy ones, so no copy is made).
     settings = dict(hidden_size=16, embed_size=8, seq_len=16, batch_size=4, max_steps=20,
                     progress=False, ngram=False, plot=False, eval_interval=1e9,
                     checkpoint_interval=1e9, dropout=0.0, lr=1e-2, warmup_steps=3)

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy
 
-from predtext.backend import ops_for_device
+from predtext.backend import get_ops, ops_for_device
 from predtext.errors import CorpusError, ModelFileError, PredtextError
 from predtext.lm import distributed, modelfile
 from predtext.lm.corpus import TokenStream, iter_text, iter_token_ids, resolve_paths
@@ -261,8 +261,6 @@ def evaluate(model, ids, batch_size=16, seq_len=256, max_tokens=None):
 def _on_default_cpu(model):
     """Whether the model runs on the CPU backend (floats each step, exactly as always);
     elsewhere losses and norms stay arrays of the model's backend."""
-    from predtext.backend import get_ops
-
     return model.ops is get_ops("cpu")
 
 
