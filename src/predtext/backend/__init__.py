@@ -133,6 +133,9 @@ def ops_for_device(device):
         return device
     if isinstance(device, str):
         name = DEVICES.get(device.split(":")[0].lower(), device)
+        if name not in available_backends():
+            raise ValueError(f"device: expected 'cpu', 'cuda' or a backend name (one of "
+                             f"{available_backends()}), got {device!r}")
         return get_ops(name)
     raise ValueError(f"device: expected 'cpu', 'cuda', a backend name or an Ops, got {device!r}")
 

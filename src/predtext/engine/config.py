@@ -40,6 +40,8 @@ weight = 1.0
 invented_words = false    # offer spellings no vocabulary, word list or writing of yours knows?
 unknown_weight = 0.2      # with invented_words: such a spelling counts less ("soonly")
 unknown_min = 0.02        # ... and is not offered at all below this probability
+# device = "cuda"         # run the model on a GPU (needs CuPy); keystrokes are tiny steps,
+                          # so the CPU (the default) is usually as quick
 
 [predictors.ngram]        # n-gram of the loaded model's corpus
 weight = 0.65

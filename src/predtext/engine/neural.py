@@ -91,6 +91,9 @@ class ModelAdapter:
         self.step_rows += len(ids)
         began = time.perf_counter()
         log_probs, _ = self.model.step(ids, state)
+        ops = getattr(self.model, "ops", None)
+        if ops is not None and ops.device != "cpu":   # the search runs on the host
+            log_probs = ops.to_numpy(log_probs)
         self.step_seconds += time.perf_counter() - began
         return log_probs
 
@@ -653,6 +656,18 @@ class _WordIndex:
         return self._ids[lo:hi]
 
 
+def _on_device(model, device, name):
+    """A copy of ``model`` on ``device`` (the loaded model stays on the CPU for the others)."""
+    from predtext.backend import ops_for_device
+
+    try:
+        ops = ops_for_device(device)
+    except ValueError as exc:     # BackendUnavailable: what is missing
+        raise ValueError(f"predictors.{name}.device = {device!r}: {exc}") from None
+    copy = type(model).from_tensors(model.tensors(), model.file_meta(), dtype=model.dtype)
+    return copy.to(ops)
+
+
 # Far above any useful setting, low enough that a typo cannot take gigabytes or seconds a keystroke.
 _OPTION_LIMITS = {"beam_width": 256, "max_length": 64, "span": 4096, "n_best": 256}
 
@@ -663,6 +678,10 @@ def make_predictor(options: Mapping[str, Any], resources: Resources) -> NeuralPr
     Options: ``beam_width``, ``max_length``, ``span``, ``normalize``, ``n_best``,
     ``invented_words``, ``unknown_weight``, ``unknown_min`` (see :class:`NeuralPredictor`);
     the known words are the loaded vocabulary and, when the engine loaded one, the word list.
+    ``device``: "cpu" (the default) or "cuda". A keystroke is a few single-token steps, where
+    a GPU's launch latency outweighs its speed, so the model stays on the CPU unless this
+    asks; without CuPy, a driver or a device the predictor is not made, and the message says
+    what is missing.
     """
     path = options.get("path")
     if path:
@@ -672,6 +691,12 @@ def make_predictor(options: Mapping[str, Any], resources: Resources) -> NeuralPr
         model = resources.extra.get("language_model")
     if model is None:
         raise ValueError("the neural predictor needs a language model: load one, or give it a `path`")
+    device = options.get("device", "cpu")
+    if not isinstance(device, str) or not device:
+        raise ValueError(f"predictors.{options.get('name', 'neural')}.device must be \"cpu\" "
+                         f"or \"cuda\", got {device!r}")
+    if device != "cpu":
+        model = _on_device(model, device, options.get("name", "neural"))
     settings: Dict[str, Any] = {}
     for option, most in _OPTION_LIMITS.items():
         if option in options:

@@ -40,6 +40,9 @@ def add_arguments(parser, command):
     {"train": _train_arguments, "eval": _eval_arguments, "sample": _sample_arguments}[command](parser)
     parser.add_argument("--threads", type=positive_int, metavar="N",
                         help="threads for the recurrent kernels (default: all CPUs)")
+    parser.add_argument("--device", metavar="DEVICE",
+                        help="where the model runs: cpu (the default) or cuda (a GPU, "
+                             "through CuPy: pip install 'predtext[gpu]')")
 
 
 def run(args) -> int:
@@ -104,7 +107,7 @@ _TRAIN_FIELDS = {
     "seed": "seed", "time_budget": "time_budget", "max_steps": "max_steps", "epochs": "epochs",
     "patience": "patience", "eval_interval": "eval_interval", "eval_tokens": "eval_tokens",
     "checkpoint": "checkpoint", "checkpoint_interval": "checkpoint_interval",
-    "ngram": "ngram", "ngram_order": "ngram_order", "plot": "plot",
+    "ngram": "ngram", "ngram_order": "ngram_order", "plot": "plot", "device": "device",
 }
 
 
@@ -265,7 +268,7 @@ def _run_eval(args):
         model_path, files = files[0], files[1:]
     if model_path is None and len(files) == 1 and _looks_like_model(files[0]):
         raise ValueError(f"no text files given to evaluate {files[0]} on")
-    model = _load_model(model_path)
+    model = _on_device(_load_model(model_path), args.device)
     ids, n_chars = read_ids(resolve_paths(files), model.tokenizer, args.split, args.valid_fraction,
                             "replace" if args.replace_invalid else "strict")
     result = evaluate(model, ids)
@@ -301,7 +304,7 @@ def _sample_arguments(parser):
 
 
 def _run_sample(args):
-    model = _load_model(args.model)
+    model = _on_device(_load_model(args.model), args.device)
     text = model.generate(args.prompt, args.length, temperature=args.temperature,
                           top_k=args.top_k or None, top_p=args.top_p, seed=args.seed)
     sys.stdout.write(args.prompt + text + ("" if text.endswith("\n") else "\n"))
@@ -324,6 +327,11 @@ def _looks_like_model(path):
     except PredtextError:
         return False
     return True
+
+
+def _on_device(model, device):
+    """The model moved to ``device`` (a GPU it cannot reach: one clear error, a ValueError)."""
+    return model if device is None else model.to(device)
 
 
 def _load_model(path):

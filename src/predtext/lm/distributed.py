@@ -21,6 +21,10 @@ Parity: MPI does not promise a reduction order, so the result is the one-process
 up to rounding (float64 sums of float32 gradients; the test holds every tensor to 1e-6
 relative after 50 steps, dropout off, since each rank draws its own dropout masks).
 
+Device arrays (``--device cuda``): where the MPI is CUDA-aware (mpi4py's
+``MPI.Query_cuda_support()``) the flat buffer is a device array handed to MPI as it is;
+otherwise the gradients go through host memory, one copy each way a step.
+
 Faults: an exception on any rank prints ``rank R of N: <cause>`` and aborts the whole job
 (``MPI_Abort``), so no rank waits forever in a collective call. The last checkpoint is only
 ever replaced atomically, so it stays resumable.
@@ -138,7 +142,7 @@ class MPIWorld:
     def broadcast_parameters(self, params):
         """Rank 0's values in every rank's parameters (one flat Bcast)."""
         params = list(params)
-        flat = numpy.concatenate([p.data.ravel().astype(numpy.float64) for p in params])
+        flat = numpy.concatenate([_host(p.data).ravel().astype(numpy.float64) for p in params])
         self.comm.Bcast(flat, root=0)
         self._unflatten(flat, params, "data")
 
@@ -148,17 +152,32 @@ class MPIWorld:
         params = list(params)
         weight = len(self.streams(batch_size)) / batch_size
         n = sum(p.grad.size for p in params)
-        if self._buffer is None or self._buffer.size != n + 1:
-            self._buffer = numpy.empty(n + 1, dtype=numpy.float64)
+        ops = _ops_of(params[0].grad)
+        # Device gradients stay there when MPI can read device memory; else via the host.
+        xp = ops.xp if ops.device != "cpu" and self._cuda_aware() else numpy
+        if (self._buffer is None or self._buffer.size != n + 1
+                or not isinstance(self._buffer, xp.ndarray)):
+            self._buffer = xp.empty(n + 1, dtype=numpy.float64)
         buffer, at = self._buffer, 0
         for p in params:
-            buffer[at:at + p.grad.size] = p.grad.ravel()
+            grad = p.grad if xp is not numpy else _host(p.grad)
+            buffer[at:at + p.grad.size] = grad.ravel()
             at += p.grad.size
         buffer[:n] *= weight
-        buffer[n] = loss * weight
+        buffer[n] = (loss if xp is not numpy else float(loss)) * weight
+        if xp is not numpy:     # MPI reads the memory itself: the queued work must be done
+            xp.cuda.get_current_stream().synchronize()
         self.comm.Allreduce(self.MPI.IN_PLACE, buffer, op=self.MPI.SUM)
         self._unflatten(buffer, params, "grad")
-        return float(buffer[n])
+        return buffer[n].copy() if xp is not numpy else float(buffer[n])
+
+    def _cuda_aware(self):
+        """Whether this MPI reads CUDA device memory (mpi4py 4's query; False without it)."""
+        query = getattr(self.MPI, "Query_cuda_support", None)
+        try:
+            return bool(query()) if query is not None else False
+        except Exception:  # noqa: BLE001 (an MPI without the extension: not aware)
+            return False
 
     def agree(self, seconds, interrupted, asked):
         """One clock and one decision to stop for all ranks: the largest of each."""
@@ -238,5 +257,18 @@ class MPIWorld:
         at = 0
         for p in params:
             target = getattr(p, attribute)
-            target[...] = flat[at:at + target.size].reshape(target.shape)
+            # asarray: host values copied to a device target (no copy on the CPU).
+            target[...] = _ops_of(target).asarray(flat[at:at + target.size].reshape(target.shape))
             at += target.size
+
+
+def _ops_of(array):
+    # Imported here: only the MPI path needs it.
+    from predtext.backend import ops_of
+
+    return ops_of(array)
+
+
+def _host(array):
+    """A NumPy view or copy of a parameter's array, wherever it lives."""
+    return numpy.asarray(_ops_of(array).to_numpy(array))

@@ -106,7 +106,8 @@ def generate(model, prompt="", length=200, temperature=1.0, top_k=None, top_p=No
     pieces = []
     text_so_far = ""
     for _ in range(length):
-        probs = sampling_distribution(log_probs[0], temperature, top_k, top_p)
+        # The network steps where the model is; the draw is on the host (one row back).
+        probs = sampling_distribution(_host(model, log_probs[0]), temperature, top_k, top_p)
         token_id = int(rng.choice(len(probs), p=probs))
         piece = model.decode([token_id])
         pieces.append(piece)
@@ -163,13 +164,13 @@ def beam_search(model, state, beam_width=8, max_length=20, stop_ids=(), n_best=N
         nonlocal beams
         beams = beams.select(rows)
         log_probs, beams = model.step(numpy.array(tokens), beams)
-        return log_probs.astype(numpy.float64)
+        return _host(model, log_probs).astype(numpy.float64)
 
     def on_stop(ids, token, score):
         _push(ended, n_best, (score, ids, token))
         return True
 
-    open_ids, open_scores = beam_steps(state.log_probs.astype(numpy.float64), expand,
+    open_ids, open_scores = beam_steps(_host(model, state.log_probs).astype(numpy.float64), expand,
                                        beam_width=beam_width, max_length=max_length,
                                        n_best=n_best, stop=stop, banned=banned, on_stop=on_stop)
     results = sorted(ended, key=lambda item: -item[0])
@@ -239,3 +240,9 @@ def _push(heap, size, item):
 
 def _decode(model, ids):
     return model.decode(list(ids)) if model.tokenizer is not None else ""
+
+
+def _host(model, array):
+    """``array`` as NumPy: the search and the draws run on the host, wherever the model is."""
+    ops = getattr(model, "ops", None)
+    return numpy.asarray(array if ops is None else ops.to_numpy(array))

@@ -324,16 +324,19 @@ class LanguageModel(Module):
 
         return (logits_nv.reshape(T, B, -1), new_state), backprop
 
-    def begin_update_loss(self, ids_tb, targets_tb, state=None, ignore_index=-100):
+    def begin_update_loss(self, ids_tb, targets_tb, state=None, ignore_index=-100,
+                          as_array=False):
         """Training forward with the loss: ``((mean_loss, state), backprop)``.
 
         The loss is the mean cross-entropy (nats per token) of ``targets_tb`` over the
         targets that are not ``ignore_index``; ``backprop(d_loss=1.0)`` adds the parameter
         gradients of ``d_loss * loss`` and returns the initial state's gradient.
+        ``as_array``: the loss as a 0-d array on the model's device, not a float (nothing
+        is read back from a GPU).
         """
         (logits_tbv, new_state), backprop_logits = self.begin_update(ids_tb, state)
         loss, d_logits = softmax_cross_entropy_(logits_tbv, numpy.asarray(targets_tb),
-                                                ignore_index)
+                                                ignore_index, as_array=as_array)
 
         def backprop(d_loss=1.0):
             if d_loss != 1.0:

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy
 
+from predtext.backend import get_ops, ops_for_device
 from predtext.errors import CorpusError, ModelFileError, PredtextError
 from predtext.lm import distributed, modelfile
 from predtext.lm.corpus import TokenStream, iter_text, iter_token_ids, resolve_paths
@@ -121,6 +122,9 @@ class TrainConfig:
     plot: bool = True                     # loss-curve PNG beside OUT (needs matplotlib)
     weights_dtype: str = "float32"        # "float16" halves the model file
     progress: bool = True
+    # where the model trains: "cpu", "cuda" (CuPy), or a backend name ("reference"). The
+    # files are NumPy whatever it is, so a run may resume on another device.
+    device: str = "cpu"
 
     def resolved(self):
         """A copy with the level's defaults filled in and every value checked."""
@@ -170,6 +174,9 @@ class TrainConfig:
                              f"{self.embed_size} and {self.hidden_size}")
         if self.weights_dtype not in ("float32", "float16"):
             raise ValueError(f"weights_dtype: expected 'float32' or 'float16', got {self.weights_dtype!r}")
+        if not isinstance(self.device, str) or not self.device:
+            raise ValueError(f"device: expected 'cpu', 'cuda' or a backend name, "
+                             f"got {self.device!r}")
         if self.errors not in ("strict", "replace"):
             raise ValueError(f"errors: expected 'strict' or 'replace', got {self.errors!r}")
         if not 1 <= self.ngram_order <= 4:
@@ -213,7 +220,8 @@ def evaluate(model, ids, batch_size=16, seq_len=256, max_tokens=None):
     The ids are cut into ``batch_size`` contiguous streams read in chunks of ``seq_len``
     with the state carried, so each token is predicted from everything before it in its
     stream; the end of the last stream is padded with ignored targets, so no token is
-    dropped. ``loss`` is the mean cross-entropy in nats per predicted token.
+    dropped. ``loss`` is the mean cross-entropy in nats per predicted token. It runs where
+    the model is; off the CPU the sum stays on the device and is read back once, at the end.
     """
     from predtext.nn import softmax_cross_entropy
 
@@ -234,6 +242,7 @@ def evaluate(model, ids, batch_size=16, seq_len=256, max_tokens=None):
 
     was_training = model.training
     model.eval()
+    on_device = not _on_default_cpu(model)
     total, state = 0.0, None
     try:
         for start in range(0, stream_len, seq_len):
@@ -241,11 +250,18 @@ def evaluate(model, ids, batch_size=16, seq_len=256, max_tokens=None):
             y = numpy.ascontiguousarray(targets_tb[start:start + seq_len])
             logits, state = model.forward(x, state)
             if (y != -100).any():
-                loss_sum, _ = softmax_cross_entropy(logits, y, reduction="sum")
-                total += float(loss_sum)
+                loss_sum, _ = softmax_cross_entropy(logits, y, reduction="sum",
+                                                    overwrite=on_device, as_array=on_device)
+                total = total + (loss_sum if on_device else float(loss_sum))
     finally:
         model.train(was_training)
-    return {"loss": total / n_predictions, "tokens": n_predictions}
+    return {"loss": float(total) / n_predictions, "tokens": n_predictions}
+
+
+def _on_default_cpu(model):
+    """Whether the model runs on the CPU backend (floats each step, exactly as always);
+    elsewhere losses and norms stay arrays of the model's backend."""
+    return model.ops is get_ops("cpu")
 
 
 def metrics(loss, chars_per_token):
@@ -347,7 +363,7 @@ def _optimizer_tensors(optimizer, state):
                 scalars.setdefault(str(index), {})[key] = value
     groups = [{k: (list(v) if isinstance(v, tuple) else v) for k, v in group.items()}
               for group in saved["param_groups"]]
-    if state is not None:
+    if state is not None:     # NumPy already (``save_checkpoint`` brings it to the host)
         tensors["carry.h"] = state.h
         if state.c is not None:
             tensors["carry.c"] = state.c
@@ -512,6 +528,10 @@ class _Run:
 
     def save_checkpoint(self, stopped=None):
         carried, world = self.carried, self.world
+        if carried is not None:     # files hold NumPy arrays, whatever the device
+            to_numpy = self.model.ops.to_numpy
+            carried = LMState(numpy.asarray(to_numpy(carried.h)),
+                              None if carried.c is None else numpy.asarray(to_numpy(carried.c)))
         if world.size > 1 and carried is not None:   # the whole batch's state, on rank 0
             h = world.gather_rows(carried.h, self.config.batch_size)
             c = None if carried.c is None else world.gather_rows(carried.c, self.config.batch_size)
@@ -530,6 +550,9 @@ class _Run:
 def _prepare(world, files, out, config, resume, explicit, log):
     """The tokenizer, data, model, optimizer and counters of a new or resumed run."""
     config = (config or TrainConfig()).resolved()
+    # First, so that a device that cannot be used (no CuPy, driver or GPU) is one clear
+    # error before any work: BackendUnavailable, a ValueError, names what is missing.
+    ops = ops_for_device(config.device)
     out = Path(out)
     checkpoint_path = Path(config.checkpoint) if config.checkpoint else default_checkpoint_path(out)
     paths = resolve_paths(files)
@@ -580,6 +603,7 @@ def _prepare(world, files, out, config, resume, explicit, log):
     # The model, the optimizer and the counters, restored when resuming.
     model = LanguageModel(tokenizer=tokenizer, seed=config.seed,
                           **config.model_config(tokenizer.vocab_size))
+    model.to(ops)    # before the optimizer, whose moments are made where the weights are
     model.train()
     optimizer = Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     limits = _limits(config, len(batches))
@@ -597,6 +621,9 @@ def _prepare(world, files, out, config, resume, explicit, log):
         if world.size > 1 and carried is not None:   # this rank's columns of the batch
             carried = LMState(carried.h[:, streams].copy(),
                               None if carried.c is None else carried.c[:, streams].copy())
+        if carried is not None:                       # on the model's device
+            carried = LMState(ops.asarray(carried.h),
+                              None if carried.c is None else ops.asarray(carried.c))
         log(f"resumed from {resume_path} at step {run.step} ({run.seconds:.0f} s trained)")
     else:
         run = RunState(next_eval=eval_interval, next_checkpoint=config.checkpoint_interval)
@@ -666,7 +693,9 @@ def train(files, out, config=None, resume=None, explicit=(), log=None, on_step=N
     with it raises ``TrainingError`` before anything is written. ``log``: a function
     taking one line of text (validation results, notes); default: print to stderr.
     ``on_step``: called after every step with ``{"step", "loss", "lr", "seconds"}``; when it
-    returns True the run stops as on Ctrl-C (checkpoint written, best model kept).
+    returns True the run stops as on Ctrl-C (checkpoint written, best model kept). Off the
+    CPU (``config.device``) the loss is a 0-d array on the device: ``float()`` reads it
+    back, and waits for the GPU, so a callback that does so each step slows the run.
     Returns a ``TrainResult``; ``out`` holds the best model found.
     """
     started = time.perf_counter()
@@ -679,6 +708,11 @@ def train(files, out, config=None, resume=None, explicit=(), log=None, on_step=N
         clock = _Clock(run.seconds)
         bar = _progress_bar(config, limits, run)
         stopped, loss_average = None, None
+        # Off the CPU backend the loss, the norm and their moving average stay arrays on
+        # the device, and a non-finite batch is skipped there (Adam's masked step): the
+        # only read back to the host is the average, once per training-curve point.
+        on_device = not _on_default_cpu(model)
+        shown_loss = None
         with _InterruptFlag(also_sigterm=world.size > 1) as interrupt:
             while stopped is None:
                 for x_tb, y_tb in t.batches:    # one optimizer step per (seq_len x batch_size) batch
@@ -686,13 +720,18 @@ def train(files, out, config=None, resume=None, explicit=(), log=None, on_step=N
                         t.carried = None  # a new epoch: every stream starts again from its beginning
                     for group in optimizer.param_groups:
                         group["lr"] = learning_rate(config, run.step, t.progress())
-                    (loss, t.carried), backprop = model.begin_update_loss(x_tb, y_tb, t.carried)
+                    (loss, t.carried), backprop = model.begin_update_loss(
+                        x_tb, y_tb, t.carried, as_array=on_device)
                     model.zero_grad()
                     backprop()
                     loss = world.reduce_gradients(model.parameters(), loss, config.batch_size)
-                    grad_norm = clip_grad_norm_(model.parameters(), config.clip) if config.clip else 0.0
-                    if math.isfinite(grad_norm) and math.isfinite(loss):
-                        optimizer.step()
+                    if on_device:
+                        _device_step(model, optimizer, loss, config.clip)
+                    else:
+                        grad_norm = (clip_grad_norm_(model.parameters(), config.clip)
+                                     if config.clip else 0.0)
+                        if math.isfinite(grad_norm) and math.isfinite(loss):
+                            optimizer.step()
 
                     run.seconds, run.step = clock.seconds, run.step + 1
                     run.tokens += t.batches.tokens_per_batch
@@ -702,8 +741,11 @@ def train(files, out, config=None, resume=None, explicit=(), log=None, on_step=N
                     run.seconds, interrupted, asked = world.agree(run.seconds, interrupt.requested, asked)
                     loss_average = loss if loss_average is None else 0.95 * loss_average + 0.05 * loss
                     if run.step % limits["curve_every"] == 0:
-                        run.train_curve.append([run.step, round(run.seconds, 1), round(loss_average, 4)])
-                    _update_bar(bar, config, limits, run, loss_average)
+                        shown_loss = float(loss_average)   # on a device: the one read back
+                        run.train_curve.append([run.step, round(run.seconds, 1),
+                                                round(shown_loss, 4)])
+                    _update_bar(bar, config, limits, run,
+                                shown_loss if on_device else loss_average)
                     stopped = _why_stop(config, limits, run, interrupted) or ("interrupted" if asked else None)
 
                     if run.seconds >= run.next_eval or stopped:
@@ -722,6 +764,16 @@ def train(files, out, config=None, resume=None, explicit=(), log=None, on_step=N
 
 
 fit = train
+
+
+def _device_step(model, optimizer, loss, clip):
+    """Clip and step with everything on the device: the norm, the scale and the decision to
+    skip a non-finite batch are arrays there, never read back."""
+    xp = model.ops.xp
+    ok = xp.isfinite(xp.asarray(loss))
+    if clip:    # as on the CPU: the norm is only looked at when clipping
+        ok = ok & xp.isfinite(clip_grad_norm_(model.parameters(), clip, as_array=True))
+    optimizer.step(apply=ok)
 
 
 def _validate(t, bar, log):
@@ -817,7 +869,9 @@ def _update_bar(bar, config, limits, run, loss_average):
     else:
         bar.update(run.step - bar.n)
     rate = run.tokens / run.seconds if run.seconds > 0 else 0.0
-    bar.set_postfix_str(f"loss {loss_average:.3f}, {rate:,.0f} tok/s", refresh=False)
+    # None: on a device, before the first training-curve point has read the loss back.
+    loss_text = "" if loss_average is None else f"loss {loss_average:.3f}, "
+    bar.set_postfix_str(f"{loss_text}{rate:,.0f} tok/s", refresh=False)
 
 
 def _log_validation(log, bar, result, improved):

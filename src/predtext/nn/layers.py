@@ -114,15 +114,18 @@ class Embedding(Module):
             self.weight.data[self.padding_idx] = 0
 
     def _check_ids(self, ids):
-        ids = self.ops.indices("input", ids)
-        if ids.dtype.kind not in "iu":
-            raise TypeError(f"input: expected integer ids, got dtype {ids.dtype}")
-        if ids.size and (int(ids.min()) < 0 or int(ids.max()) >= self.num_embeddings):
+        # Host ids (what tokenizers make) are checked on the host, before the copy to a
+        # device: reading the range back from a GPU would wait for it every batch.
+        on_host = not self.ops.owns(ids) and isinstance(ids, (numpy.ndarray, list, tuple))
+        checked = numpy.asarray(ids) if on_host else self.ops.indices("input", ids)
+        if checked.dtype.kind not in "iu":
+            raise TypeError(f"input: expected integer ids, got dtype {checked.dtype}")
+        if checked.size and (int(checked.min()) < 0 or int(checked.max()) >= self.num_embeddings):
             raise ValueError(
                 f"input: ids must lie in [0, {self.num_embeddings}), "
-                f"got values from {int(ids.min())} to {int(ids.max())}"
+                f"got values from {int(checked.min())} to {int(checked.max())}"
             )
-        return ids
+        return self.ops.indices("input", checked) if on_host else checked
 
     def forward(self, ids):
         ids = self._check_ids(ids)

@@ -5,6 +5,8 @@ Each function returns ``(loss, d_input)``; the Module forms (``CrossEntropyLoss`
 torch: ``"mean"``, ``"sum"`` or ``"none"``.
 """
 
+import numpy
+
 from predtext.backend import ops_of
 from predtext.nn.module import Module
 
@@ -17,7 +19,7 @@ def _check_reduction(reduction):
 
 
 def softmax_cross_entropy(logits_nv, targets_n, ignore_index=-100, reduction="mean",
-                          overwrite=False):
+                          overwrite=False, as_array=False):
     """Fused, numerically stable softmax cross-entropy and its gradient.
 
     ``logits_nv`` has the class axis last, ``(..., V)``; ``targets_n`` holds class ids
@@ -38,11 +40,20 @@ def softmax_cross_entropy(logits_nv, targets_n, ignore_index=-100, reduction="me
     with the gradient. A word model's logits are (T*B, V) with V in the tens of thousands;
     doing the max, exp, normalisation and gradient in the one array, without temporaries,
     makes the loss a few times cheaper there. The per-target losses are summed in float64.
+
+    ``as_array=True``: a "mean" or "sum" loss comes back as a 0-d float64 array of the
+    logits' backend instead of a float, so that on a GPU nothing is read back to the host
+    (a training loop accumulates it there and reads it once per logging interval). Host
+    targets are checked on the host, before they are copied to the device, for the same
+    reason.
     """
     _check_reduction(reduction)
     ops = ops_of(logits_nv)
     xp = ops.xp
     logits_nv = ops.accept("logits_nv", logits_nv)
+    host_targets = None
+    if not ops.owns(targets_n) and isinstance(targets_n, (numpy.ndarray, list, tuple)):
+        host_targets = numpy.asarray(targets_n)
     targets_n = ops.indices("targets_n", targets_n)
     if logits_nv.dtype.kind != "f":
         raise TypeError(f"logits_nv: expected a floating-point array, got dtype {logits_nv.dtype}")
@@ -63,13 +74,17 @@ def softmax_cross_entropy(logits_nv, targets_n, ignore_index=-100, reduction="me
     targets = targets_n.reshape(-1)
 
     kept = targets != ignore_index
-    kept_targets = targets[kept]
+    # The range check and the count read the targets: on the host when they came from
+    # there (the device array is the same values), so that a GPU is not waited for.
+    checked = targets if host_targets is None else host_targets.reshape(-1)
+    kept_on_host = kept if host_targets is None else checked != ignore_index
+    kept_targets = checked[kept_on_host]
     if kept_targets.size and (int(kept_targets.min()) < 0 or int(kept_targets.max()) >= n_classes):
         raise ValueError(
             f"targets_n: class ids must lie in [0, {n_classes}) or equal ignore_index="
             f"{ignore_index}, got values from {int(kept_targets.min())} to {int(kept_targets.max())}"
         )
-    n_kept = int(kept.sum())
+    n_kept = int(kept_on_host.sum())
     rows = xp.arange(targets.shape[0])
     safe_targets = xp.where(kept, targets, 0)  # ignored rows index class 0, then get masked
 
@@ -82,7 +97,8 @@ def softmax_cross_entropy(logits_nv, targets_n, ignore_index=-100, reduction="me
     losses_n = xp.where(kept, xp.log(sum_n[:, 0].astype(xp.float64)) - target_scores_n, 0.0)
     if reduction == "mean" and n_kept == 0:
         scores_nv[...] = 0
-        return float("nan"), scores_nv.reshape(logits_nv.shape)
+        nan = xp.asarray(float("nan")) if as_array else float("nan")
+        return nan, scores_nv.reshape(logits_nv.shape)
 
     # softmax / n, minus 1 / n at each target: the gradient of the loss summed over targets
     # (n = 1) or of their mean (n = n_kept).
@@ -94,14 +110,20 @@ def softmax_cross_entropy(logits_nv, targets_n, ignore_index=-100, reduction="me
     d_logits = scores_nv.reshape(logits_nv.shape)
     if reduction == "none":
         return losses_n.astype(logits_nv.dtype).reshape(leading_shape), d_logits
+    if as_array:
+        # where() above zeroed the ignored rows: a plain sum, with no boolean indexing
+        # (whose result size a GPU would have to report back to the host).
+        loss = losses_n.sum()
+        return (loss / n_kept if reduction == "mean" else loss), d_logits
     loss = float(losses_n[kept].sum())
     return (loss / n_kept if reduction == "mean" else loss), d_logits
 
 
-def softmax_cross_entropy_(logits, targets, ignore_index=-100):
+def softmax_cross_entropy_(logits, targets, ignore_index=-100, as_array=False):
     """``softmax_cross_entropy`` with the mean reduction, in place: ``(mean_loss, d_logits)``
     where ``d_logits`` *is* ``logits``, overwritten with the gradient."""
-    return softmax_cross_entropy(logits, targets, ignore_index, "mean", overwrite=True)
+    return softmax_cross_entropy(logits, targets, ignore_index, "mean", overwrite=True,
+                                 as_array=as_array)
 
 
 def mse_loss(input, target, reduction="mean"):

@@ -76,13 +76,29 @@ class Optimizer:
             for param in group["params"]:
                 param.zero_grad()
 
-    def step(self, closure=None):
-        """Update every parameter once; returns ``closure()`` if one is given, as torch does."""
+    #: Whether ``step(apply=...)`` is supported (the update can be masked on the device).
+    masked_steps = False
+
+    def step(self, closure=None, apply=None):
+        """Update every parameter once; returns ``closure()`` if one is given, as torch does.
+
+        ``apply``: a 0-d boolean array on the parameters' device (optimizers with
+        ``masked_steps`` only). Where it is False the step leaves the parameters and the
+        moments as they were, decided on the device: a GPU training loop skips a batch
+        with a non-finite loss or norm without reading anything back to the host.
+        """
+        if apply is not None and not self.masked_steps:
+            raise TypeError(f"apply: {type(self).__name__} has no masked steps (Adam and "
+                            f"AdamW have)")
         loss = closure() if closure is not None else None
         for group in self.param_groups:
             for param in group["params"]:
                 if param.requires_grad:
-                    self._update(param, group, self.state.setdefault(param, {}))
+                    state = self.state.setdefault(param, {})
+                    if apply is None:
+                        self._update(param, group, state)
+                    else:
+                        self._update(param, group, state, apply)
         return loss
 
     def _update(self, param, group, state):
@@ -279,6 +295,7 @@ class Adam(Optimizer):
     """
 
     decoupled_weight_decay = False
+    masked_steps = True
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
                  amsgrad=False, l1=0.0):
@@ -293,7 +310,10 @@ class Adam(Optimizer):
         if len(betas) != 2 or not all(0 <= beta < 1 for beta in betas):
             raise ValueError(f"betas: expected two numbers in [0, 1), got {betas!r}")
 
-    def _update(self, param, group, state):
+    def _update(self, param, group, state, apply=None):
+        """One Adam step; with ``apply`` (a 0-d boolean array) each in-place change is
+        taken only where it is True. The step count, kept on the host for the bias
+        corrections, counts a skipped step too (they are rare: a non-finite batch)."""
         xp = ops_of(param.data).xp
         if not state:
             state["step"] = 0
@@ -306,25 +326,44 @@ class Adam(Optimizer):
         state["step"] += 1
         step = state["step"]
 
+        def masked(target, new):
+            # where(), not a product: a nan in the skipped values must not leak in.
+            target[...] = xp.where(apply, new, target)
+
         if self.decoupled_weight_decay and group["weight_decay"] != 0:
-            param.data *= 1 - lr * group["weight_decay"]
+            if apply is None:
+                param.data *= 1 - lr * group["weight_decay"]
+            else:
+                masked(param.data, param.data * (1 - lr * group["weight_decay"]))
         grad = self._penalised_grad(param, group, not self.decoupled_weight_decay)
 
         exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
-        exp_avg += (1 - beta1) * (grad - exp_avg)
-        exp_avg_sq *= beta2
-        exp_avg_sq += (1 - beta2) * grad * grad
+        if apply is None:
+            exp_avg += (1 - beta1) * (grad - exp_avg)
+            exp_avg_sq *= beta2
+            exp_avg_sq += (1 - beta2) * grad * grad
+        else:
+            masked(exp_avg, exp_avg + (1 - beta1) * (grad - exp_avg))
+            new_sq = exp_avg_sq * beta2
+            new_sq += (1 - beta2) * grad * grad
+            masked(exp_avg_sq, new_sq)
 
         step_size = lr / (1 - beta1**step)
         bias_correction2_sqrt = math.sqrt(1 - beta2**step)
         if group["amsgrad"]:
-            xp.maximum(state["max_exp_avg_sq"], exp_avg_sq, out=state["max_exp_avg_sq"])
+            if apply is None:
+                xp.maximum(state["max_exp_avg_sq"], exp_avg_sq, out=state["max_exp_avg_sq"])
+            else:
+                masked(state["max_exp_avg_sq"], xp.maximum(state["max_exp_avg_sq"], exp_avg_sq))
             second_moment = state["max_exp_avg_sq"]
         else:
             second_moment = exp_avg_sq
         denom = xp.sqrt(second_moment) / bias_correction2_sqrt
         denom += eps
-        param.data -= step_size * (exp_avg / denom)
+        if apply is None:
+            param.data -= step_size * (exp_avg / denom)
+        else:
+            masked(param.data, param.data - step_size * (exp_avg / denom))
 
 
 class AdamW(Adam):
