@@ -72,14 +72,15 @@ class Tmux:
         self._tmux("kill-server", check=False)
 
 
-@pytest.fixture
-def terminal():
+def start_terminal(text, config_text):
+    """The REPL in a fresh tmux server, on an n-gram of ``text`` and the config ``config_text``,
+    with its own data and config directories; returns ``(tmux, directory)``."""
     directory = tempfile.mkdtemp(prefix="pt-tmux-")   # short path, for the socket
     model = os.path.join(directory, "model.safetensors")
-    NGramModel.from_text(TEXT).save(model)
+    NGramModel.from_text(text).save(model)
     config = os.path.join(directory, "config.toml")
     with open(config, "w") as handle:
-        handle.write(CONFIG)
+        handle.write(config_text)
     environment = {"PREDTEXT_DATA_DIR": os.path.join(directory, "data"),
                    "XDG_CONFIG_HOME": os.path.join(directory, "xdg"),
                    "TERM": "xterm-256color"}
@@ -88,12 +89,16 @@ def terminal():
         + [shlex.quote(a) for a in (sys.executable, "-m", "predtext.cli", "repl",
                                     "--model", model, "--config", config)]
         + ["2>" + shlex.quote(os.path.join(directory, "stderr.txt"))])
-    tmux = Tmux(directory, command)
+    return Tmux(directory, command), directory
+
+
+@pytest.fixture
+def terminal():
+    tmux, directory = start_terminal(TEXT, CONFIG)
     try:
         yield tmux, directory
     finally:
         tmux.close()
-        shutil.rmtree(directory, ignore_errors=True)
 
 
 def prompt_line(screen):

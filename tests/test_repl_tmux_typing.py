@@ -2,17 +2,11 @@
 the end, and a typo is corrected by taking the suggestion offered for it. tmux sends the keys
 and reads the screen (skipped when tmux is not installed)."""
 
-import os
-import shlex
 import shutil
-import sys
-import tempfile
 import time
 
 import pytest
-
-from predtext.engine import NGramModel
-from test_repl_tmux import Tmux, prompt_line
+from test_repl_tmux import prompt_line, start_terminal
 
 pytestmark = pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
 
@@ -27,21 +21,7 @@ CONFIG = ("[engine]\ntime_budget_ms = 2000\nword_list = false\n"
 
 @pytest.fixture
 def terminal():
-    directory = tempfile.mkdtemp(prefix="pt-tmux-")   # short path, for the socket
-    model = os.path.join(directory, "model.safetensors")
-    NGramModel.from_text(TEXT).save(model)
-    config = os.path.join(directory, "config.toml")
-    with open(config, "w") as handle:
-        handle.write(CONFIG)
-    environment = {"PREDTEXT_DATA_DIR": os.path.join(directory, "data"),
-                   "XDG_CONFIG_HOME": os.path.join(directory, "xdg"),
-                   "TERM": "xterm-256color"}
-    command = " ".join(
-        ["env"] + [f"{k}={shlex.quote(v)}" for k, v in environment.items()]
-        + [shlex.quote(a) for a in (sys.executable, "-m", "predtext.cli", "repl",
-                                    "--model", model, "--config", config)]
-        + ["2>" + shlex.quote(os.path.join(directory, "stderr.txt"))])
-    tmux = Tmux(directory, command)
+    tmux, directory = start_terminal(TEXT, CONFIG)
     try:
         tmux.wait_for(lambda s: prompt_line(s) is not None and "model.safetensors" in s,
                       what="the prompt and toolbar")
@@ -57,7 +37,7 @@ def type_keys(tmux, text):
     for char in text:
         tmux.send(char, literal=True)
         typed += char
-        tmux.wait_for(lambda s: (prompt_line(s) or "").startswith(typed.rstrip()),
+        tmux.wait_for(lambda s, typed=typed: (prompt_line(s) or "").startswith(typed.rstrip()),
                       what=f"{typed!r} on the prompt line")
         time.sleep(0.02)
 
