@@ -86,10 +86,10 @@ async def wait_until(condition, timeout=10.0):
 class CompletionsInFlight(Completer):
     """The prompt's completer, counting the requests it is answering.
 
-    prompt_toolkit runs one completion request at a time and drops those made meanwhile; when
-    the running one ends on a line that no longer extends its text (Ctrl-C, a deletion), it
-    does not ask again. A test that types while a request is in flight can so lose the menu
-    for what it typed; it waits for :attr:`busy` to clear instead.
+    prompt_toolkit runs one completion request at a time and drops those made meanwhile (the
+    terminal asks again for a dropped one: see test_the_menu_follows_edits_made_while_an_answer_
+    was_on_its_way). A test that reads the menu for each thing it types waits for :attr:`busy`
+    to clear before the next keys, as a person who reads it does.
     """
 
     def __init__(self, completer):
@@ -374,6 +374,33 @@ def test_a_new_engine_replaces_the_menu_an_old_answer_was_still_filling():
         await wait_until(lambda: {c.display_text for c in term.menu_for("the ap") or []}
                          == {"apricot", "apron"})
     drive(old, scenario)
+
+
+@pytest.mark.parametrize("edits", [
+    [(BACKSPACE, "the a")],                       # a deletion: not an extension of "the ap"
+    [(CTRL_C, ""), ("the c", "the c")],           # the line cleared and typed anew
+    [("p", "the app"), (BACKSPACE, "the ap")],    # back to the text asked about
+], ids=["backspace", "ctrl-c", "same-text"])
+def test_the_menu_follows_edits_made_while_an_answer_was_on_its_way(edits):
+    # prompt_toolkit drops a completion request made while one is running, and asks again
+    # by itself only when the text has grown from what it asked about. After any other edit
+    # the menu for the text now typed must still come, without another key.
+    held = HeldAnswers(make_engine())
+    text = edits[-1][1]
+    expected = [s.text for s in make_engine().suggest(text, 6)]
+    assert expected
+
+    async def scenario(term):
+        held.hold.set()
+        await term.type("the ap")
+        await wait_until(lambda: held.asked.is_set() and term.completer.busy)
+        for keys, after in edits:                     # typed while "the ap" is being answered
+            term.pipe.send_text(keys)
+            await wait_until(lambda after=after: term.buffer.text == after)
+        assert term.completer.busy
+        held.release.set()
+        await wait_until(lambda: [c.display_text for c in term.menu_for(text) or []] == expected)
+    drive(held, scenario)
 
 
 def test_quit_command_ends_the_session():

@@ -17,9 +17,9 @@ import time
 from typing import List, Optional
 
 from prompt_toolkit import PromptSession
-from prompt_toolkit.application import run_in_terminal
+from prompt_toolkit.application import get_app, run_in_terminal
 from prompt_toolkit.auto_suggest import ThreadedAutoSuggest
-from prompt_toolkit.completion import ThreadedCompleter
+from prompt_toolkit.completion import Completer, ThreadedCompleter
 from prompt_toolkit.filters import Condition, completion_is_selected, has_completions
 from prompt_toolkit.formatted_text import FormattedText
 from prompt_toolkit.history import History, InMemoryHistory
@@ -77,9 +77,10 @@ class Repl:
         self._first_render_done = False
         self._trace_path = os.environ.get(TRACE_ENV) or None
         self.suggester = Suggester(handle, k, on_answer=self._answered)
+        completer = AskingAgain(ThreadedCompleter(PredtextCompleter(self.suggester)))
         self.session = PromptSession(
             PROMPT,
-            completer=ThreadedCompleter(PredtextCompleter(self.suggester)),
+            completer=completer,
             auto_suggest=ThreadedAutoSuggest(PredtextAutoSuggest(self.suggester)),
             complete_while_typing=True,
             complete_style=CompleteStyle.COLUMN,
@@ -92,6 +93,7 @@ class Repl:
             input=input,
             output=output,
         )
+        completer.watch(self.session.default_buffer)
         app = self.session.app
         app.key_processor.before_key_press += self._key_pressed
         app.after_render += self._after_render
@@ -344,3 +346,51 @@ def _menu_shows(menu, text: str, answer) -> bool:
     """Whether the completion menu shows ``answer`` for ``text``."""
     return (menu is not None and menu.original_document.text_before_cursor == text
             and [c.display_text for c in menu.completions] == [s.text for s in answer])
+
+
+class AskingAgain(Completer):
+    """The prompt's completer, asked again when prompt_toolkit dropped a request for it.
+
+    prompt_toolkit runs one completion request at a time and drops those made meanwhile (a
+    key typed while the engine answers); when the running one ends on text that is not a
+    longer version of what it asked about (after a deletion, Ctrl-C, or typing then deleting
+    back), it does not ask again, and the menu for what the user typed never came until the
+    next key. So this notes a request made while one runs (an insertion into the buffer, which
+    is what asks while typing) and, once the running one is over, makes it again.
+    """
+
+    def __init__(self, completer: Completer):
+        self.completer = completer
+        self._buffer = None
+        self._running = False
+        self._dropped = False
+
+    def watch(self, buffer) -> None:
+        """Ask again for ``buffer``, the one this completes (made after its completer)."""
+        self._buffer = buffer
+        buffer.on_text_insert += self._text_inserted
+
+    def _text_inserted(self, _buffer) -> None:
+        if self._running:
+            self._dropped = True
+
+    def get_completions(self, document, complete_event):
+        return self.completer.get_completions(document, complete_event)
+
+    async def get_completions_async(self, document, complete_event):
+        self._running, self._dropped = True, False
+        try:
+            async for completion in self.completer.get_completions_async(document, complete_event):
+                yield completion
+        finally:
+            self._running = False
+            if self._dropped and self._buffer is not None:
+                # prompt_toolkit takes the next request once this one's coroutine has
+                # returned, which it does without waiting from here: ask on the next turn.
+                asyncio.get_running_loop().call_soon(self._ask_again)
+
+    def _ask_again(self) -> None:
+        # When prompt_toolkit retried by itself (the text grew), that request is running; and
+        # a prompt that has ended (its requests are cancelled) has nothing to ask for.
+        if not self._running and self._buffer is not None and get_app().is_running:
+            self._buffer.insert_text("")   # an insertion of nothing asks, as typing does
