@@ -10,8 +10,14 @@ import pytest
 from predtext.errors import CorpusError, ModelFileError
 from predtext.lm import modelfile
 from predtext.lm.model import LanguageModel
-from predtext.lm.train import (CHECKPOINT_VERSION, TrainConfig, TrainingError, evaluate,
-                               learning_rate, train)
+from predtext.lm.train import (
+    CHECKPOINT_VERSION,
+    TrainConfig,
+    TrainingError,
+    evaluate,
+    learning_rate,
+    train,
+)
 
 SENTENCES = ["the cat sat on the mat.", "a dog ran to the log.", "the bird sang in a tree.",
              "my hat is on the bed.", "we ate the red jam."]

@@ -21,8 +21,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import struct
 import secrets
+import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from typing import Iterable, Iterator, Mapping, NamedTuple, Sequence, Union
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import NamedTuple, Union
 
 import numpy as np
 

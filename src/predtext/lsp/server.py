@@ -28,9 +28,10 @@ import os
 import queue
 import sys
 import threading
+from collections.abc import Callable
 from concurrent.futures import Future
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any
 
 from cattrs import transform_error
 from cattrs.errors import ClassValidationError
@@ -40,10 +41,10 @@ from pygls.lsp.server import LanguageServer
 from pygls.protocol import LanguageServerProtocol, lsp_method
 from pygls.uris import to_fs_path
 
-from predtext.text import CLOSING_MARKS
 from predtext.lsp.documents import Document
 from predtext.lsp.positions import ENCODINGS, UTF16, to_units
 from predtext.lsp.settings import Settings, may_learn, updated
+from predtext.text import CLOSING_MARKS
 
 log = logging.getLogger("predtext.lsp")
 
@@ -84,7 +85,7 @@ class _Worker:
         self._calls: queue.SimpleQueue = queue.SimpleQueue()
         threading.Thread(target=self._serve, name="predtext-lsp-worker", daemon=True).start()
 
-    def submit(self, function: Callable, *args, future: Optional[Future] = None) -> Future:
+    def submit(self, function: Callable, *args, future: Future | None = None) -> Future:
         """Run ``function(*args)`` in turn; its result or error goes to ``future`` (a new one
         unless given; one cancelled before its turn is skipped)."""
         future = Future() if future is None else future
@@ -113,8 +114,8 @@ class _OpenDocument:
         self.document = document
         self.engine = None
         self.engine_generation = -1
-        self.seen_lines: Optional[list] = list(document.lines)
-        self.known: Optional[set] = None
+        self.seen_lines: list | None = list(document.lines)
+        self.known: set | None = None
 
 
 class PredtextProtocol(LanguageServerProtocol):
@@ -148,19 +149,19 @@ class PredtextServer(LanguageServer):
         self.engine_loader = engine_loader
         self.settings = Settings()
         self.encoding = UTF16
-        self.roots: List[Path] = []
-        self.documents: Dict[str, _OpenDocument] = {}
+        self.roots: list[Path] = []
+        self.documents: dict[str, _OpenDocument] = {}
         self.worker = _Worker()
         self._engine = None                 # the base engine, once loaded
         self._generation = 0                # bumped by each load, so documents rebuild theirs
         self._ready: Future = Future()      # done when the first load ends (either way)
-        self._jobs: Dict[Any, Future] = {}         # completion requests not yet answered
+        self._jobs: dict[Any, Future] = {}         # completion requests not yet answered
         self._cancelled: set = set()                # ... cancelled while running
-        self._latest: Dict[str, int] = {}
-        self._loop: Optional[asyncio.AbstractEventLoop] = None
+        self._latest: dict[str, int] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._writer = None
         self._initialized = self._shut_down = False
-        self.exit_code: Optional[int] = None
+        self.exit_code: int | None = None
 
     # ------------------------------------------------------------------ the engine
 
@@ -566,7 +567,7 @@ def describe(suggestion) -> str:
 
 
 def completion_items(suggestions, content: str, line: int, index: int,
-                     encoding: str = UTF16) -> List[dict]:
+                     encoding: str = UTF16) -> list[dict]:
     """Completion items for the engine's ``suggestions`` at ``(line, index)``, best first, as
     the JSON the protocol sends (built directly: converting lsprotocol objects costs more than
     the engine's answer on every keystroke).

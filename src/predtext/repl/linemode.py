@@ -18,7 +18,8 @@ next, so the same input always gives the same output (unless learning is switche
 from __future__ import annotations
 
 import json
-from typing import Iterable, TextIO
+from collections.abc import Iterable
+from typing import TextIO
 
 
 def format_plain(suggestions) -> str:
