@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import bisect
 import collections
+import contextlib
 import os
 import threading
 from collections.abc import Mapping
@@ -81,10 +82,8 @@ class HistoryStore:
 
     def erase(self) -> None:
         for path in (self.path, self.path.with_name(self.path.name + ".tmp")):
-            try:
+            with contextlib.suppress(FileNotFoundError):
                 path.unlink()
-            except FileNotFoundError:
-                pass
 
 
 def forget_history(data_dir=None) -> None:

@@ -145,7 +145,8 @@ def _read_chunks(path: Path, chunk_chars: int, errors: str) -> Iterator[str]:
     character cut by a block border until the next block completes it."""
     decoder = codecs.getincrementaldecoder("utf-8")(errors)
     try:
-        f = open(path, "rb")
+        # Opened apart from the `with` below, so only a failure to open gets this message.
+        f = open(path, "rb")  # noqa: SIM115
     except OSError as exc:
         raise CorpusError(f"{path}: cannot read ({exc.strerror or exc})") from None
     with f:
@@ -379,7 +380,8 @@ class TokenStream:
 
     def _spill(self, chunks, tmp_dir) -> int:
         # An anonymous temporary file: nothing to clean up after a crash.
-        self._file = tempfile.TemporaryFile(dir=tmp_dir, prefix="predtext-ids-")
+        # It lives as long as this object (close() ends it), so no `with` here.
+        self._file = tempfile.TemporaryFile(dir=tmp_dir, prefix="predtext-ids-")  # noqa: SIM115
         n = 0
         for chunk in chunks:
             chunk = np.asarray(chunk)

@@ -18,6 +18,7 @@ leaves the previous file as it was.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -90,10 +91,8 @@ def atomic_write(path: Path, data: bytes):
             os.fsync(f.fileno())  # the data is on disk before the rename makes it visible
         os.replace(tmp_name, path)
     except BaseException:
-        try:
+        with contextlib.suppress(OSError):
             os.unlink(tmp_name)
-        except OSError:
-            pass
         raise
     _fsync_directory(directory)
 

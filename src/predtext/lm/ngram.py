@@ -476,10 +476,7 @@ class NGramModel:
         mass = scores.sum()
         if mass <= 0:
             return []
-        if k < len(scores):
-            top = np.argpartition(-scores, k)[:k]
-        else:
-            top = np.arange(len(scores))
+        top = np.argpartition(-scores, k)[:k] if k < len(scores) else np.arange(len(scores))
         top = top[np.argsort(-scores[top], kind="stable")]
         return [(self.surface(int(candidates[i])), float(scores[i] / mass)) for i in top
                 if scores[i] > 0]
@@ -831,7 +828,9 @@ class NGramModel:
                 meta_text = (handle.metadata() or {}).get(FORMAT)
                 if meta_text is None:
                     raise ModelFileError(path, "holds no n-gram model")
-                arrays = {k: handle.get_tensor(k) for k in handle.keys() if k.startswith("ngram.")}
+                # keys(), not iteration: safe_open handles are not iterable.
+                names = [k for k in handle.keys() if k.startswith("ngram.")]  # noqa: SIM118
+                arrays = {k: handle.get_tensor(k) for k in names}
             return cls.from_arrays(arrays, json.loads(meta_text))
         except ModelFileError:
             raise

@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from typing import NamedTuple, Union
+from typing import NamedTuple
 
 import numpy as np
 
@@ -329,7 +329,7 @@ class WordTokenizer(_Tokenizer):
 
 _KINDS = {"char": CharTokenizer, "word": WordTokenizer}
 
-Tokenizer = Union[CharTokenizer, WordTokenizer]
+Tokenizer = CharTokenizer | WordTokenizer
 
 
 def tokenizer_from_json(d) -> Tokenizer:

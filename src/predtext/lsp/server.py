@@ -21,6 +21,7 @@ a message that is not JSON-RPC, bad parameters, and requests before ``initialize
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib.metadata
 import json
 import logging
@@ -331,10 +332,8 @@ class PredtextServer(LanguageServer):
             else:
                 self.window_show_message(types.ShowMessageParams(type=kind, message=message))
         if self._loop is not None and self._writer is not None:
-            try:
+            with contextlib.suppress(RuntimeError):     # the loop has ended
                 self._loop.call_soon_threadsafe(send)
-            except RuntimeError:          # the loop has ended
-                pass
 
     def apply_settings(self, options, reload: bool = True) -> None:
         """Take the settings ``options`` changes; a new model or config is loaded (unless
@@ -530,10 +529,8 @@ class _StdoutWriter:
                 pass
 
     def close(self) -> None:
-        try:
+        with contextlib.suppress(OSError):
             self._stream.close()
-        except OSError:
-            pass
 
 
 def _EMPTY() -> dict:

@@ -269,7 +269,7 @@ class Module:
             )
         own = OrderedDict(self.named_parameters())
         missing = [name for name in own if name not in state_dict]
-        unexpected = [name for name in state_dict.keys() if name not in own]
+        unexpected = [name for name in state_dict if name not in own]
 
         arrays = {}
         mismatched = []
