@@ -204,7 +204,7 @@ def test_the_reader_sees_the_package_imports():
     assert {"predtext.repl.commands", "predtext.lm.commands", "predtext.engine.commands"} <= cli
 
 
-# ------------------------------------------------------------------ the checker on a made-up package
+# ----------------------------------------------------------------- the checker on a made-up package
 
 
 def _package(tmp_path, files: dict[str, str]) -> Path:

@@ -29,7 +29,8 @@ from predtext.text import (  # noqa: F401
     word_patterns,
 )
 
-#: Only this much of the text before the cursor is read (a pasted megabyte costs the same as a line).
+#: Only this much of the text before the cursor is read (a pasted megabyte costs the same as
+#: a line).
 DEFAULT_WINDOW_CHARS = 4096
 #: The window's start moves in steps this long, so a predictor that keeps incremental state keyed
 #: on ``Context.text`` sees the same prefix between steps instead of a new string every keystroke.

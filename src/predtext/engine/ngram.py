@@ -25,7 +25,8 @@ _PHRASE_MIN_START = 0.1
 
 def checked_phrase_options(threshold, words) -> tuple[float, int]:
     """``phrase_threshold`` and ``phrase_words`` as given to a predictor, or ValueError."""
-    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 < threshold <= 1:
+    if (isinstance(threshold, bool) or not isinstance(threshold, (int, float))
+            or not 0 < threshold <= 1):
         raise ValueError(f"phrase_threshold must be a number in (0, 1], got {threshold!r}")
     if isinstance(words, bool) or not isinstance(words, int) or words < 1:
         raise ValueError(f"phrase_words must be an int >= 1, got {words!r}")
@@ -87,7 +88,8 @@ class NGramPredictor:
 
 
 def make_predictor(options: Mapping[str, Any], resources: Resources) -> NGramPredictor:
-    """Factory for ``type = "ngram"``: the model from ``resources``, or ``path`` to an n-gram file."""
+    """Factory for ``type = "ngram"``: the model from ``resources``, or ``path`` to an n-gram
+    file."""
     path = options.get("path")
     model = NGramModel.load(path) if path else resources.ngram
     if model is None:

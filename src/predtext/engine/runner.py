@@ -152,7 +152,8 @@ class PredictorRunner:
                 try:
                     result = predictor.predict(context, k)
                 except Exception as error:
-                    self._trouble.report(predictor.name, "raised", f"{type(error).__name__}: {error}")
+                    self._trouble.report(predictor.name, "raised",
+                                         f"{type(error).__name__}: {error}")
                     continue
                 if self.budget_s is not None and time.perf_counter() - began > self.budget_s:
                     self._trouble.report(predictor.name, "overran its time budget",

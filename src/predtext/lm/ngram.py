@@ -151,8 +151,10 @@ class _Order:
         # (C,) the largest count of each context (bounds its words' probabilities)
         self.largest = (np.maximum.reduceat(counts, starts[:-1]) if len(counts)
                         else np.zeros(len(keys), dtype=counts.dtype))
-        self.extra_counts: dict[tuple, dict[int, int]] = {}   # context -> {word id: added count}
-        self.extra_stats: dict[tuple, list[int]] = {}          # context -> added (total, n1, n2, n3+)
+        # context -> {word id: added count}
+        self.extra_counts: dict[tuple, dict[int, int]] = {}
+        # context -> added (total, n1, n2, n3+)
+        self.extra_stats: dict[tuple, list[int]] = {}
         self.extra_entries = 0
 
     @classmethod
@@ -263,7 +265,8 @@ class NGramModel:
         documents = [text] if isinstance(text, str) else list(text)
         for document in documents:
             if not isinstance(document, str):
-                raise TypeError(f"text must be str or an iterable of str, got {type(document).__name__}")
+                raise TypeError("text must be str or an iterable of str, "
+                                f"got {type(document).__name__}")
         model = cls(order, discounts)
         token_lists = [tokenize(unicodedata.normalize("NFC", d)) for d in documents]
         surfaces: dict[str, dict[str, int]] = {}
@@ -348,7 +351,8 @@ class NGramModel:
         return tuple([_BOUNDARY_ID] * (need - len(ids)) + ids)
 
     def _prefix_ids(self, prefix: str) -> np.ndarray:
-        """Ids of the words that start with ``prefix`` (normalised), boundary excluded, ascending."""
+        """Ids of the words that start with ``prefix`` (normalised), boundary excluded,
+        ascending."""
         prefix = normalize_word(prefix)
         sorted_words = self._words
         lo = bisect.bisect_left(sorted_words, prefix, 1, self._sorted_end)
@@ -395,7 +399,8 @@ class NGramModel:
 
     def _interpolate(self, order: _Order, context: tuple, candidates: np.ndarray,
                      lower: np.ndarray) -> np.ndarray:
-        """One Kneser-Ney level: discounted counts of ``context`` plus backoff weight x ``lower``."""
+        """One Kneser-Ney level: discounted counts of ``context`` plus backoff weight x
+        ``lower``."""
         n = order.n
         index = order.find(context)
         total, n1, n2, n3 = order.context_stats(context, index)
@@ -455,7 +460,8 @@ class NGramModel:
         scores = self._scores(self._context_ids(previous), ids)
         return {self._words[i]: float(s) for i, s in zip(ids, scores)}
 
-    def predict(self, previous: Sequence[str], prefix: str = "", k: int = 10) -> list[tuple[str, float]]:
+    def predict(self, previous: Sequence[str], prefix: str = "",
+                k: int = 10) -> list[tuple[str, float]]:
         """The ``k`` likeliest next words starting with ``prefix``, with P(w | previous, prefix).
 
         Probabilities are renormalised over the words that match the prefix (the typed letters
@@ -549,9 +555,11 @@ class NGramModel:
             total, n1, n2, n3 = order.context_stats(suffix, index)
             if total == 0:
                 continue
-            seen = order.next_ids[order.starts[index]:order.starts[index + 1]] if index >= 0 else None
+            seen = (order.next_ids[order.starts[index]:order.starts[index + 1]] if index >= 0
+                    else None)
             added = order.extra_counts.get(suffix) or {}
-            largest = (int(order.largest[index]) if index >= 0 else 0) + max(added.values(), default=0)
+            largest = ((int(order.largest[index]) if index >= 0 else 0)
+                       + max(added.values(), default=0))
             backoff = self._backoff(order.n, total, n1, n2, n3)
             # c - D_c <= largest - min(D) for every count c <= largest
             smallest_discount = min(self._discounts[order.n - 1])
@@ -690,7 +698,8 @@ class NGramModel:
         width = self.order - 1
         contexts = (_unpack(top.keys, width) if width else np.zeros((len(top.keys), 0), np.int64))
         lengths = np.diff(top.starts)
-        rows = [np.column_stack([np.repeat(contexts, lengths, axis=0), top.next_ids]).astype(np.int64)]
+        rows = [np.column_stack([np.repeat(contexts, lengths, axis=0),
+                                 top.next_ids]).astype(np.int64)]
         counts = [top.counts.astype(np.int64)]
         for context, added in top.extra_counts.items():
             for word, extra in added.items():
@@ -735,7 +744,8 @@ class NGramModel:
 
     @classmethod
     def from_arrays(cls, arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any]) -> NGramModel:
-        """The model that :meth:`to_arrays` described. Raises ``ValueError`` on inconsistent data."""
+        """The model that :meth:`to_arrays` described. Raises ``ValueError`` on inconsistent
+        data."""
         if meta.get("format") != FORMAT or meta.get("version") != FORMAT_VERSION:
             raise ValueError(f"not a {FORMAT} v{FORMAT_VERSION} description "
                              f"(format={meta.get('format')!r}, version={meta.get('version')!r})")
@@ -768,7 +778,8 @@ class NGramModel:
             if (len(starts) != len(keys) + 1 or len(stats) != len(keys) or starts[0] != 0
                     or starts[-1] != len(next_ids) or len(counts) != len(next_ids)
                     or np.any(np.diff(starts) <= 0) or np.any(np.diff(keys) <= 0)
-                    or (len(next_ids) and (next_ids.min() < 0 or next_ids.max() >= vocabulary_size))):
+                    or (len(next_ids) and (next_ids.min() < 0
+                                           or next_ids.max() >= vocabulary_size))):
                 raise ValueError(f"order {n} arrays are inconsistent")
         model._orders = [_Order(n, *level) for n, level in enumerate(levels, 1)]
         model._unigram_cache = None

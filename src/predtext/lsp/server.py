@@ -377,7 +377,9 @@ class PredtextServer(LanguageServer):
                     self._error(None, PARSE_ERROR, "Parse error: header line too long")
                     continue
                 if not line:
-                    return self.exit_code if self.exit_code is not None else int(not self._shut_down)
+                    if self.exit_code is not None:
+                        return self.exit_code
+                    return int(not self._shut_down)
                 if not line.strip():
                     if length is not None:
                         break

@@ -62,9 +62,9 @@ class Repl:
     ``output`` are prompt_toolkit's (the real terminal when None; tests pass a pipe input and
     ``DummyOutput``). ``after_first_frame()`` is called once the prompt is first on screen (the
     terminal command starts loading the engine then); ``engine_config`` is the config ``:model``
-    loads other models with (by default, the loaded engine's). :meth:`run` (or ``await run_async()``) reads lines until ``:quit`` or
-    Ctrl-D. Committed lines are in :attr:`transcript`, and everything shown above the prompt in
-    :attr:`shown`.
+    loads other models with (by default, the loaded engine's). :meth:`run` (or
+    ``await run_async()``) reads lines until ``:quit`` or Ctrl-D. Committed lines are in
+    :attr:`transcript`, and everything shown above the prompt in :attr:`shown`.
     """
 
     def __init__(self, handle: EngineHandle, k: int = DEFAULT_K, history: History | None = None,
@@ -181,7 +181,8 @@ class Repl:
         elif handle.status == "failed":
             model = f"{handle.loading_name or handle.name}: failed"
         else:
-            model = handle.name + (f" (loading {handle.loading_name}…)" if handle.loading_name else "")
+            loading = f" (loading {handle.loading_name}…)" if handle.loading_name else ""
+            model = handle.name + loading
         parts = [f" {model}", f"k {self.suggester.k}"]
         if handle.learning is False:
             parts.append("learning off")
@@ -220,7 +221,8 @@ class Repl:
             completion = state.current_completion
             buffer.complete_state = None
             if isinstance(completion, SuggestionCompletion):
-                self._took(buffer, completion.suggestion, state.original_document.text_before_cursor)
+                self._took(buffer, completion.suggestion,
+                           state.original_document.text_before_cursor)
                 buffer.insert_text("")         # refresh: prompt_toolkit asks after insertions
 
         @Condition
@@ -324,7 +326,8 @@ class Repl:
             return
         answer = self.suggester.answered(current)
         menu = buffer.complete_state
-        if answer is not None and (not answer and menu is None or _menu_shows(menu, current, answer)):
+        if answer is not None and (not answer and menu is None
+                                   or _menu_shows(menu, current, answer)):
             return
         if menu is not None:
             if menu.complete_index is not None:

@@ -1,4 +1,5 @@
-"""The terminal's ``:`` commands. Each takes the terminal and its argument words, returns text to show.
+"""The terminal's ``:`` commands. Each takes the terminal and its argument words, returns text
+to show.
 
 A line that starts with ``:`` is a command, not text; ``::`` at the start writes one literal ``:``.
 """
@@ -131,7 +132,8 @@ def _predictors(repl, args):
     if not rows:
         return "no predictors yet (the model is still loading)" if handle.status == "loading" \
             else "no predictors are loaded"
-    lines = [f"  {'on ' if on else 'off'}  {name:<16} weight {weight:g}" for name, weight, on in rows]
+    lines = [f"  {'on ' if on else 'off'}  {name:<16} weight {weight:g}"
+             for name, weight, on in rows]
     return "predictors:\n" + "\n".join(lines)
 
 

@@ -109,7 +109,8 @@ def _as_suggester(engine_or_suggester, k: int) -> Suggester:
 
 
 def describe_source(suggestion) -> str:
-    """The meta-column text: the predictors that proposed it and its score, e.g. ``ngram+history 0.41``."""
+    """The meta-column text: the predictors that proposed it and its score, e.g.
+    ``ngram+history 0.41``."""
     sources = getattr(suggestion, "sources", None)
     if sources is None:
         source = getattr(suggestion, "source", "")

@@ -63,7 +63,8 @@ class EngineHandle:
     # ------------------------------------------------------------------ loading
 
     def start(self, loader: Loader, name: str) -> None:
-        """Load an engine with ``loader()`` in the background; it replaces the current one when ready."""
+        """Load an engine with ``loader()`` in the background; it replaces the current one when
+        ready."""
         with self._lock:
             self.loading_name = name
             self.status, self.error = "loading", None
