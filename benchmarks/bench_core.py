@@ -13,6 +13,7 @@ that (input, state and weight gradients).  Medians of --repeats runs.
 """
 
 import argparse
+import functools
 import platform
 import statistics
 import time
@@ -107,6 +108,31 @@ def nn_stack(name, I, H, layers):
     return cls(I, H, num_layers=layers) if cls is not None else None
 
 
+def _layer_fb(layer, x):
+    (out, _), backprop = layer.begin_update(x)
+    backprop(np.ones_like(out))
+
+
+def _torch_fwd(torch, tm, xt):
+    with torch.no_grad():
+        tm(xt)
+
+
+def _torch_fb(torch, tm, xg):
+    out, _ = tm(xg)
+    out.backward(torch.ones_like(out))
+
+
+def _rate_row(rows, times, name, shape, tokens, what, ours_key, theirs_key, flops):
+    """Append one row: tokens/s and GFLOP/s of ours, of theirs, and theirs/ours time."""
+    t_ours = times[ours_key]
+    t_theirs = times.get(theirs_key)
+    rows.append([name, shape, what, tokens / t_ours, flops / t_ours / 1e9,
+                 None if t_theirs is None else tokens / t_theirs,
+                 None if t_theirs is None else flops / t_theirs / 1e9,
+                 None if t_theirs is None else t_theirs / t_ours])
+
+
 def bench_sequences(torch, repeats, quick):
     rows = []
     shapes = SHAPES[:1] if quick else SHAPES
@@ -118,38 +144,22 @@ def bench_sequences(torch, repeats, quick):
             flops_fwd = sum(2 * T * B * G * H * ((I if k == 0 else H) + H)
                             for k in range(layers))
             ours = CoreStack(cell, I, H, layers, rng)
-            fns = {"core fwd": lambda: ours.forward(x),
-                   "core fwd+bwd": lambda: ours.forward_backward(x)}
+            # Each timed function gets this shape's objects bound now, not looked up
+            # in the loop's variables when it runs.
+            fns = {"core fwd": functools.partial(ours.forward, x),
+                   "core fwd+bwd": functools.partial(ours.forward_backward, x)}
             layer = nn_stack(name, I, H, layers)
             if layer is not None:
-                def layer_fb():
-                    (out, _), backprop = layer.begin_update(x)
-                    backprop(np.ones_like(out))
-                fns["nn fwd+bwd"] = layer_fb
+                fns["nn fwd+bwd"] = functools.partial(_layer_fb, layer, x)
             if torch is not None:
                 tm = torch_stack(torch, name, I, H, layers)
                 xt = torch.from_numpy(x)
                 xg = xt.clone().requires_grad_(True)
-
-                def torch_fwd():
-                    with torch.no_grad():
-                        tm(xt)
-
-                def torch_fb():
-                    out, _ = tm(xg)
-                    out.backward(torch.ones_like(out))
-                fns["torch fwd"] = torch_fwd
-                fns["torch fwd+bwd"] = torch_fb
+                fns["torch fwd"] = functools.partial(_torch_fwd, torch, tm, xt)
+                fns["torch fwd+bwd"] = functools.partial(_torch_fb, torch, tm, xg)
             times = dict(zip(fns, alternate(list(fns.values()), repeats)))
             shape = f"B{B} T{T} I{I} H{H} L{layers}"
-
-            def row(what, ours_key, theirs_key, flops):
-                t_ours = times[ours_key]
-                t_theirs = times.get(theirs_key)
-                rows.append([name, shape, what, T * B / t_ours, flops / t_ours / 1e9,
-                             None if t_theirs is None else T * B / t_theirs,
-                             None if t_theirs is None else flops / t_theirs / 1e9,
-                             None if t_theirs is None else t_theirs / t_ours])
+            row = functools.partial(_rate_row, rows, times, name, shape, T * B)
             row("fwd", "core fwd", "torch fwd", flops_fwd)
             row("fwd+bwd", "core fwd+bwd", "torch fwd+bwd", 3 * flops_fwd)
             if "nn fwd+bwd" in times:
@@ -266,8 +276,9 @@ def main():
           f"torch 2x LSTMCell {fmt(theirs[0] if theirs else None, '.0f')} us")
     for batch in (1, 6):
         ours_us, *theirs = bench_model_step(torch, repeats, batch)
+        their_us = fmt(theirs[0] if theirs else None, ".0f")
         print(f"model step, GRU 2x256 + decoder (66 tokens) B={batch}: predtext "
-              f"LanguageModel.step {ours_us:.0f} us, torch {fmt(theirs[0] if theirs else None, '.0f')} us")
+              f"LanguageModel.step {ours_us:.0f} us, torch {their_us} us")
 
 
 if __name__ == "__main__":

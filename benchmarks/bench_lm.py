@@ -157,8 +157,9 @@ def char_benchmark(budget, threads, reference):
         config = TrainConfig(**record["settings"]).resolved()
         valid_ids, _ = read_ids([corpus], ours.tokenizer, "validation")
         train_ids, _ = read_ids([corpus], ours.tokenizer, "train")
-        rows.append(("predtext (defaults)", _recipe(config, True, config.cell), record["tokens_seen"],
-                     record["seconds"], evaluate(ours, valid_ids)["loss"]))
+        rows.append(("predtext (defaults)", _recipe(config, True, config.cell),
+                     record["tokens_seen"], record["seconds"],
+                     evaluate(ours, valid_ids)["loss"]))
         print(f"  predtext done ({wall:.0f} s wall)", flush=True)
 
         if threads:
@@ -176,8 +177,8 @@ def char_benchmark(budget, threads, reference):
                               seq_len=64, dropout=0.0, batch_size=32, lr=2e-3,
                               clip=5.0).resolved()
             weights, tokens = train_torch(ref, train_ids, ours.vocab_size, budget, schedule=False)
-            rows.append(("torch LSTM, reference recipe", _recipe(ref, False, "lstm"), tokens, budget,
-                         score_torch(weights, ref, ours.tokenizer, valid_ids)))
+            rows.append(("torch LSTM, reference recipe", _recipe(ref, False, "lstm"), tokens,
+                         budget, score_torch(weights, ref, ours.tokenizer, valid_ids)))
 
     print(f"\n{'model':<30}{'recipe':<52}{'tokens':>11}{'tok/s':>9}{'val loss':>10}")
     for name, recipe, tokens, seconds, loss in rows:
@@ -206,16 +207,19 @@ def token_log_probs(model, ids, batch_size=8, seq_len=128):
     inputs = numpy.zeros(batch_size * length, dtype=numpy.int64)
     targets = numpy.zeros(batch_size * length, dtype=numpy.int64)
     inputs[:n], targets[:n] = ids[:-1], ids[1:]
-    inputs_tb, targets_tb = inputs.reshape(batch_size, length).T, targets.reshape(batch_size, length).T
+    inputs_tb = inputs.reshape(batch_size, length).T
+    targets_tb = targets.reshape(batch_size, length).T
     scores_tb = numpy.zeros((length, batch_size))
     model.eval()
     state = None
     for start in range(0, length, seq_len):
-        logits, state = model.forward(numpy.ascontiguousarray(inputs_tb[start:start + seq_len]), state)
+        window = numpy.ascontiguousarray(inputs_tb[start:start + seq_len])
+        logits, state = model.forward(window, state)
         logits = logits.astype(numpy.float64)
         logits -= logits.max(-1, keepdims=True)
         log_z = numpy.log(numpy.exp(logits).sum(-1))
-        chosen = numpy.take_along_axis(logits, targets_tb[start:start + seq_len, :, None], -1)[..., 0]
+        targets_window = targets_tb[start:start + seq_len, :, None]
+        chosen = numpy.take_along_axis(logits, targets_window, -1)[..., 0]
         scores_tb[start:start + seq_len] = chosen - log_z
     return scores_tb.T.reshape(-1)[:n]
 
@@ -259,7 +263,8 @@ def word_benchmark(budget, threads):
     kn = numpy.concatenate([numpy.asarray(s) for s in kn_scores])
     kn_ppl = math.exp(-kn.mean())
     n_scored = sum(len(s) for s in lstm_scores)
-    print(f"\nheld-out word and punctuation tokens: {n_scored:,} (vocabulary {tokenizer.vocab_size:,})")
+    print(f"\nheld-out word and punctuation tokens: {n_scored:,} "
+          f"(vocabulary {tokenizer.vocab_size:,})")
     print(f"{'model':<44}{'perplexity':>12}")
     print(f"{'predtext word LSTM':<44}{lstm_ppl:>12.2f}")
     print(f"{'interpolated Kneser-Ney 3-gram (NGramModel)':<44}{kn_ppl:>12.2f}")

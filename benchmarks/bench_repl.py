@@ -101,7 +101,8 @@ def _one_run(args, directory: str, run: int, type_text: str):
     ready = next((e["unix_time"] - started for e in events if e["event"].startswith("engine_")),
                  None)
     keys = [e["ms"] for e in events if e["event"] == "key_to_screen"]
-    suggest = [e["suggest_ms"] for e in events if e["event"] == "key_to_screen" and e.get("suggest_ms")]
+    suggest = [e["suggest_ms"] for e in events
+               if e["event"] == "key_to_screen" and e.get("suggest_ms")]
     return on_screen, first, cpu, ready, keys, suggest
 
 

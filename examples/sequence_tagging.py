@@ -15,8 +15,9 @@ import numpy
 
 from predtext import nn
 
-WORDS = ("a i the cat dog sat ran on in red big old sun tea at an hat is it to "
-         "not dot rat one ate eat tan ten net").split()
+WORDS = ["a", "i", "the", "cat", "dog", "sat", "ran", "on", "in", "red", "big", "old", "sun",
+         "tea", "at", "an", "hat", "is", "it", "to", "not", "dot", "rat", "one", "ate", "eat",
+         "tan", "ten", "net"]
 TAGS = "BIES"
 PAD = -100  # the loss's ignore_index
 HIDDEN = 48

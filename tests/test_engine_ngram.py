@@ -20,7 +20,8 @@ def test_predictor_uses_context_words_and_prefix():
 
 
 def test_predictor_offers_a_phrase_when_the_next_words_are_likely():
-    model = NGramModel.from_text("I will come as soon as possible. " * 5 + "As a rule, no. As I said, no.")
+    model = NGramModel.from_text("I will come as soon as possible. " * 5
+                                 + "As a rule, no. As I said, no.")
     predictor = NGramPredictor(model)
     offered = {c.text: c.probability for c in predictor.predict(parse_context("Come as so"), 6)}
     assert "soon as possible" in offered and "soon" in offered

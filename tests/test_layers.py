@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import ast
 from pathlib import Path
-from typing import Dict, List, Set, Tuple
 
 import pytest
 
@@ -40,7 +39,7 @@ def layer_of(module: str) -> str:
     raise KeyError(f"{module} is in no layer: add it to the map in {Path(__file__).name}")
 
 
-def modules_of(root: Path) -> Dict[str, Path]:
+def modules_of(root: Path) -> dict[str, Path]:
     """``{module name: source file}`` for the package at ``root`` (a directory named predtext)."""
     found = {}
     for path in sorted(root.rglob("*.py")):
@@ -62,7 +61,7 @@ def _resolve(name: str, known) -> str | None:
     return None
 
 
-def imports_of(module: str, path: Path, known) -> List[Tuple[str, int]]:
+def imports_of(module: str, path: Path, known) -> list[tuple[str, int]]:
     """``(imported module, line)`` for every import of predtext in ``path``."""
     tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
     is_package = path.name == "__init__.py"
@@ -95,13 +94,13 @@ def imports_of(module: str, path: Path, known) -> List[Tuple[str, int]]:
     return found
 
 
-def import_graph(root: Path = SOURCE) -> Dict[str, List[Tuple[str, int]]]:
+def import_graph(root: Path = SOURCE) -> dict[str, list[tuple[str, int]]]:
     known = modules_of(root)
     return {module: imports_of(module, path, known) for module, path in known.items()
             if path.suffix == ".py"}
 
 
-def upward_imports(graph) -> List[str]:
+def upward_imports(graph) -> list[str]:
     """One line per import that goes up the layers, sideways, or out of a leaf module."""
     problems = []
     for module, imports in sorted(graph.items()):
@@ -119,14 +118,14 @@ def upward_imports(graph) -> List[str]:
     return problems
 
 
-def cycles(graph) -> List[List[str]]:
+def cycles(graph) -> list[list[str]]:
     """The import circles: one cycle through each strongly connected group of modules
     (Tarjan's algorithm), as ``[a, b, ..., a]``."""
     edges = {m: sorted({t for t, _ in imports if t in graph}) for m, imports in graph.items()}
-    index: Dict[str, int] = {}
-    low: Dict[str, int] = {}
-    stack: List[str] = []
-    on_stack: Set[str] = set()
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
     groups = []
 
     def visit(node):              # recursive: the package has ~60 modules
@@ -156,7 +155,7 @@ def cycles(graph) -> List[List[str]]:
     return [_cycle_in(group, edges) for group in groups]
 
 
-def _cycle_in(group: Set[str], edges) -> List[str]:
+def _cycle_in(group: set[str], edges) -> list[str]:
     """A shortest cycle through the group's first module (breadth-first, inside the group)."""
     start = min(group)
     came_from = {start: start}
@@ -205,10 +204,10 @@ def test_the_reader_sees_the_package_imports():
     assert {"predtext.repl.commands", "predtext.lm.commands", "predtext.engine.commands"} <= cli
 
 
-# ------------------------------------------------------------------ the checker on a made-up package
+# ----------------------------------------------------------------- the checker on a made-up package
 
 
-def _package(tmp_path, files: Dict[str, str]) -> Path:
+def _package(tmp_path, files: dict[str, str]) -> Path:
     root = tmp_path / "predtext"
     for name, text in {"__init__.py": "", "nn/__init__.py": "", "lm/__init__.py": "",
                        "engine/__init__.py": "", **files}.items():

@@ -32,8 +32,8 @@ def test_hand_computed_bigram_example():
     assert model.probability("c", ["b"]) == pytest.approx(0.25 + 0.5 * 0.25)
 
 
-@pytest.mark.parametrize("previous", [[], ["the"], ["on", "the"], ["sat", "on"], ["unseen", "words"],
-                                      ["the", "unseen"], [BOUNDARY]])
+@pytest.mark.parametrize("previous", [[], ["the"], ["on", "the"], ["sat", "on"],
+                                      ["unseen", "words"], ["the", "unseen"], [BOUNDARY]])
 def test_distribution_sums_to_one(previous):
     model = NGramModel.from_text(TEXT)
     assert sum(model.distribution(previous).values()) == pytest.approx(1.0, abs=1e-9)
@@ -72,13 +72,15 @@ def test_predict_filters_by_prefix_and_renormalises():
     assert sum(p for _, p in everything) == pytest.approx(1.0)
     # Ranked like the unfiltered distribution.
     distribution = model.distribution(["on", "the"])
-    expected = sorted((w for w in distribution if w.startswith("m")), key=lambda w: -distribution[w])
+    expected = sorted((w for w in distribution if w.startswith("m")),
+                      key=lambda w: -distribution[w])
     assert [w for w, _ in everything] == expected
     assert model.predict(["on", "the"], "xyz", k=5) == []
 
 
 def test_predict_next_word_and_written_form():
-    model = NGramModel.from_text("I think I can. I know I will. Romeo came. Then Romeo went, and i left.")
+    model = NGramModel.from_text("I think I can. I know I will. Romeo came. "
+                                 "Then Romeo went, and i left.")
     words = [w for w, _ in model.predict([BOUNDARY], "", k=3)]
     assert "I" in words and BOUNDARY not in words
     assert model.predict(["came"], "rom", k=1)[0][0] == "Romeo"
@@ -291,7 +293,8 @@ def test_likely_next_is_the_likeliest_word_seen_twice_in_that_context():
         distribution = {w: p for w, p in model.distribution(previous).items()}
         best = max(distribution, key=distribution.get)
         answer = model.likely_next(previous, 0.01)
-        if best in (BOUNDARY, ",") or model._seen_after(model._context_ids(previous), model._id(best)) < 2:
+        if (best in (BOUNDARY, ",")
+                or model._seen_after(model._context_ids(previous), model._id(best)) < 2):
             assert answer is None, previous
         else:
             assert answer == (model.written_form(best), pytest.approx(distribution[best])), previous

@@ -8,8 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from predtext.lsp.documents import FULL_CONTEXT_CHARS, TAIL_CHARS, Document
-from predtext.lsp.positions import (UTF8, UTF16, UTF32, line_content, split_lines, to_index,
-                                    to_units)
+from predtext.lsp.positions import UTF8, UTF16, UTF32, line_content, split_lines, to_index, to_units
 from predtext.lsp.settings import DEFAULT_LANGUAGES, Settings, is_secret, may_learn, updated
 
 EMOJI = "\U0001F600"          # 2 UTF-16 code units, 4 UTF-8 bytes

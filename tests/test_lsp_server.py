@@ -125,7 +125,8 @@ def test_completion_of_a_partial_word_replaces_the_typed_part(setup):
         result = await complete(client, "file:///doc.txt", 0, len(text))
         assert result.is_incomplete
         assert [item.label for item in result.items] == [s.text for s in want]
-        assert [item.sort_text for item in result.items] == sorted(i.sort_text for i in result.items)
+        sort_texts = [item.sort_text for item in result.items]
+        assert sort_texts == sorted(sort_texts)
         for item, suggestion in zip(result.items, want):
             assert item.text_edit.new_text == suggestion.text + " "
             assert item.text_edit.range.start == types.Position(line=0, character=len(text) - 3)
@@ -412,7 +413,8 @@ def test_malformed_input_is_answered_with_json_rpc_errors(setup, raw):
     client.open("file:///x.txt", "the app")
     client.send(client.completion(7, "file:///x.txt", 0, 7))
     result = client.response(7)["result"]
-    assert [item["label"] for item in result["items"]] == [s.text for s in expected(setup, "the app")[0]]
+    want = [s.text for s in expected(setup, "the app")[0]]
+    assert [item["label"] for item in result["items"]] == want
     client.send(client.request(8, "shutdown"))
     assert client.response(8)["result"] is None
     client.send(client.completion(9, "file:///x.txt", 0, 7))

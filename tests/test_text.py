@@ -11,12 +11,14 @@ from predtext.lm.tokenizers import _WORD, tokenize_words
 from predtext.text import is_word, iter_words, tokenize
 
 # Letters of several scripts, digits, combining marks, joiners, underscores, spaces, marks.
-TRICKY = st.text(alphabet=st.sampled_from(list("ab Z\u00e99_'\u2019-\u2010.,;\n\t\u0301\u093f\u65e5")),
-                 max_size=16)
+TRICKY = st.text(
+    alphabet=st.sampled_from(list("ab Z\u00e99_'\u2019-\u2010.,;\n\t\u0301\u093f\u65e5")),
+    max_size=16)
 
 
-@pytest.mark.parametrize("text", ["don't", "o\u2019er", "dog-food", "cafe\u0301", "Stra\u00dfe",
-                                  "\u0928\u092e\u0938\u094d\u0924\u0947", "x_1", "42", "\u65e5\u672c"])
+@pytest.mark.parametrize("text", ["don't", "o\u2019er", "dog-food", "cafe\u0301",
+                                  "Stra\u00dfe", "\u0928\u092e\u0938\u094d\u0924\u0947", "x_1",
+                                  "42", "\u65e5\u672c"])
 def test_words(text):
     assert is_word(text)
 

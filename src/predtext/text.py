@@ -26,7 +26,6 @@ from __future__ import annotations
 import functools
 import re
 import unicodedata
-from typing import List, Optional, Tuple
 
 CURLY_APOSTROPHE = "\u2019"
 APOSTROPHES = "'" + CURLY_APOSTROPHE
@@ -56,7 +55,7 @@ def _combining_marks_class() -> str:
     Python's ``\\w`` leaves out combining marks, which would cut words in two. Scanning the BMP
     takes ~15 ms, so it is done once, on first use, not at import.
     """
-    ranges: List[Tuple[int, int]] = []
+    ranges: list[tuple[int, int]] = []
     for code in range(0x300, 0x10000):
         if unicodedata.category(chr(code))[0] == "M":
             if ranges and ranges[-1][1] == code - 1:
@@ -103,13 +102,13 @@ def is_word_character(char: str) -> bool:
                                or unicodedata.category(char)[0] == "M")
 
 
-def tokenize(text: str) -> List[str]:
+def tokenize(text: str) -> list[str]:
     """Words of ``text`` (case kept), clause marks, and :data:`BOUNDARY` at sentence ends.
 
     Markers never repeat, and a sentence end absorbs the clause mark before it.
     """
     token_re = word_patterns()[0]
-    tokens: List[str] = []
+    tokens: list[str] = []
     for match in token_re.finditer(text):
         word = match.group("word")
         if word is not None:
@@ -161,7 +160,7 @@ def normalize_word(word: str) -> str:
     return unicodedata.normalize("NFC", word).lower().replace(CURLY_APOSTROPHE, "'")
 
 
-def last_apostrophe(text: str) -> Optional[str]:
+def last_apostrophe(text: str) -> str | None:
     """The apostrophe last used in ``text`` (straight or curly), None when it has none."""
     curly, straight = text.rfind(CURLY_APOSTROPHE), text.rfind("'")
     return None if curly == straight else CURLY_APOSTROPHE if curly > straight else "'"

@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Dict, List, Mapping
+from typing import Any
 
 from predtext.engine.config import ConfigError, tomllib, user_config_dir
 from predtext.engine.context import Context, is_partial_word, normalize_word
@@ -27,7 +28,7 @@ TABLE_FILE = "abbreviations.toml"
 log = logging.getLogger("predtext.engine")
 
 
-def _validated(entries: Mapping[str, Any], source: str) -> Dict[str, str]:
+def _validated(entries: Mapping[str, Any], source: str) -> dict[str, str]:
     table, unusable = {}, []
     for abbreviation, expansion in entries.items():
         if not isinstance(expansion, str) or not expansion.strip():
@@ -50,7 +51,7 @@ def _validated(entries: Mapping[str, Any], source: str) -> Dict[str, str]:
     return table
 
 
-def load_table(path) -> Dict[str, str]:
+def load_table(path) -> dict[str, str]:
     """Abbreviation -> expansion from a TOML file. Raises ConfigError naming the file."""
     try:
         data = tomllib.loads(Path(path).read_bytes().decode("utf-8"))
@@ -76,7 +77,7 @@ class AbbreviationPredictor:
         self.name = name
         self.table = _validated(table, "<table>")
 
-    def predict(self, context: Context, k: int) -> List[Candidate]:
+    def predict(self, context: Context, k: int) -> list[Candidate]:
         if not context.prefix:
             return []
         expansion = self.table.get(normalize_word(context.prefix))
@@ -89,7 +90,7 @@ def make_predictor(options: Mapping[str, Any], resources: Resources) -> Abbrevia
     Without ``path``, the user's ``abbreviations.toml`` is read when it exists (else the table
     is empty); a ``path`` that does not exist is an error.
     """
-    table: Dict[str, str] = {}
+    table: dict[str, str] = {}
     path = options.get("path")
     if path:
         table.update(load_table(os.path.expanduser(str(path))))

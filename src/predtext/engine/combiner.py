@@ -16,7 +16,7 @@ wrote it.
 
 from __future__ import annotations
 
-from typing import Dict, List, Sequence, Tuple
+from collections.abc import Sequence
 
 from predtext.engine.context import normalize_word
 from predtext.engine.protocol import Candidate
@@ -24,17 +24,17 @@ from predtext.engine.suggestion import Suggestion
 
 POLICIES = ("linear", "max")
 
-Proposal = Tuple[str, float, Sequence[Candidate]]   # (predictor name, weight, candidates)
+Proposal = tuple[str, float, Sequence[Candidate]]   # (predictor name, weight, candidates)
 
 
-def combine(proposals: Sequence[Proposal], policy: str = "linear") -> List[Suggestion]:
+def combine(proposals: Sequence[Proposal], policy: str = "linear") -> list[Suggestion]:
     """All candidates merged and ranked by score (best first), as Suggestions with replace=0."""
     if policy not in POLICIES:
         raise ValueError(f"policy must be one of {POLICIES}, got {policy!r}")
     # A predictor with nothing to say (a dictionary at a word boundary) holds no distribution
     # over the candidates, so it does not dilute the others.
     total_weight = sum(weight for _, weight, candidates in proposals if candidates)
-    merged: Dict[str, Dict] = {}
+    merged: dict[str, dict] = {}
     for name, weight, candidates in proposals:
         for text, probability in candidates:
             contribution = weight * probability

@@ -10,14 +10,27 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from typing import Tuple
 
-from predtext.text import (BOUNDARY, CLAUSE_MARKS, MARKERS, OPENING_MARKS,  # noqa: F401
-                           SENTENCE_END, clean, is_marker, is_word, is_word_character,
-                           iter_words, last_apostrophe, normalize_word, tokenize,
-                           with_apostrophe, word_patterns)
+from predtext.text import (  # noqa: F401
+    BOUNDARY,
+    CLAUSE_MARKS,
+    MARKERS,
+    OPENING_MARKS,
+    SENTENCE_END,
+    clean,
+    is_marker,
+    is_word,
+    is_word_character,
+    iter_words,
+    last_apostrophe,
+    normalize_word,
+    tokenize,
+    with_apostrophe,
+    word_patterns,
+)
 
-#: Only this much of the text before the cursor is read (a pasted megabyte costs the same as a line).
+#: Only this much of the text before the cursor is read (a pasted megabyte costs the same as
+#: a line).
 DEFAULT_WINDOW_CHARS = 4096
 #: The window's start moves in steps this long, so a predictor that keeps incremental state keyed
 #: on ``Context.text`` sees the same prefix between steps instead of a new string every keystroke.
@@ -37,7 +50,7 @@ def _patterns():
 
 
 @functools.lru_cache(maxsize=8)
-def _tokens(text: str) -> Tuple[str, ...]:
+def _tokens(text: str) -> tuple[str, ...]:
     """``tokenize`` for parse_context: while a word is typed, the text before it stays the same
     from keystroke to keystroke, so it is read once, not once per letter."""
     return tuple(tokenize(text))
@@ -57,7 +70,7 @@ class Context:
 
     text: str
     offset: int
-    words: Tuple[str, ...]
+    words: tuple[str, ...]
     prefix: str
     sentence_start: bool
     shouting: bool

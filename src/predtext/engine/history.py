@@ -12,15 +12,21 @@ from __future__ import annotations
 
 import bisect
 import collections
+import contextlib
 import os
 import threading
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, List, Mapping, Optional
+from typing import Any
 
 from predtext.engine.config import user_data_dir
 from predtext.engine.context import MARKERS, Context, normalize_word, tokenize
-from predtext.engine.ngram import (PHRASE_THRESHOLD, PHRASE_WORDS, checked_phrase_options,
-                                   with_phrases)
+from predtext.engine.ngram import (
+    PHRASE_THRESHOLD,
+    PHRASE_WORDS,
+    checked_phrase_options,
+    with_phrases,
+)
 from predtext.engine.protocol import Candidate, Resources
 from predtext.lm.ngram import MAX_ORDER, NGramModel
 
@@ -76,10 +82,8 @@ class HistoryStore:
 
     def erase(self) -> None:
         for path in (self.path, self.path.with_name(self.path.name + ".tmp")):
-            try:
+            with contextlib.suppress(FileNotFoundError):
                 path.unlink()
-            except FileNotFoundError:
-                pass
 
 
 def forget_history(data_dir=None) -> None:
@@ -100,7 +104,7 @@ class HistoryPredictor:
 
     inline = True     # bounded work: run in the caller's thread (see PredictorRunner)
 
-    def __init__(self, store: Optional[HistoryStore] = None, name: str = "history",
+    def __init__(self, store: HistoryStore | None = None, name: str = "history",
                  enabled: bool = True, learning: bool = True, order: int = 3, recency: float = 0.3,
                  window: int = 500, decay: float = 0.995,
                  phrase_threshold: float = PHRASE_THRESHOLD, phrase_words: int = PHRASE_WORDS):
@@ -122,15 +126,15 @@ class HistoryPredictor:
         self.decay = decay
         self._order = order
         self._recent = collections.deque(maxlen=window)
-        self._recency: Optional[tuple] = None     # the recent words' weights, sorted by word
-        self._model: Optional[NGramModel] = None
+        self._recency: tuple | None = None     # the recent words' weights, sorted by word
+        self._model: NGramModel | None = None
         self._lock = threading.Lock()
 
     def prepare(self) -> None:
         """Read the stored history (the engine calls this in the background at start)."""
         self._ensure_model()
 
-    def _ensure_model(self, blocking: bool = True) -> Optional[NGramModel]:
+    def _ensure_model(self, blocking: bool = True) -> NGramModel | None:
         """The history model, read from the store on first use.
 
         With ``blocking=False`` it answers None while the store is still being read (in the
@@ -174,7 +178,7 @@ class HistoryPredictor:
         """How the user usually writes ``word`` (as their n-gram counted it)."""
         return self._model.written_form(word) if self._model is not None else word
 
-    def predict(self, context: Context, k: int) -> List[Candidate]:
+    def predict(self, context: Context, k: int) -> list[Candidate]:
         if not self.enabled:
             return []
         model = self._ensure_model(blocking=False)

@@ -6,12 +6,12 @@ The model's names are re-exported here for the code that imported them from here
 
 from __future__ import annotations
 
-from typing import Any, List, Mapping, Sequence, Tuple
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from predtext.engine.context import Context
 from predtext.engine.protocol import Candidate, Resources
-from predtext.lm.ngram import (DEFAULT_DISCOUNTS, FORMAT, FORMAT_VERSION,  # noqa: F401
-                               MAX_ORDER, NGramModel)
+from predtext.lm.ngram import DEFAULT_DISCOUNTS, FORMAT, FORMAT_VERSION, MAX_ORDER, NGramModel  # noqa: F401
 
 # A phrase is offered when each word after the first has at least this probability given the
 # words before it, and holds at most this many words.
@@ -23,18 +23,19 @@ _PHRASE_STARTS = 2
 _PHRASE_MIN_START = 0.1
 
 
-def checked_phrase_options(threshold, words) -> Tuple[float, int]:
+def checked_phrase_options(threshold, words) -> tuple[float, int]:
     """``phrase_threshold`` and ``phrase_words`` as given to a predictor, or ValueError."""
-    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 < threshold <= 1:
+    if (isinstance(threshold, bool) or not isinstance(threshold, (int, float))
+            or not 0 < threshold <= 1):
         raise ValueError(f"phrase_threshold must be a number in (0, 1], got {threshold!r}")
     if isinstance(words, bool) or not isinstance(words, int) or words < 1:
         raise ValueError(f"phrase_words must be an int >= 1, got {words!r}")
     return float(threshold), words
 
 
-def with_phrases(model: NGramModel, previous: Sequence[str], words: Sequence[Tuple[str, float]],
+def with_phrases(model: NGramModel, previous: Sequence[str], words: Sequence[tuple[str, float]],
                  k: int, threshold: float = PHRASE_THRESHOLD,
-                 max_words: int = PHRASE_WORDS) -> List[Candidate]:
+                 max_words: int = PHRASE_WORDS) -> list[Candidate]:
     """``words`` (word, P) as candidates, plus "word next..." where what follows is likely.
 
     A phrase's probability is the word's times those of the words added; the ``k`` likeliest
@@ -72,7 +73,7 @@ class NGramPredictor:
         self.phrase_threshold, self.phrase_words = checked_phrase_options(phrase_threshold,
                                                                           phrase_words)
 
-    def predict(self, context: Context, k: int) -> List[Candidate]:
+    def predict(self, context: Context, k: int) -> list[Candidate]:
         words = self.model.predict(context.words, context.prefix, k)
         return with_phrases(self.model, context.words, words, k,
                             self.phrase_threshold, self.phrase_words)
@@ -87,7 +88,8 @@ class NGramPredictor:
 
 
 def make_predictor(options: Mapping[str, Any], resources: Resources) -> NGramPredictor:
-    """Factory for ``type = "ngram"``: the model from ``resources``, or ``path`` to an n-gram file."""
+    """Factory for ``type = "ngram"``: the model from ``resources``, or ``path`` to an n-gram
+    file."""
     path = options.get("path")
     model = NGramModel.load(path) if path else resources.ngram
     if model is None:

@@ -43,9 +43,14 @@ is called once in the background when the engine starts (to load data without bl
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import (Any, Callable, Dict, Mapping, NamedTuple, Optional, Protocol, Sequence,
-                    runtime_checkable)
+from typing import (
+    Any,
+    NamedTuple,
+    Protocol,
+    runtime_checkable,
+)
 
 from predtext.engine.context import Context
 
@@ -72,8 +77,8 @@ class Resources:
     """What the engine hands to predictor factories: the corpus model and where user data lives."""
 
     ngram: Any = None                  # predtext.lm.ngram.NGramModel, when a model is loaded
-    vocabulary: Optional[Mapping[str, float]] = None   # word -> frequency (model vocabulary)
-    extra: Dict[str, Any] = field(default_factory=dict)
+    vocabulary: Mapping[str, float] | None = None   # word -> frequency (model vocabulary)
+    extra: dict[str, Any] = field(default_factory=dict)
 
 
 Factory = Callable[[Mapping[str, Any], Resources], Predictor]

@@ -11,8 +11,8 @@ import queue
 import threading
 import time
 import weakref
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, wait
-from typing import Callable, Dict, List, Optional, Sequence
 
 from predtext.engine.context import Context
 from predtext.engine.protocol import Candidate, Predictor
@@ -49,7 +49,7 @@ class _Lane:
     def __init__(self, name: str):
         self._name = name
         self._calls: queue.SimpleQueue = queue.SimpleQueue()
-        self._thread: Optional[threading.Thread] = None
+        self._thread: threading.Thread | None = None
         self._starting = threading.Lock()
         self._closed = False
         weakref.finalize(self, self._calls.put, None)
@@ -115,7 +115,7 @@ class PredictorRunner:
     which must be safe beside ``predict``, runs without it.
     """
 
-    def __init__(self, predictors: Sequence[Predictor], budget_s: Optional[float] = 0.04):
+    def __init__(self, predictors: Sequence[Predictor], budget_s: float | None = 0.04):
         self.predictors = list(predictors)
         self.budget_s = budget_s
         self._inline = {id(p) for p in self.predictors if getattr(p, "inline", False)}
@@ -123,10 +123,10 @@ class PredictorRunner:
         inline_lane = _Lane("predtext-inline")
         self._lanes = {id(p): inline_lane if id(p) in self._inline else _Lane(f"predtext-{p.name}")
                        for p in self.predictors}
-        self._busy: Dict[int, Future] = {}
+        self._busy: dict[int, Future] = {}
         self._trouble = _OnceLog()
 
-    def predict(self, context: Context, k: int) -> List[tuple]:
+    def predict(self, context: Context, k: int) -> list[tuple]:
         """``[(predictor, candidates), ...]`` from the predictors that answered in time."""
         started = time.perf_counter()
         pending = {}
@@ -152,7 +152,8 @@ class PredictorRunner:
                 try:
                     result = predictor.predict(context, k)
                 except Exception as error:
-                    self._trouble.report(predictor.name, "raised", f"{type(error).__name__}: {error}")
+                    self._trouble.report(predictor.name, "raised",
+                                         f"{type(error).__name__}: {error}")
                     continue
                 if self.budget_s is not None and time.perf_counter() - began > self.budget_s:
                     self._trouble.report(predictor.name, "overran its time budget",
@@ -188,7 +189,7 @@ class PredictorRunner:
             results.append((predictor, candidates))
         return results
 
-    def call(self, method: str, *args) -> List[Future]:
+    def call(self, method: str, *args) -> list[Future]:
         """Call ``method`` on every predictor that has it, each on its lane; errors are logged.
 
         Returns the calls' futures: :meth:`wait` for them so that the next ``predict`` sees
@@ -209,7 +210,7 @@ class PredictorRunner:
         return futures
 
     @staticmethod
-    def wait(futures: Sequence[Future], timeout_s: Optional[float]) -> None:
+    def wait(futures: Sequence[Future], timeout_s: float | None) -> None:
         """Wait up to ``timeout_s`` for calls made by :meth:`call` to finish."""
         if futures:
             wait(futures, timeout=timeout_s)
@@ -234,7 +235,7 @@ def _holding(lock: threading.Lock, function: Callable) -> Callable:
     return call
 
 
-def _valid_candidates(result, k: int) -> Optional[List[Candidate]]:
+def _valid_candidates(result, k: int) -> list[Candidate] | None:
     """The first ``k`` candidates with a text and a positive probability (more were not asked
     for); None when ``result`` is not a list of them."""
     if not isinstance(result, (list, tuple)):

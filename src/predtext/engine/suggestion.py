@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import numbers
 from dataclasses import dataclass
-from typing import Tuple, Union
 
 #: The most suggestions the engine offers at once.
 MAX_K = 50
@@ -48,10 +47,10 @@ class Suggestion:
     text: str
     replace: int = 0
     score: float = 0.0
-    source: Union[str, Tuple[str, ...]] = ""
+    source: str | tuple[str, ...] = ""
 
     @property
-    def sources(self) -> Tuple[str, ...]:
+    def sources(self) -> tuple[str, ...]:
         """``source`` as a tuple, whether one predictor or several proposed the suggestion."""
         if isinstance(self.source, str):
             return (self.source,) if self.source else ()

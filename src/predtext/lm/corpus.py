@@ -16,8 +16,8 @@ import codecs
 import glob
 import os
 import tempfile
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Iterable, Iterator
 
 import numpy as np
 
@@ -145,7 +145,8 @@ def _read_chunks(path: Path, chunk_chars: int, errors: str) -> Iterator[str]:
     character cut by a block border until the next block completes it."""
     decoder = codecs.getincrementaldecoder("utf-8")(errors)
     try:
-        f = open(path, "rb")
+        # Opened apart from the `with` below, so only a failure to open gets this message.
+        f = open(path, "rb")  # noqa: SIM115
     except OSError as exc:
         raise CorpusError(f"{path}: cannot read ({exc.strerror or exc})") from None
     with f:
@@ -230,7 +231,10 @@ def _iter_file_texts(paths, split, valid_fraction, chunk_chars, errors):
         chunks = _read_chunks(path, chunk_chars, errors)
         if split != "all":
             cut = split_point(count_chars(path, errors, chunk_chars), valid_fraction)
-            chunks = _slice_chunks(chunks, 0, cut) if split == "train" else _slice_chunks(chunks, cut, None)
+            if split == "train":
+                chunks = _slice_chunks(chunks, 0, cut)
+            else:
+                chunks = _slice_chunks(chunks, cut, None)
         yield path, chunks
 
 
@@ -258,7 +262,8 @@ def iter_text(paths: Iterable, chunk_chars: int = DEFAULT_CHUNK_CHARS, errors: s
     each file (see the module docstring).
     """
     paths = _as_path_list(paths)
-    files = iter_file_texts(paths, split, valid_fraction, chunk_chars, errors)  # checks arguments now
+    # Checks the arguments now, not at the first next().
+    files = iter_file_texts(paths, split, valid_fraction, chunk_chars, errors)
     return _iter_text(paths, files, split)
 
 
@@ -273,7 +278,8 @@ def _iter_text(paths, files, split):
 
 
 def iter_token_ids(paths: Iterable, tokenizer, split: str = "all", valid_fraction: float = 0.1,
-                   chunk_chars: int = DEFAULT_CHUNK_CHARS, errors: str = "strict") -> Iterator[np.ndarray]:
+                   chunk_chars: int = DEFAULT_CHUNK_CHARS,
+                   errors: str = "strict") -> Iterator[np.ndarray]:
     """Stream the token ids (int32 arrays) of ``paths`` through ``tokenizer``.
 
     Each file is tokenized on its own, so a word at the end of one file never
@@ -281,7 +287,8 @@ def iter_token_ids(paths: Iterable, tokenizer, split: str = "all", valid_fractio
     corpus, like ``iter_text``.
     """
     paths = _as_path_list(paths)
-    files = iter_file_texts(paths, split, valid_fraction, chunk_chars, errors)  # checks arguments now
+    # Checks the arguments now, not at the first next().
+    files = iter_file_texts(paths, split, valid_fraction, chunk_chars, errors)
     return _iter_token_ids(paths, files, tokenizer, split)
 
 
@@ -337,7 +344,8 @@ class TokenStream:
 
     def __init__(self, ids, seq_len: int, batch_size: int, *, read_ahead: int = 1 << 16,
                  tmp_dir=None, streams=None):
-        for name, value in (("seq_len", seq_len), ("batch_size", batch_size), ("read_ahead", read_ahead)):
+        for name, value in (("seq_len", seq_len), ("batch_size", batch_size),
+                            ("read_ahead", read_ahead)):
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         self.seq_len = int(seq_len)
@@ -354,7 +362,8 @@ class TokenStream:
         self._ids = None
         if isinstance(ids, np.ndarray):
             if ids.ndim != 1 or not np.issubdtype(ids.dtype, np.integer):
-                raise ValueError(f"ids must be a 1-D integer array, got shape {ids.shape} dtype {ids.dtype}")
+                raise ValueError("ids must be a 1-D integer array, "
+                                 f"got shape {ids.shape} dtype {ids.dtype}")
             self._ids = ids.astype(np.int32, copy=False)
             self.n_tokens = len(ids)
         else:
@@ -379,13 +388,15 @@ class TokenStream:
 
     def _spill(self, chunks, tmp_dir) -> int:
         # An anonymous temporary file: nothing to clean up after a crash.
-        self._file = tempfile.TemporaryFile(dir=tmp_dir, prefix="predtext-ids-")
+        # It lives as long as this object (close() ends it), so no `with` here.
+        self._file = tempfile.TemporaryFile(dir=tmp_dir, prefix="predtext-ids-")  # noqa: SIM115
         n = 0
         for chunk in chunks:
             chunk = np.asarray(chunk)
             if chunk.ndim != 1 or (chunk.size and not np.issubdtype(chunk.dtype, np.integer)):
                 self.close()
-                raise ValueError(f"each ids chunk must be a 1-D integer array, got {chunk.dtype} {chunk.shape}")
+                raise ValueError("each ids chunk must be a 1-D integer array, "
+                                 f"got {chunk.dtype} {chunk.shape}")
             self._file.write(chunk.astype("<i4", copy=False).tobytes())
             n += chunk.size
         self._file.flush()
@@ -417,7 +428,8 @@ class TokenStream:
             if state.get(key) != getattr(self, key):
                 raise ValueError(
                     f"data position was saved with {key}={state.get(key)!r}, but this stream has "
-                    f"{key}={getattr(self, key)!r}; resume with the same corpus, seq_len and batch_size"
+                    f"{key}={getattr(self, key)!r}; "
+                    "resume with the same corpus, seq_len and batch_size"
                 )
         epoch, index = state.get("epoch"), state.get("batch_index")
         if not isinstance(epoch, int) or epoch < 0 or not isinstance(index, int) \
@@ -468,7 +480,8 @@ class TokenStream:
                 self._file.seek(begin * 4)
                 got = self._file.readinto(memoryview(row).cast("B"))
                 if got != width * 4:
-                    raise CorpusError(f"token scratch file ended early at stream {b} (read {got} bytes)")
+                    raise CorpusError(f"token scratch file ended early at stream {b} "
+                                      f"(read {got} bytes)")
                 if not _LITTLE_ENDIAN:
                     row.byteswap(inplace=True)
         self._buf_first = first

@@ -18,11 +18,12 @@ leaves the previous file as it was.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
-import struct
 import secrets
+import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -50,15 +51,18 @@ _STORABLE_DTYPES = {np.dtype(t) for t in (
 
 def _check_tensors(tensors, what="tensors") -> dict[str, np.ndarray]:
     if not isinstance(tensors, dict):
-        raise TypeError(f"{what} must be a dict of name -> numpy array, got {type(tensors).__name__}")
+        raise TypeError(f"{what} must be a dict of name -> numpy array, "
+                        f"got {type(tensors).__name__}")
     checked = {}
     for name, arr in tensors.items():
         if not isinstance(name, str) or not name or name.startswith("__"):
-            raise ValueError(f"{what}: tensor name {name!r} must be a non-empty str not starting with '__'")
+            raise ValueError(f"{what}: tensor name {name!r} must be a non-empty str "
+                             "not starting with '__'")
         if not isinstance(arr, np.ndarray):
             raise TypeError(f"{what}[{name!r}] must be a numpy array, got {type(arr).__name__}")
         if arr.dtype.newbyteorder("=") not in _STORABLE_DTYPES:
-            raise TypeError(f"{what}[{name!r}] has dtype {arr.dtype}, which a model file cannot store")
+            raise TypeError(f"{what}[{name!r}] has dtype {arr.dtype}, "
+                            "which a model file cannot store")
         # Little-endian, C-contiguous: the byte layout safetensors stores.
         checked[name] = np.asarray(arr, dtype=arr.dtype.newbyteorder("<"), order="C")
     return checked
@@ -90,10 +94,8 @@ def atomic_write(path: Path, data: bytes):
             os.fsync(f.fileno())  # the data is on disk before the rename makes it visible
         os.replace(tmp_name, path)
     except BaseException:
-        try:
+        with contextlib.suppress(OSError):
             os.unlink(tmp_name)
-        except OSError:
-            pass
         raise
     _fsync_directory(directory)
 
@@ -197,7 +199,8 @@ def _read_header(path: Path, f, file_size: int) -> tuple[dict, int]:
 def _read_document(path: Path, header: dict) -> dict:
     metadata = header.get("__metadata__")
     if not isinstance(metadata, dict) or METADATA_KEY not in metadata:
-        raise ModelFileError(path, "not a predtext model file (safetensors file without predtext metadata)")
+        raise ModelFileError(path, "not a predtext model file "
+                                   "(safetensors file without predtext metadata)")
     try:
         document = json.loads(metadata[METADATA_KEY])
     except (TypeError, ValueError):
@@ -211,7 +214,8 @@ def _read_document(path: Path, header: dict) -> dict:
         raise ModelFileError(
             path, f"format version {version} is newer than this predtext reads "
                   f"(up to {FORMAT_VERSION}); upgrade predtext to load it")
-    if not isinstance(document.get("meta"), dict) or document.get("kind") not in ("model", "checkpoint"):
+    if (not isinstance(document.get("meta"), dict)
+            or document.get("kind") not in ("model", "checkpoint")):
         raise ModelFileError(path, "corrupt predtext metadata (missing kind or meta)")
     return document
 
@@ -228,9 +232,11 @@ def _check_data_extent(path: Path, header: dict, data_size: int):
         except (TypeError, KeyError, ValueError):
             raise ModelFileError(path, f"corrupt header entry for tensor {name!r}") from None
     if data_size < end:
-        raise ModelFileError(path, f"truncated: tensor data needs {end} bytes, file has {data_size}")
+        raise ModelFileError(path, f"truncated: tensor data needs {end} bytes, "
+                                   f"file has {data_size}")
     if data_size > end:
-        raise ModelFileError(path, f"corrupt: {data_size - end} unexpected bytes after the tensor data")
+        raise ModelFileError(path, f"corrupt: {data_size - end} unexpected bytes "
+                                   "after the tensor data")
 
 
 def _open_checked(path) -> tuple[Path, dict, dict]:

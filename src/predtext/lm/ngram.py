@@ -30,14 +30,21 @@ import copy
 import json
 import math
 import unicodedata
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any
 
 import numpy as np
 
 from predtext.errors import ModelFileError
-from predtext.text import (BOUNDARY, CURLY_APOSTROPHE, MARKERS, normalize_word, tokenize,
-                           with_apostrophe)
+from predtext.text import (
+    BOUNDARY,
+    CURLY_APOSTROPHE,
+    MARKERS,
+    normalize_word,
+    tokenize,
+    with_apostrophe,
+)
 
 FORMAT = "predtext.ngram"
 FORMAT_VERSION = 1
@@ -79,7 +86,7 @@ def _unpack(keys: np.ndarray, width: int) -> np.ndarray:
     return rows
 
 
-def _unique_rows(rows: np.ndarray, counts: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+def _unique_rows(rows: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Distinct rows in lexicographic order, each with the sum of its counts."""
     if len(rows) == 0:
         return rows.reshape(0, rows.shape[1]), counts[:0]
@@ -91,7 +98,7 @@ def _unique_rows(rows: np.ndarray, counts: np.ndarray) -> Tuple[np.ndarray, np.n
     return rows[index], np.add.reduceat(counts, index)
 
 
-def _estimate_discounts(counts: np.ndarray) -> Tuple[float, float, float]:
+def _estimate_discounts(counts: np.ndarray) -> tuple[float, float, float]:
     """Modified Kneser-Ney discounts D1, D2, D3+ from the count-of-counts (Chen & Goodman).
 
     Falls back to defaults where the counts are too few to estimate, and keeps 0 < D_c <= c so
@@ -110,13 +117,13 @@ def _estimate_discounts(counts: np.ndarray) -> Tuple[float, float, float]:
     return tuple(float(d) for d in estimated)
 
 
-def _form_and_key(token: str) -> Tuple[str, str]:
+def _form_and_key(token: str) -> tuple[str, str]:
     """A counted word's written form (its case; apostrophes straight, as suggestions take the
     user's style) and its key."""
     return with_apostrophe(token, "'"), normalize_word(token)
 
 
-def _usual_form(word: str, forms: Mapping[str, int], frequency: int) -> Optional[str]:
+def _usual_form(word: str, forms: Mapping[str, int], frequency: int) -> str | None:
     """The capitalised form of ``word`` to show, when it is written so more often than lower case.
 
     ALL-CAPS forms (headings, speaker names) are not candidates: "ROMEO" in a play's speaker
@@ -144,12 +151,14 @@ class _Order:
         # (C,) the largest count of each context (bounds its words' probabilities)
         self.largest = (np.maximum.reduceat(counts, starts[:-1]) if len(counts)
                         else np.zeros(len(keys), dtype=counts.dtype))
-        self.extra_counts: Dict[tuple, Dict[int, int]] = {}   # context -> {word id: added count}
-        self.extra_stats: Dict[tuple, List[int]] = {}          # context -> added (total, n1, n2, n3+)
+        # context -> {word id: added count}
+        self.extra_counts: dict[tuple, dict[int, int]] = {}
+        # context -> added (total, n1, n2, n3+)
+        self.extra_stats: dict[tuple, list[int]] = {}
         self.extra_entries = 0
 
     @classmethod
-    def from_rows(cls, n: int, rows: np.ndarray, counts: np.ndarray) -> "_Order":
+    def from_rows(cls, n: int, rows: np.ndarray, counts: np.ndarray) -> _Order:
         """From distinct n-gram rows in lexicographic order and their effective counts."""
         contexts = rows[:, :-1]
         if len(rows):
@@ -182,7 +191,7 @@ class _Order:
         i = int(np.searchsorted(self.keys, key))
         return i if i < len(self.keys) and self.keys[i] == key else -1
 
-    def context_stats(self, context: tuple, index: int) -> Tuple[int, int, int, int]:
+    def context_stats(self, context: tuple, index: int) -> tuple[int, int, int, int]:
         total = n1 = n2 = n3 = 0
         if index >= 0:
             total, n1, n2, n3 = (int(v) for v in self.stats[index])
@@ -202,7 +211,7 @@ class _Order:
         added = self.extra_counts.get(context)
         return self.base_count(index, word) + (added.get(word, 0) if added else 0)
 
-    def fork(self) -> "_Order":
+    def fork(self) -> _Order:
         """The same arrays (never changed in place) under a copy of the online overlay."""
         twin = copy.copy(self)
         twin.extra_counts = {context: dict(words) for context, words in self.extra_counts.items()}
@@ -220,7 +229,7 @@ class NGramModel:
     Words are matched lower-case; each remembers its most frequent written form ("I", "Romeo").
     """
 
-    def __init__(self, order: int = 3, discounts: Optional[Sequence[Sequence[float]]] = None):
+    def __init__(self, order: int = 3, discounts: Sequence[Sequence[float]] | None = None):
         if not isinstance(order, int) or not 1 <= order <= MAX_ORDER:
             raise ValueError(f"order must be an integer from 1 to {MAX_ORDER}, got {order!r}")
         self.order = order
@@ -232,35 +241,36 @@ class NGramModel:
             for level in discounts:
                 if not all(0 <= d <= c for c, d in zip((1, 2, 3), level)):
                     raise ValueError(f"discounts must satisfy 0 <= D_c <= c, got {level}")
-        self._discounts: List[Tuple[float, float, float]] = (
+        self._discounts: list[tuple[float, float, float]] = (
             list(discounts) if discounts is not None else [DEFAULT_DISCOUNTS] * order)
-        self._words: List[str] = [BOUNDARY]
-        self._ids: Dict[str, int] = {BOUNDARY: _BOUNDARY_ID}
+        self._words: list[str] = [BOUNDARY]
+        self._ids: dict[str, int] = {BOUNDARY: _BOUNDARY_ID}
         self._sorted_end = 1           # ids [1, _sorted_end) are in sorted order of their words
-        self._word_counts: List[int] = [0]
-        self._surface: Dict[int, str] = {}
-        self._orders: List[_Order] = []
-        self._learn_tail: List[int] = [_BOUNDARY_ID] * (order - 1)
-        self._unigram_cache: Optional[np.ndarray] = None
+        self._word_counts: list[int] = [0]
+        self._surface: dict[int, str] = {}
+        self._orders: list[_Order] = []
+        self._learn_tail: list[int] = [_BOUNDARY_ID] * (order - 1)
+        self._unigram_cache: np.ndarray | None = None
         self._unigram_max = 0.0
         # likely_next answers, (context ids, threshold) -> answer; emptied by any change of counts.
-        self._next_cache: Dict[tuple, Optional[Tuple[str, float]]] = {}
+        self._next_cache: dict[tuple, tuple[str, float] | None] = {}
         self._set_rows(np.zeros((0, order), dtype=np.int64), np.zeros(0, dtype=np.int64))
 
     # ----------------------------------------------------------------- building
 
     @classmethod
     def from_text(cls, text, order: int = 3,
-                  discounts: Optional[Sequence[Sequence[float]]] = None) -> "NGramModel":
+                  discounts: Sequence[Sequence[float]] | None = None) -> NGramModel:
         """Count ``text`` (a string, or an iterable of strings counted as separate documents)."""
         documents = [text] if isinstance(text, str) else list(text)
         for document in documents:
             if not isinstance(document, str):
-                raise TypeError(f"text must be str or an iterable of str, got {type(document).__name__}")
+                raise TypeError("text must be str or an iterable of str, "
+                                f"got {type(document).__name__}")
         model = cls(order, discounts)
         token_lists = [tokenize(unicodedata.normalize("NFC", d)) for d in documents]
-        surfaces: Dict[str, Dict[str, int]] = {}
-        frequency: Dict[str, int] = {}
+        surfaces: dict[str, dict[str, int]] = {}
+        frequency: dict[str, int] = {}
         for tokens in token_lists:
             for token in tokens:
                 if token == BOUNDARY:
@@ -313,11 +323,11 @@ class NGramModel:
         """Number of word types, the sentence boundary included."""
         return len(self._words)
 
-    def words(self) -> List[str]:
+    def words(self) -> list[str]:
         """The counted words (lower case), without markers (boundary, clause marks)."""
         return [w for w in self._words if w not in MARKERS]
 
-    def word_frequencies(self) -> Dict[str, int]:
+    def word_frequencies(self) -> dict[str, int]:
         """Written form of each word -> how often it was seen (for a dictionary predictor)."""
         return {self.surface(i): self._word_counts[i] for i in range(1, len(self._words))
                 if self._words[i] not in MARKERS}
@@ -341,7 +351,8 @@ class NGramModel:
         return tuple([_BOUNDARY_ID] * (need - len(ids)) + ids)
 
     def _prefix_ids(self, prefix: str) -> np.ndarray:
-        """Ids of the words that start with ``prefix`` (normalised), boundary excluded, ascending."""
+        """Ids of the words that start with ``prefix`` (normalised), boundary excluded,
+        ascending."""
         prefix = normalize_word(prefix)
         sorted_words = self._words
         lo = bisect.bisect_left(sorted_words, prefix, 1, self._sorted_end)
@@ -388,7 +399,8 @@ class NGramModel:
 
     def _interpolate(self, order: _Order, context: tuple, candidates: np.ndarray,
                      lower: np.ndarray) -> np.ndarray:
-        """One Kneser-Ney level: discounted counts of ``context`` plus backoff weight x ``lower``."""
+        """One Kneser-Ney level: discounted counts of ``context`` plus backoff weight x
+        ``lower``."""
         n = order.n
         index = order.find(context)
         total, n1, n2, n3 = order.context_stats(context, index)
@@ -442,13 +454,14 @@ class NGramModel:
             return 0.0
         return float(self._scores(self._context_ids(previous), np.array([word_id]))[0])
 
-    def distribution(self, previous: Sequence[str] = ()) -> Dict[str, float]:
+    def distribution(self, previous: Sequence[str] = ()) -> dict[str, float]:
         """P(w | previous words) for every word of the vocabulary, boundary included."""
         ids = np.arange(len(self._words), dtype=np.int64)
         scores = self._scores(self._context_ids(previous), ids)
         return {self._words[i]: float(s) for i, s in zip(ids, scores)}
 
-    def predict(self, previous: Sequence[str], prefix: str = "", k: int = 10) -> List[Tuple[str, float]]:
+    def predict(self, previous: Sequence[str], prefix: str = "",
+                k: int = 10) -> list[tuple[str, float]]:
         """The ``k`` likeliest next words starting with ``prefix``, with P(w | previous, prefix).
 
         Probabilities are renormalised over the words that match the prefix (the typed letters
@@ -469,10 +482,7 @@ class NGramModel:
         mass = scores.sum()
         if mass <= 0:
             return []
-        if k < len(scores):
-            top = np.argpartition(-scores, k)[:k]
-        else:
-            top = np.arange(len(scores))
+        top = np.argpartition(-scores, k)[:k] if k < len(scores) else np.arange(len(scores))
         top = top[np.argsort(-scores[top], kind="stable")]
         return [(self.surface(int(candidates[i])), float(scores[i] / mass)) for i in top
                 if scores[i] > 0]
@@ -486,7 +496,7 @@ class NGramModel:
         order = self._orders[1]
         return order.find(context) >= 0 or context in order.extra_counts
 
-    def likely_next(self, previous: Sequence[str], threshold: float) -> Optional[Tuple[str, float]]:
+    def likely_next(self, previous: Sequence[str], threshold: float) -> tuple[str, float] | None:
         """The next word and its probability when one word is that likely (P >= ``threshold``)
         and has the evidence a phrase needs (see ``_PHRASE_MIN_COUNT``).
 
@@ -504,7 +514,7 @@ class NGramModel:
             cache[key] = answer
         return answer
 
-    def _likely_next(self, context: tuple, threshold: float) -> Optional[Tuple[str, float]]:
+    def _likely_next(self, context: tuple, threshold: float) -> tuple[str, float] | None:
         candidates = self._possible_followers(context, threshold, _PHRASE_MIN_COUNT)
         if not len(candidates):
             return None
@@ -545,9 +555,11 @@ class NGramModel:
             total, n1, n2, n3 = order.context_stats(suffix, index)
             if total == 0:
                 continue
-            seen = order.next_ids[order.starts[index]:order.starts[index + 1]] if index >= 0 else None
+            seen = (order.next_ids[order.starts[index]:order.starts[index + 1]] if index >= 0
+                    else None)
             added = order.extra_counts.get(suffix) or {}
-            largest = (int(order.largest[index]) if index >= 0 else 0) + max(added.values(), default=0)
+            largest = ((int(order.largest[index]) if index >= 0 else 0)
+                       + max(added.values(), default=0))
             backoff = self._backoff(order.n, total, n1, n2, n3)
             # c - D_c <= largest - min(D) for every count c <= largest
             smallest_discount = min(self._discounts[order.n - 1])
@@ -572,7 +584,7 @@ class NGramModel:
         return found[0] if len(found) == 1 and sorted_alone else np.unique(np.concatenate(found))
 
     def phrase(self, previous: Sequence[str], first: str, threshold: float,
-               max_words: int) -> Tuple[List[str], float]:
+               max_words: int) -> tuple[list[str], float]:
         """The words likely to follow ``first`` (each with P >= ``threshold`` given what precedes
         it), at most ``max_words - 1`` of them, and the product of their probabilities."""
         context = list(previous[-(self.order - 1):]) if self.order > 1 else []
@@ -624,7 +636,7 @@ class NGramModel:
         self._unigram_scores()      # rebuild now, not in the next keystroke
         self._next_cache = {}       # answers from before (or during) this learning are stale
 
-    def fork(self) -> "NGramModel":
+    def fork(self) -> NGramModel:
         """A model with these counts that learns on its own: what one learns, the other does
         not see. The count arrays are shared (learning and compact() replace them, never write
         into them); the vocabulary and the online overlay are copied (about a millisecond)."""
@@ -679,14 +691,15 @@ class NGramModel:
             # A new left neighbour for the shorter n-gram: its continuation count goes up.
             self._add(n - 1, gram[1:])
 
-    def _top_rows(self) -> Tuple[np.ndarray, np.ndarray]:
+    def _top_rows(self) -> tuple[np.ndarray, np.ndarray]:
         """Every highest-order n-gram (as id rows) and its count, online learning included:
         what :meth:`_set_rows` rebuilds the model from."""
         top = self._orders[-1]
         width = self.order - 1
         contexts = (_unpack(top.keys, width) if width else np.zeros((len(top.keys), 0), np.int64))
         lengths = np.diff(top.starts)
-        rows = [np.column_stack([np.repeat(contexts, lengths, axis=0), top.next_ids]).astype(np.int64)]
+        rows = [np.column_stack([np.repeat(contexts, lengths, axis=0),
+                                 top.next_ids]).astype(np.int64)]
         counts = [top.counts.astype(np.int64)]
         for context, added in top.extra_counts.items():
             for word, extra in added.items():
@@ -711,7 +724,7 @@ class NGramModel:
 
     # ----------------------------------------------------------------- storage
 
-    def to_arrays(self) -> Tuple[Dict[str, np.ndarray], Dict[str, Any]]:
+    def to_arrays(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         """``(arrays, meta)``: NumPy arrays and JSON-serialisable metadata describing the model."""
         self.compact()
         arrays = {"ngram.word_counts": np.asarray(self._word_counts, dtype=np.int64)}
@@ -730,8 +743,9 @@ class NGramModel:
         return arrays, meta
 
     @classmethod
-    def from_arrays(cls, arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any]) -> "NGramModel":
-        """The model that :meth:`to_arrays` described. Raises ``ValueError`` on inconsistent data."""
+    def from_arrays(cls, arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any]) -> NGramModel:
+        """The model that :meth:`to_arrays` described. Raises ``ValueError`` on inconsistent
+        data."""
         if meta.get("format") != FORMAT or meta.get("version") != FORMAT_VERSION:
             raise ValueError(f"not a {FORMAT} v{FORMAT_VERSION} description "
                              f"(format={meta.get('format')!r}, version={meta.get('version')!r})")
@@ -764,7 +778,8 @@ class NGramModel:
             if (len(starts) != len(keys) + 1 or len(stats) != len(keys) or starts[0] != 0
                     or starts[-1] != len(next_ids) or len(counts) != len(next_ids)
                     or np.any(np.diff(starts) <= 0) or np.any(np.diff(keys) <= 0)
-                    or (len(next_ids) and (next_ids.min() < 0 or next_ids.max() >= vocabulary_size))):
+                    or (len(next_ids) and (next_ids.min() < 0
+                                           or next_ids.max() >= vocabulary_size))):
                 raise ValueError(f"order {n} arrays are inconsistent")
         model._orders = [_Order(n, *level) for n, level in enumerate(levels, 1)]
         model._unigram_cache = None
@@ -786,12 +801,12 @@ class NGramModel:
         for old_id, count in enumerate(self._word_counts):
             word_counts[remap[old_id]] += count
         # The written form of the most frequent of the merged words stands for them all.
-        most_frequent: Dict[int, int] = {}
+        most_frequent: dict[int, int] = {}
         for old_id in range(1, len(self._words)):
             new_id = int(remap[old_id])
             if self._word_counts[old_id] > self._word_counts[most_frequent.get(new_id, 0)]:
                 most_frequent[new_id] = old_id
-        surface: Dict[int, str] = {}
+        surface: dict[int, str] = {}
         for new_id, old_id in most_frequent.items():
             form = with_apostrophe(self._surface.get(old_id, words[new_id]), "'")
             if form != words[new_id]:
@@ -806,7 +821,7 @@ class NGramModel:
         or not at all. Raises ``ModelFileError`` naming the file when it cannot be written."""
         from safetensors.numpy import save
 
-        from predtext.lm.modelfile import atomic_write   # with safetensors: only when saving
+        from predtext.lm.modelfile import atomic_write  # with safetensors: only when saving
         arrays, meta = self.to_arrays()
         data = save({k: np.ascontiguousarray(v) for k, v in arrays.items()},
                     metadata={FORMAT: json.dumps(meta)})
@@ -816,7 +831,7 @@ class NGramModel:
             raise ModelFileError(path, f"cannot write ({exc.strerror or exc})") from None
 
     @classmethod
-    def load(cls, path) -> "NGramModel":
+    def load(cls, path) -> NGramModel:
         """Read a file written by :meth:`save` (or a model file that carries n-gram arrays)."""
         try:
             from safetensors import safe_open
@@ -824,7 +839,9 @@ class NGramModel:
                 meta_text = (handle.metadata() or {}).get(FORMAT)
                 if meta_text is None:
                     raise ModelFileError(path, "holds no n-gram model")
-                arrays = {k: handle.get_tensor(k) for k in handle.keys() if k.startswith("ngram.")}
+                # keys(), not iteration: safe_open handles are not iterable.
+                names = [k for k in handle.keys() if k.startswith("ngram.")]  # noqa: SIM118
+                arrays = {k: handle.get_tensor(k) for k in names}
             return cls.from_arrays(arrays, json.loads(meta_text))
         except ModelFileError:
             raise

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from typing import Iterable, Iterator, Mapping, NamedTuple, Sequence, Union
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import NamedTuple
 
 import numpy as np
 
@@ -142,7 +143,8 @@ class CharTokenizer(_Tokenizer):
         # The unknown token is a character too (its id decodes to it); a single
         # character keeps decode() a pure array operation.
         if len(unk_token) != 1:
-            raise ValueError(f"unk_token of a CharTokenizer must be one character, got {unk_token!r}")
+            raise ValueError("unk_token of a CharTokenizer must be one character, "
+                             f"got {unk_token!r}")
         codes = np.array([ord(c) for c in self.id_to_token], dtype=np.uint32)
         self._id_to_code = codes
         # Dense table code point -> id up to the largest code point in the
@@ -296,7 +298,8 @@ class WordTokenizer(_Tokenizer):
         ``max_size`` ids in all (the most frequent kept, most frequent first).
         A vocabulary larger than ``limit`` raises ValueError."""
         _check_limits(max_size, min_count, limit)
-        return cls(_select_vocabulary(counts, max_size, min_count), unk_token=unk_token, limit=limit)
+        return cls(_select_vocabulary(counts, max_size, min_count), unk_token=unk_token,
+                   limit=limit)
 
     @classmethod
     def from_text(cls, text: str | Iterable[str], max_size: int | None = None,
@@ -328,11 +331,12 @@ class WordTokenizer(_Tokenizer):
 
 _KINDS = {"char": CharTokenizer, "word": WordTokenizer}
 
-Tokenizer = Union[CharTokenizer, WordTokenizer]
+Tokenizer = CharTokenizer | WordTokenizer
 
 
 def tokenizer_from_json(d) -> Tokenizer:
-    """Rebuild a tokenizer from the dict of its ``to_json()``; a malformed dict raises ValueError."""
+    """Rebuild a tokenizer from the dict of its ``to_json()``; a malformed dict raises
+    ValueError."""
     if not isinstance(d, dict):
         raise ValueError(f"tokenizer description must be a dict, got {type(d).__name__}")
     kind = d.get("kind")

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import threading
 from bisect import bisect_right
-from typing import List, Optional, Tuple
 
 from predtext.lsp.positions import UTF16, line_content, split_lines, to_index, to_units
 
@@ -26,7 +25,7 @@ class Document:
     Edits come from the message loop and reads from the completion thread: both hold ``lock``.
     """
 
-    def __init__(self, uri: str, text: str, version: Optional[int] = None,
+    def __init__(self, uri: str, text: str, version: int | None = None,
                  language_id: str = "plaintext", encoding: str = UTF16):
         self.uri = uri
         self.language_id = language_id
@@ -36,7 +35,7 @@ class Document:
         self._set(text)
 
     def _set(self, text: str) -> None:
-        self.lines: List[str] = split_lines(text)
+        self.lines: list[str] = split_lines(text)
         self._starts = [0]          # start offsets of lines 0.. (a prefix kept valid lazily)
 
     # ------------------------------------------------------------------ reading
@@ -45,7 +44,7 @@ class Document:
     def text(self) -> str:
         return "".join(self.lines)
 
-    def index(self, line: int, character: int) -> Tuple[int, int]:
+    def index(self, line: int, character: int) -> tuple[int, int]:
         """``(line, code-point index)`` of an LSP position; a position past the last line is
         the end of the document, a column past the line's end is its end."""
         if line < 0 or character < 0:
@@ -86,12 +85,12 @@ class Document:
 
     # ------------------------------------------------------------------ editing
 
-    def replace_all(self, text: str, version: Optional[int] = None) -> None:
+    def replace_all(self, text: str, version: int | None = None) -> None:
         self._set(text)
         self.version = version
 
-    def edit(self, start: Tuple[int, int], end: Tuple[int, int], text: str,
-             version: Optional[int] = None) -> None:
+    def edit(self, start: tuple[int, int], end: tuple[int, int], text: str,
+             version: int | None = None) -> None:
         """Replace the text from ``start`` to ``end`` (LSP positions) with ``text``."""
         (l1, c1), (l2, c2) = sorted((self.index(*start), self.index(*end)))
         lines = self.lines

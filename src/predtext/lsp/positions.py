@@ -9,7 +9,6 @@ UTF-32: an emoji is 1 here, 2 in UTF-16 and 4 in UTF-8.
 from __future__ import annotations
 
 import re
-from typing import List
 
 UTF8, UTF16, UTF32 = "utf-8", "utf-16", "utf-32"
 ENCODINGS = (UTF8, UTF16, UTF32)
@@ -17,7 +16,7 @@ ENCODINGS = (UTF8, UTF16, UTF32)
 _EOL = re.compile(r"(\r\n|\r|\n)")
 
 
-def split_lines(text: str) -> List[str]:
+def split_lines(text: str) -> list[str]:
     """``text`` cut into lines, each with its line end; the last one has none (it may be empty).
 
     So a text has one more line than it has line ends, as an editor counts them.

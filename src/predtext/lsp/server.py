@@ -21,6 +21,7 @@ a message that is not JSON-RPC, bad parameters, and requests before ``initialize
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib.metadata
 import json
 import logging
@@ -28,9 +29,10 @@ import os
 import queue
 import sys
 import threading
+from collections.abc import Callable
 from concurrent.futures import Future
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any
 
 from cattrs import transform_error
 from cattrs.errors import ClassValidationError
@@ -40,10 +42,10 @@ from pygls.lsp.server import LanguageServer
 from pygls.protocol import LanguageServerProtocol, lsp_method
 from pygls.uris import to_fs_path
 
-from predtext.text import CLOSING_MARKS
 from predtext.lsp.documents import Document
 from predtext.lsp.positions import ENCODINGS, UTF16, to_units
 from predtext.lsp.settings import Settings, may_learn, updated
+from predtext.text import CLOSING_MARKS
 
 log = logging.getLogger("predtext.lsp")
 
@@ -84,7 +86,7 @@ class _Worker:
         self._calls: queue.SimpleQueue = queue.SimpleQueue()
         threading.Thread(target=self._serve, name="predtext-lsp-worker", daemon=True).start()
 
-    def submit(self, function: Callable, *args, future: Optional[Future] = None) -> Future:
+    def submit(self, function: Callable, *args, future: Future | None = None) -> Future:
         """Run ``function(*args)`` in turn; its result or error goes to ``future`` (a new one
         unless given; one cancelled before its turn is skipped)."""
         future = Future() if future is None else future
@@ -113,8 +115,8 @@ class _OpenDocument:
         self.document = document
         self.engine = None
         self.engine_generation = -1
-        self.seen_lines: Optional[list] = list(document.lines)
-        self.known: Optional[set] = None
+        self.seen_lines: list | None = list(document.lines)
+        self.known: set | None = None
 
 
 class PredtextProtocol(LanguageServerProtocol):
@@ -148,19 +150,19 @@ class PredtextServer(LanguageServer):
         self.engine_loader = engine_loader
         self.settings = Settings()
         self.encoding = UTF16
-        self.roots: List[Path] = []
-        self.documents: Dict[str, _OpenDocument] = {}
+        self.roots: list[Path] = []
+        self.documents: dict[str, _OpenDocument] = {}
         self.worker = _Worker()
         self._engine = None                 # the base engine, once loaded
         self._generation = 0                # bumped by each load, so documents rebuild theirs
         self._ready: Future = Future()      # done when the first load ends (either way)
-        self._jobs: Dict[Any, Future] = {}         # completion requests not yet answered
+        self._jobs: dict[Any, Future] = {}         # completion requests not yet answered
         self._cancelled: set = set()                # ... cancelled while running
-        self._latest: Dict[str, int] = {}
-        self._loop: Optional[asyncio.AbstractEventLoop] = None
+        self._latest: dict[str, int] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._writer = None
         self._initialized = self._shut_down = False
-        self.exit_code: Optional[int] = None
+        self.exit_code: int | None = None
 
     # ------------------------------------------------------------------ the engine
 
@@ -330,10 +332,8 @@ class PredtextServer(LanguageServer):
             else:
                 self.window_show_message(types.ShowMessageParams(type=kind, message=message))
         if self._loop is not None and self._writer is not None:
-            try:
+            with contextlib.suppress(RuntimeError):     # the loop has ended
                 self._loop.call_soon_threadsafe(send)
-            except RuntimeError:          # the loop has ended
-                pass
 
     def apply_settings(self, options, reload: bool = True) -> None:
         """Take the settings ``options`` changes; a new model or config is loaded (unless
@@ -377,7 +377,9 @@ class PredtextServer(LanguageServer):
                     self._error(None, PARSE_ERROR, "Parse error: header line too long")
                     continue
                 if not line:
-                    return self.exit_code if self.exit_code is not None else int(not self._shut_down)
+                    if self.exit_code is not None:
+                        return self.exit_code
+                    return int(not self._shut_down)
                 if not line.strip():
                     if length is not None:
                         break
@@ -529,10 +531,8 @@ class _StdoutWriter:
                 pass
 
     def close(self) -> None:
-        try:
+        with contextlib.suppress(OSError):
             self._stream.close()
-        except OSError:
-            pass
 
 
 def _EMPTY() -> dict:
@@ -566,7 +566,7 @@ def describe(suggestion) -> str:
 
 
 def completion_items(suggestions, content: str, line: int, index: int,
-                     encoding: str = UTF16) -> List[dict]:
+                     encoding: str = UTF16) -> list[dict]:
     """Completion items for the engine's ``suggestions`` at ``(line, index)``, best first, as
     the JSON the protocol sends (built directly: converting lsprotocol objects costs more than
     the engine's answer on every keystroke).

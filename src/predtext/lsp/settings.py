@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import fnmatch
 import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePath
-from typing import Any, List, Mapping, Optional, Sequence, Tuple
+from typing import Any
 
 MAX_K = 50
 
@@ -33,11 +34,11 @@ SECRET_FOLDERS = (".ssh", ".gnupg", ".aws", ".password-store", ".kube", ".docker
 @dataclass(frozen=True)
 class Settings:
     k: int = 6
-    model: Optional[str] = None
-    config: Optional[str] = None
+    model: str | None = None
+    config: str | None = None
     learning: bool = False
-    exclude_folders: Tuple[str, ...] = ()
-    languages: Tuple[str, ...] = field(default=DEFAULT_LANGUAGES)
+    exclude_folders: tuple[str, ...] = ()
+    languages: tuple[str, ...] = field(default=DEFAULT_LANGUAGES)
 
     def completes(self, language_id: str) -> bool:
         return "*" in self.languages or language_id in self.languages
@@ -47,7 +48,7 @@ _KEYS = {"k": "k", "model": "model", "config": "config", "learning": "learning",
          "excludeFolders": "exclude_folders", "languages": "languages"}
 
 
-def updated(settings: Settings, options: Any) -> Tuple[Settings, List[str]]:
+def updated(settings: Settings, options: Any) -> tuple[Settings, list[str]]:
     """``settings`` with what ``options`` sets; and one line for each setting refused (those
     keep their value): an unknown key, or a value of the wrong kind."""
     if options is None:

@@ -265,11 +265,12 @@ class Module:
         """
         if not hasattr(state_dict, "keys") or not hasattr(state_dict, "__getitem__"):
             raise TypeError(
-                f"state_dict: expected a mapping of names to arrays, got {type(state_dict).__name__}"
+                "state_dict: expected a mapping of names to arrays, "
+                f"got {type(state_dict).__name__}"
             )
         own = OrderedDict(self.named_parameters())
         missing = [name for name in own if name not in state_dict]
-        unexpected = [name for name in state_dict.keys() if name not in own]
+        unexpected = [name for name in state_dict if name not in own]
 
         arrays = {}
         mismatched = []

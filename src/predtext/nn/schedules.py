@@ -28,7 +28,8 @@ class _ScheduleState:
                 for key, value in self.__dict__.items() if key != "optimizer"}
 
     def load_state_dict(self, state_dict):
-        self.__dict__.update({key: value for key, value in state_dict.items() if key != "optimizer"})
+        self.__dict__.update({key: value for key, value in state_dict.items()
+                              if key != "optimizer"})
 
 
 class LRScheduler(_ScheduleState):
@@ -145,7 +146,8 @@ class ReduceLROnPlateau(_ScheduleState):
         if isinstance(min_lr, (list, tuple)):
             if len(min_lr) != n_groups:
                 raise ValueError(
-                    f"min_lr: expected {n_groups} values, one per parameter group, got {len(min_lr)}"
+                    f"min_lr: expected {n_groups} values, one per parameter group, "
+                    f"got {len(min_lr)}"
                 )
             self.min_lrs = list(min_lr)
         else:
@@ -165,9 +167,15 @@ class ReduceLROnPlateau(_ScheduleState):
 
     def is_better(self, value, best):
         if self.mode == "min":
-            limit = best * (1 - self.threshold) if self.threshold_mode == "rel" else best - self.threshold
+            if self.threshold_mode == "rel":
+                limit = best * (1 - self.threshold)
+            else:
+                limit = best - self.threshold
             return value < limit
-        limit = best * (1 + self.threshold) if self.threshold_mode == "rel" else best + self.threshold
+        if self.threshold_mode == "rel":
+            limit = best * (1 + self.threshold)
+        else:
+            limit = best + self.threshold
         return value > limit
 
     @property

@@ -14,7 +14,6 @@ import json
 import logging
 import os
 import time
-from typing import List, Optional
 
 from prompt_toolkit import PromptSession
 from prompt_toolkit.application import get_app, run_in_terminal
@@ -29,8 +28,14 @@ from prompt_toolkit.shortcuts import CompleteStyle, print_formatted_text
 from prompt_toolkit.styles import Style
 
 from predtext.repl.colon_commands import Quit, is_command, run_command, unescape
-from predtext.repl.completer import (DEFAULT_K, InlineEngineSuggestion, PredtextAutoSuggest,
-                                     PredtextCompleter, Suggester, SuggestionCompletion)
+from predtext.repl.completer import (
+    DEFAULT_K,
+    InlineEngineSuggestion,
+    PredtextAutoSuggest,
+    PredtextCompleter,
+    Suggester,
+    SuggestionCompletion,
+)
 from predtext.repl.engine_handle import EngineHandle, engine_loader
 from predtext.repl.stats import KeystrokeSavings, KeyToScreen
 from predtext.repl.taken_space import TakenSpace
@@ -57,23 +62,23 @@ class Repl:
     ``output`` are prompt_toolkit's (the real terminal when None; tests pass a pipe input and
     ``DummyOutput``). ``after_first_frame()`` is called once the prompt is first on screen (the
     terminal command starts loading the engine then); ``engine_config`` is the config ``:model``
-    loads other models with (by default, the loaded engine's). :meth:`run` (or ``await run_async()``) reads lines until ``:quit`` or
-    Ctrl-D. Committed lines are in :attr:`transcript`, and everything shown above the prompt in
-    :attr:`shown`.
+    loads other models with (by default, the loaded engine's). :meth:`run` (or
+    ``await run_async()``) reads lines until ``:quit`` or Ctrl-D. Committed lines are in
+    :attr:`transcript`, and everything shown above the prompt in :attr:`shown`.
     """
 
-    def __init__(self, handle: EngineHandle, k: int = DEFAULT_K, history: Optional[History] = None,
+    def __init__(self, handle: EngineHandle, k: int = DEFAULT_K, history: History | None = None,
                  input=None, output=None, after_first_frame=None, engine_config=None):
         self.handle = handle
         self.engine_config = engine_config
         self._after_first_frame = after_first_frame
-        self.transcript: List[str] = []
+        self.transcript: list[str] = []
         self.taken_space = TakenSpace(lambda: self.session.default_buffer)
-        self.shown: List[str] = []
+        self.shown: list[str] = []
         self.savings = KeystrokeSavings()
         self.key_to_screen = KeyToScreen()
-        self._answered_nothing_for: Optional[str] = None
-        self._loop: Optional[asyncio.AbstractEventLoop] = None
+        self._answered_nothing_for: str | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._first_render_done = False
         self._trace_path = os.environ.get(TRACE_ENV) or None
         self.suggester = Suggester(handle, k, on_answer=self._answered)
@@ -178,7 +183,8 @@ class Repl:
         elif handle.status == "failed":
             model = f"{handle.loading_name or handle.name}: failed"
         else:
-            model = handle.name + (f" (loading {handle.loading_name}…)" if handle.loading_name else "")
+            loading = f" (loading {handle.loading_name}…)" if handle.loading_name else ""
+            model = handle.name + loading
         parts = [f" {model}", f"k {self.suggester.k}"]
         if handle.learning is False:
             parts.append("learning off")
@@ -217,7 +223,8 @@ class Repl:
             completion = state.current_completion
             buffer.complete_state = None
             if isinstance(completion, SuggestionCompletion):
-                self._took(buffer, completion.suggestion, state.original_document.text_before_cursor)
+                self._took(buffer, completion.suggestion,
+                           state.original_document.text_before_cursor)
                 buffer.insert_text("")         # refresh: prompt_toolkit asks after insertions
 
         @Condition
@@ -305,7 +312,7 @@ class Repl:
         if loop is not None:
             loop.call_soon_threadsafe(self._refresh)
 
-    def _refresh(self, attempts: int = 50, text: Optional[str] = None) -> None:
+    def _refresh(self, attempts: int = 50, text: str | None = None) -> None:
         """Ask for suggestions again for the text as it stands (the engine changed).
 
         prompt_toolkit runs one completion at a time and drops a request made while one is
@@ -321,7 +328,8 @@ class Repl:
             return
         answer = self.suggester.answered(current)
         menu = buffer.complete_state
-        if answer is not None and (not answer and menu is None or _menu_shows(menu, current, answer)):
+        if answer is not None and (not answer and menu is None
+                                   or _menu_shows(menu, current, answer)):
             return
         if menu is not None:
             if menu.complete_index is not None:

@@ -1,4 +1,5 @@
-"""The terminal's ``:`` commands. Each takes the terminal and its argument words, returns text to show.
+"""The terminal's ``:`` commands. Each takes the terminal and its argument words, returns text
+to show.
 
 A line that starts with ``:`` is a command, not text; ``::`` at the start writes one literal ``:``.
 """
@@ -6,8 +7,8 @@ A line that starts with ``:`` is a command, not text; ``::`` at the start writes
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional, Tuple
 
 from predtext.engine.suggestion import MAX_K
 
@@ -32,7 +33,7 @@ class Command:
     run: Callable
 
 
-COMMANDS: Dict[str, Command] = {}
+COMMANDS: dict[str, Command] = {}
 ALIASES = {"q": "quit", "exit": "quit", "h": "help", "?": "help"}
 
 
@@ -68,7 +69,7 @@ def run_command(repl, line: str) -> str:
         return f"{error}\nusage: {found.usage}"
 
 
-def _one_int(args: List[str], lowest: int, highest: int, what: str) -> int:
+def _one_int(args: list[str], lowest: int, highest: int, what: str) -> int:
     if len(args) != 1:
         raise CommandError(f"give one number: {what}")
     try:
@@ -131,7 +132,8 @@ def _predictors(repl, args):
     if not rows:
         return "no predictors yet (the model is still loading)" if handle.status == "loading" \
             else "no predictors are loaded"
-    lines = [f"  {'on ' if on else 'off'}  {name:<16} weight {weight:g}" for name, weight, on in rows]
+    lines = [f"  {'on ' if on else 'off'}  {name:<16} weight {weight:g}"
+             for name, weight, on in rows]
     return "predictors:\n" + "\n".join(lines)
 
 
@@ -165,7 +167,7 @@ def _generate(repl, args):
     return text
 
 
-def _generator(language_model) -> Optional[Callable]:
+def _generator(language_model) -> Callable | None:
     generate = getattr(language_model, "generate", None)
     return generate if callable(generate) else None
 
@@ -175,6 +177,6 @@ def _quit(repl, args):
     raise Quit()
 
 
-def command_names() -> List[Tuple[str, str]]:
+def command_names() -> list[tuple[str, str]]:
     """(usage, summary) of every command, in :help order."""
     return [(c.usage, c.summary) for c in COMMANDS.values()]

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Callable, Iterable, List, Optional, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 from prompt_toolkit.auto_suggest import AutoSuggest
 from prompt_toolkit.auto_suggest import Suggestion as InlineSuggestion
@@ -53,16 +53,16 @@ class Suggester:
     """
 
     def __init__(self, engine, k: int = DEFAULT_K,
-                 on_answer: Optional[Callable[[str, List], None]] = None):
+                 on_answer: Callable[[str, list], None] | None = None):
         if not callable(getattr(engine, "suggest", None)):
             raise TypeError(f"engine must have suggest(text, k), got {type(engine).__name__}")
         self.engine = engine
         self._k = checked_k(k)
         self.on_answer = on_answer
-        self.last_latency_ms: Optional[float] = None
+        self.last_latency_ms: float | None = None
         self._lock = threading.Lock()
         self._cached_key = None
-        self._cached: List = []
+        self._cached: list = []
 
     @property
     def k(self) -> int:
@@ -79,7 +79,7 @@ class Suggester:
         with self._lock:
             self._cached_key = None
 
-    def answered(self, text_before_cursor: str) -> Optional[List]:
+    def answered(self, text_before_cursor: str) -> list | None:
         """The answer for ``text_before_cursor`` since the last ``invalidate``, or None if
         the engine was not asked about it since."""
         with self._lock:
@@ -87,7 +87,7 @@ class Suggester:
                 return list(self._cached)
             return None
 
-    def suggest(self, text_before_cursor: str) -> List:
+    def suggest(self, text_before_cursor: str) -> list:
         """The engine's suggestions for ``text_before_cursor`` (best first)."""
         with self._lock:
             key = (text_before_cursor, self._k)
@@ -109,7 +109,8 @@ def _as_suggester(engine_or_suggester, k: int) -> Suggester:
 
 
 def describe_source(suggestion) -> str:
-    """The meta-column text: the predictors that proposed it and its score, e.g. ``ngram+history 0.41``."""
+    """The meta-column text: the predictors that proposed it and its score, e.g.
+    ``ngram+history 0.41``."""
     sources = getattr(suggestion, "sources", None)
     if sources is None:
         source = getattr(suggestion, "source", "")
@@ -163,7 +164,7 @@ class InlineEngineSuggestion(InlineSuggestion):
         self.suggestion = suggestion
 
 
-def continuation(text_before_cursor: str, suggestions: Sequence) -> Optional[InlineEngineSuggestion]:
+def continuation(text_before_cursor: str, suggestions: Sequence) -> InlineEngineSuggestion | None:
     """The best suggestion that extends exactly what was typed, as the text still to insert
     (with the space after it).
 
@@ -190,7 +191,7 @@ class PredtextAutoSuggest(AutoSuggest):
     def __init__(self, engine, k: int = DEFAULT_K):
         self.suggester = _as_suggester(engine, k)
 
-    def get_suggestion(self, buffer, document: Document) -> Optional[InlineSuggestion]:
+    def get_suggestion(self, buffer, document: Document) -> InlineSuggestion | None:
         if not document.is_cursor_at_the_end:
             return None
         text = document.text_before_cursor

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Callable, List, Optional, Tuple
+from collections.abc import Callable
 
 log = logging.getLogger("predtext.repl")
 
@@ -49,21 +49,22 @@ class EngineHandle:
     def __init__(self, on_change: Callable[[], None] = lambda: None):
         self.on_change = on_change
         self.name = "no model"
-        self.loading_name: Optional[str] = None
+        self.loading_name: str | None = None
         self.status = "loading"
-        self.error: Optional[str] = None
-        self.learning: Optional[bool] = None     # None: as the loaded engine's config says
+        self.error: str | None = None
+        self.learning: bool | None = None     # None: as the loaded engine's config says
         self._full = None          # the engine as loaded, all predictors
         self._active = None        # what suggestions come from (the full one, or a subset view)
         self._disabled: set = set()
         self._lock = threading.RLock()
         self._ready = threading.Event()
-        self._thread: Optional[threading.Thread] = None
+        self._thread: threading.Thread | None = None
 
     # ------------------------------------------------------------------ loading
 
     def start(self, loader: Loader, name: str) -> None:
-        """Load an engine with ``loader()`` in the background; it replaces the current one when ready."""
+        """Load an engine with ``loader()`` in the background; it replaces the current one when
+        ready."""
         with self._lock:
             self.loading_name = name
             self.status, self.error = "loading", None
@@ -107,7 +108,7 @@ class EngineHandle:
         if finished:
             on_change()
 
-    def wait(self, timeout: Optional[float] = None) -> bool:
+    def wait(self, timeout: float | None = None) -> bool:
         """Block until the engine being loaded is ready or failed; False on timeout."""
         return self._ready.wait(timeout)
 
@@ -159,7 +160,7 @@ class EngineHandle:
 
     # ------------------------------------------------------------------ predictors on and off
 
-    def predictor_table(self) -> List[Tuple[str, float, bool]]:
+    def predictor_table(self) -> list[tuple[str, float, bool]]:
         """``(name, weight, enabled)`` for each predictor of the loaded engine, in order."""
         engine = self._full
         if engine is None:

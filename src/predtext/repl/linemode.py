@@ -18,7 +18,8 @@ next, so the same input always gives the same output (unless learning is switche
 from __future__ import annotations
 
 import json
-from typing import Iterable, TextIO
+from collections.abc import Iterable
+from typing import TextIO
 
 
 def format_plain(suggestions) -> str:
@@ -35,7 +36,8 @@ def format_json(line: str, suggestions) -> str:
 
 def run_line_mode(engine, lines: Iterable[str], out: TextIO, k: int = 6, as_json: bool = False,
                   learn: bool = False) -> int:
-    """Answer each of ``lines`` on ``out``; with ``learn``, each line is learned after its answer."""
+    """Answer each of ``lines`` on ``out``; with ``learn``, each line is learned after its
+    answer."""
     config = getattr(engine, "config", None)
     if config is not None and hasattr(config, "repeat_suggestions"):
         # Each line is a question of its own, not the next keystroke of the previous one.

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from typing import List, Optional
 
 
 class KeystrokeSavings:
@@ -31,7 +30,7 @@ class KeystrokeSavings:
         self.line_keys = 0
 
     @property
-    def savings(self) -> Optional[float]:
+    def savings(self) -> float | None:
         """1 - keys / characters, or None before any character was produced."""
         if self.characters == 0:
             return None
@@ -48,10 +47,10 @@ class KeyToScreen:
     """
 
     def __init__(self, keep: int = 10_000):
-        self._pressed_at: Optional[float] = None
-        self._answered_text: Optional[str] = None
-        self.samples_ms: List[float] = []
-        self.last_ms: Optional[float] = None
+        self._pressed_at: float | None = None
+        self._answered_text: str | None = None
+        self.samples_ms: list[float] = []
+        self.last_ms: float | None = None
         self._keep = keep
 
     def key_pressed(self) -> None:
@@ -61,7 +60,7 @@ class KeyToScreen:
     def answered(self, text: str) -> None:
         self._answered_text = text
 
-    def rendered(self, text: str) -> Optional[float]:
+    def rendered(self, text: str) -> float | None:
         """Record and return the latency if ``text``'s suggestions are on screen now."""
         if self._pressed_at is None or self._answered_text != text:
             return None

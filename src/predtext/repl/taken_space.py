@@ -10,15 +10,15 @@ it. While a word is only selected in the menu (Tab), a letter goes on with the w
 
 from __future__ import annotations
 
-from typing import Callable, Optional
+from collections.abc import Callable
 
 from prompt_toolkit.application import get_app
 from prompt_toolkit.buffer import Buffer
 from prompt_toolkit.filters import Condition, completion_is_selected
 from prompt_toolkit.key_binding import KeyBindings
 
-from predtext.text import CLOSING_MARKS, JOINERS
 from predtext.repl.completer import SuggestionCompletion
+from predtext.text import CLOSING_MARKS, JOINERS
 
 
 class TakenSpace:
@@ -32,7 +32,7 @@ class TakenSpace:
         self._line = line
         self._keys = 0
         # (text, cursor, key count) right after a suggestion was taken with its space.
-        self._owed: Optional[tuple] = None
+        self._owed: tuple | None = None
 
     def key_pressed(self) -> None:
         self._keys += 1
