@@ -53,8 +53,9 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from predtext.engine.config import tomllib
 from pathlib import Path
+
+from predtext.engine.config import tomllib
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))

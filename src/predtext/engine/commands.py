@@ -17,7 +17,6 @@ from predtext.commandline import EXIT_BAD_INPUT, one_line_errors, positive_int
 from predtext.engine.suggestion import MAX_K
 from predtext.errors import PredtextError
 
-
 KSR_EPILOG = """\
 The text is typed as a user with a suggestion bar would: before each character of a word
 the engine offers k suggestions; when one completes the word it is taken (one keystroke)
@@ -280,8 +279,8 @@ def _ngram_arguments(parser):
 
 
 def _run_ngram(args):
-    from predtext.lm.ngram import MAX_ORDER, NGramModel
     from predtext.lm.corpus import resolve_paths
+    from predtext.lm.ngram import MAX_ORDER, NGramModel
 
     if not 1 <= args.order <= MAX_ORDER:
         raise ValueError(f"--order must be from 1 to {MAX_ORDER}, got {args.order}")

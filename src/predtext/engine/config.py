@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Union
+from typing import Any
 
 from predtext.errors import PredtextError
 
@@ -107,7 +108,7 @@ class PredictorConfig:
     type: str
     weight: float = 1.0
     enabled: bool = True
-    options: Dict[str, Any] = field(default_factory=dict)
+    options: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -115,17 +116,17 @@ class EngineConfig:
     """The engine's settings and the predictors it runs (in order)."""
 
     combination: str = "linear"
-    time_budget_ms: Optional[float] = 40.0
+    time_budget_ms: float | None = 40.0
     repeat_suggestions: bool = False
     learn: bool = True
     word_list: bool = True
-    model: Optional[str] = None
-    predictors: List[PredictorConfig] = field(default_factory=list)
+    model: str | None = None
+    predictors: list[PredictorConfig] = field(default_factory=list)
     source: str = "<defaults>"
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], source: str = "<dict>",
-                  over_defaults: bool = True) -> "EngineConfig":
+                  over_defaults: bool = True) -> EngineConfig:
         """Validate a parsed TOML document. Raises :class:`ConfigError` naming ``source``.
 
         With ``over_defaults`` the document changes the default configuration: its
@@ -195,7 +196,7 @@ def is_weight(value) -> bool:
             and math.isfinite(value) and value >= 0)
 
 
-def _over_defaults(data: Mapping[str, Any]) -> Dict[str, Any]:
+def _over_defaults(data: Mapping[str, Any]) -> dict[str, Any]:
     """``data`` laid over the default document (see :meth:`EngineConfig.from_dict`); the
     result shares the default document's tables, which are only read."""
     defaults = _DEFAULTS
@@ -223,7 +224,7 @@ def default_config() -> EngineConfig:
     return EngineConfig.from_dict(_DEFAULTS, "<defaults>", over_defaults=False)
 
 
-def load_config(path: Union[str, os.PathLike, None] = None,
+def load_config(path: str | os.PathLike | None = None,
                 over_defaults: bool = True) -> EngineConfig:
     """Read the config at ``path``; with ``None``, the user's config file, or the defaults.
     ``over_defaults``: see :meth:`EngineConfig.from_dict`.

@@ -9,8 +9,9 @@ from __future__ import annotations
 import bisect
 import math
 import os
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple, Union
+from typing import Any
 
 import numpy as np
 
@@ -26,12 +27,12 @@ class Dictionary:
     Words are matched lower-case; each keeps its most frequent written form for display.
     """
 
-    def __init__(self, words: Union[Mapping[str, float], Iterable[str]]):
+    def __init__(self, words: Mapping[str, float] | Iterable[str]):
         if isinstance(words, Mapping):
             items = list(words.items())
         else:
             items = [(word, 1.0) for word in words]
-        merged: Dict[str, Tuple[float, float, str]] = {}   # key -> (total, best, written form)
+        merged: dict[str, tuple[float, float, str]] = {}   # key -> (total, best, written form)
         for word, frequency in items:
             if not isinstance(word, str):
                 raise TypeError(f"words must be str, got {type(word).__name__}")
@@ -44,7 +45,7 @@ class Dictionary:
             if frequency > best:
                 best, form = frequency, word
             merged[key] = (total + frequency, best, form)
-        self._keys: List[str] = sorted(merged)
+        self._keys: list[str] = sorted(merged)
         self._forms = [merged[key][2] for key in self._keys]
         self._frequencies = np.array([merged[key][0] for key in self._keys], dtype=np.float64)
         # Running shares (a plain list: read thousands of times a keystroke by the typo
@@ -67,10 +68,10 @@ class Dictionary:
         return len(self._keys)
 
     @classmethod
-    def from_file(cls, path) -> "Dictionary":
+    def from_file(cls, path) -> Dictionary:
         """One word per line, optionally followed by whitespace and a frequency."""
         from predtext.errors import ModelFileError
-        words: Dict[str, float] = {}
+        words: dict[str, float] = {}
         try:
             # (utf-8-sig: a byte-order mark would otherwise stick to the first word.)
             with open(path, encoding="utf-8-sig", errors="replace") as handle:
@@ -92,7 +93,7 @@ class Dictionary:
             raise ModelFileError(path, f"cannot read word list ({exc.strerror or exc})") from None
         return cls(words)
 
-    def complete(self, prefix: str, k: int) -> List[Tuple[str, float]]:
+    def complete(self, prefix: str, k: int) -> list[tuple[str, float]]:
         """Up to ``k`` words starting with ``prefix``, with P(word | prefix) by frequency."""
         key = normalize_word(prefix)
         lo = bisect.bisect_left(self._keys, key)
@@ -119,18 +120,18 @@ class DictionaryPredictor:
         self.dictionary = dictionary
         self.min_prefix = max(1, int(min_prefix))
 
-    def predict(self, context: Context, k: int) -> List[Candidate]:
+    def predict(self, context: Context, k: int) -> list[Candidate]:
         if len(context.prefix) < self.min_prefix:
             return []
         return [Candidate(w, p) for w, p in self.dictionary.complete(context.prefix, k)]
 
 
 def mix_frequencies(corpus: Mapping[str, float], modern: Mapping[str, float],
-                    corpus_share: float = 0.5) -> Dict[str, float]:
+                    corpus_share: float = 0.5) -> dict[str, float]:
     """Each word's share of ``corpus`` (counts) and of ``modern`` (a frequency list), mixed:
     ``corpus_share`` x the one + the rest x the other. A word either source knows is ranked
     by how common it is in both (the model's corpora are old books; the list, today's text)."""
-    mixed: Dict[str, float] = {}
+    mixed: dict[str, float] = {}
     for words, share in ((corpus, corpus_share), (modern, 1.0 - corpus_share)):
         total = float(sum(f for f in words.values() if f > 0))
         if total > 0:
@@ -140,7 +141,7 @@ def mix_frequencies(corpus: Mapping[str, float], modern: Mapping[str, float],
     return mixed
 
 
-def shared_dictionary(resources: Resources) -> Optional[Dictionary]:
+def shared_dictionary(resources: Resources) -> Dictionary | None:
     """The loaded vocabulary mixed with the engine's word list (when it loaded one), made
     once for all the predictors built from ``resources`` (the typo corrector uses it too)."""
     if "dictionary" not in resources.extra:
@@ -153,7 +154,7 @@ def shared_dictionary(resources: Resources) -> Optional[Dictionary]:
     return resources.extra["dictionary"]
 
 
-def system_word_list() -> Optional[Path]:
+def system_word_list() -> Path | None:
     """The system's word list (``/usr/share/dict/words``) when there is one."""
     for candidate in SYSTEM_WORD_LISTS:
         if os.path.isfile(candidate):

@@ -5,15 +5,25 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any
 
 from predtext.engine.combiner import combine
 from predtext.engine.config import EngineConfig, is_weight, load_config
-from predtext.engine.context import (DEFAULT_WINDOW_CHARS, MARKERS, Context,
-                                     apply_case, clean, forget_recent_text, last_apostrophe,
-                                     next_word_can_start, normalize_word, parse_context,
-                                     with_apostrophe)
+from predtext.engine.context import (
+    DEFAULT_WINDOW_CHARS,
+    MARKERS,
+    Context,
+    apply_case,
+    clean,
+    forget_recent_text,
+    last_apostrophe,
+    next_word_can_start,
+    normalize_word,
+    parse_context,
+    with_apostrophe,
+)
 from predtext.engine.predictor import create_predictor
 from predtext.engine.protocol import Predictor, Resources
 from predtext.engine.runner import PredictorRunner
@@ -47,8 +57,8 @@ class Engine:
     :class:`~predtext.engine.runner.PredictorRunner`).
     """
 
-    def __init__(self, predictors: Sequence[Union[Predictor, Tuple[Predictor, float]]],
-                 config: Union[EngineConfig, Mapping, str, os.PathLike, None] = None):
+    def __init__(self, predictors: Sequence[Predictor | tuple[Predictor, float]],
+                 config: EngineConfig | Mapping | str | os.PathLike | None = None):
         # The predictors are the ones given: a config's tables only weigh them by name.
         self.config = EngineConfig() if config is None else _as_config(config, over_defaults=False)
         #: The language model and n-gram model the engine was loaded with (None when not).
@@ -75,7 +85,7 @@ class Engine:
         self._typed = ""
         self._offered: set = set()          # offered at the typed prefix
         self._offered_before: set = set()   # offered at shorter prefixes of the same word
-        self._last: Optional[Tuple[Any, List[Suggestion]]] = None
+        self._last: tuple[Any, list[Suggestion]] | None = None
         # Suggestions are written with the apostrophe the user typed last (a user whose
         # keyboard makes curly ones is offered "don\u2019t"), remembered past the read window.
         self._apostrophe = "'"
@@ -84,7 +94,7 @@ class Engine:
     # ------------------------------------------------------------------ building
 
     @classmethod
-    def load(cls, model=None, config=None, data_dir=None) -> "Engine":
+    def load(cls, model=None, config=None, data_dir=None) -> Engine:
         """The engine the config describes, over ``model``.
 
         ``model`` is one of:
@@ -157,7 +167,7 @@ class Engine:
         return engine
 
     @property
-    def predictors(self) -> List[Predictor]:
+    def predictors(self) -> list[Predictor]:
         return list(self._runner.predictors)
 
     def weight(self, predictor: Predictor) -> float:
@@ -165,7 +175,7 @@ class Engine:
 
     # ------------------------------------------------------------------ suggesting
 
-    def suggest(self, text_before_cursor: str, k: int = 6) -> List[Suggestion]:
+    def suggest(self, text_before_cursor: str, k: int = 6) -> list[Suggestion]:
         """Up to ``k`` suggestions for the cursor position, best first.
 
         Completions of the word being typed (``replace`` = its typed length), or next words at a
@@ -218,8 +228,8 @@ class Engine:
         return set() if self.config.repeat_suggestions else set(self._offered_before)
 
     @staticmethod
-    def _shape(ranked: List[Suggestion], context: Context, excluded: set, k: int,
-               apostrophe: str, keep_best: int = 0) -> List[Suggestion]:
+    def _shape(ranked: list[Suggestion], context: Context, excluded: set, k: int,
+               apostrophe: str, keep_best: int = 0) -> list[Suggestion]:
         """The first ``k`` of ``ranked`` worth offering; the first ``keep_best`` are offered
         even when passed over (``excluded``): what a fresh engine would put first stays."""
         typed = normalize_word(context.prefix)
@@ -274,7 +284,7 @@ class Engine:
             forget_recent_text()
         self._after(self._runner.call("forget"))
 
-    def _after(self, calls, wait_s: Optional[float] = _LEARN_WAIT_S) -> None:
+    def _after(self, calls, wait_s: float | None = _LEARN_WAIT_S) -> None:
         """Wait (without holding up other threads' suggestions) for the predictors to take in
         a change, then drop the answer kept from before it."""
         self._runner.wait(calls, wait_s)
@@ -285,7 +295,7 @@ class Engine:
         """Stop the predictor lanes (the engine is unusable afterwards)."""
         self._runner.close()
 
-    def __enter__(self) -> "Engine":
+    def __enter__(self) -> Engine:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -305,7 +315,7 @@ def _as_config(config, over_defaults: bool = True) -> EngineConfig:
                     f"got {type(config).__name__}")
 
 
-def default_model(config: Optional[EngineConfig] = None) -> Optional[Path]:
+def default_model(config: EngineConfig | None = None) -> Path | None:
     """The model file ``Engine.load(model=None)`` uses: the config's ``engine.model``, else the
     packaged default model when it is installed, else None."""
     if config is not None and config.model:
@@ -316,7 +326,7 @@ def default_model(config: Optional[EngineConfig] = None) -> Optional[Path]:
     return path if path.is_file() else None
 
 
-def load_models(model) -> Tuple[Any, Any]:
+def load_models(model) -> tuple[Any, Any]:
     """``(language_model, ngram_model)`` from what ``Engine.load`` was given (either may be None).
 
     A path is read as a language-model file when it is one (its embedded n-gram comes with
@@ -350,7 +360,7 @@ def load_models(model) -> Tuple[Any, Any]:
                     f"got {type(model).__name__}")
 
 
-def _vocabulary(ngram, language_model) -> Optional[Mapping[str, float]]:
+def _vocabulary(ngram, language_model) -> Mapping[str, float] | None:
     """Words for the dictionary: the n-gram's counted words, else a word model's vocabulary."""
     if ngram is not None:
         return ngram.word_frequencies()

@@ -6,14 +6,12 @@ keystroke simulator's mistyping typist (who makes those slips).
 
 from __future__ import annotations
 
-from typing import Dict, FrozenSet
-
 _ROWS = ("qwertyuiop", "asdfghjkl", "zxcvbnm")
 # How far each row is shifted right of the one above, in keys (a staggered keyboard).
 _OFFSETS = (0.0, 0.25, 0.75)
 
 
-def _neighbours() -> Dict[str, FrozenSet[str]]:
+def _neighbours() -> dict[str, frozenset[str]]:
     places = {}
     for row, (keys, offset) in enumerate(zip(_ROWS, _OFFSETS)):
         for column, key in enumerate(keys):
@@ -25,7 +23,7 @@ def _neighbours() -> Dict[str, FrozenSet[str]]:
     return near
 
 
-NEIGHBOURS: Dict[str, FrozenSet[str]] = _neighbours()
+NEIGHBOURS: dict[str, frozenset[str]] = _neighbours()
 
 
 def adjacent(a: str, b: str) -> bool:

@@ -31,8 +31,8 @@ from __future__ import annotations
 import math
 import random
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Callable, List, Optional, Sequence
 
 from predtext.engine.context import iter_words
 from predtext.engine.keyboard import NEIGHBOURS
@@ -52,7 +52,7 @@ class KsrReport:
     typos: int = 0                # words the typist mistyped
     corrections_taken: int = 0    # ... whose correction was taken once the typo was typed out
     backspaces: int = 0           # keys pressed to rub out typos
-    latencies_ms: List[float] = field(default_factory=list, repr=False)
+    latencies_ms: list[float] = field(default_factory=list, repr=False)
 
     @property
     def keystrokes(self) -> int:
@@ -120,7 +120,7 @@ def mistype(word: str, rng: random.Random) -> str:
 
 
 def simulate(text: str, suggest: Callable[[str, int], Sequence], k: int = 6,
-             learn: Optional[Callable[[str], None]] = None,
+             learn: Callable[[str], None] | None = None,
              case_sensitive: bool = False, user: str = "reader",
              typos: float = 0.0, seed: int = 0) -> KsrReport:
     """Type ``text`` with ``suggest`` offering ``k`` suggestions; see the module doc for the rules.
@@ -238,7 +238,7 @@ def _reach(suggestion, start: int, typed: str, right: int, text: str, end: int, 
     the text up to the end of that word (``end``) or of a later word; else 0."""
     replace = getattr(suggestion, "replace", 0)
     offered = getattr(suggestion, "text", None)
-    if not isinstance(offered, str) or not isinstance(replace, int) or not 0 <= replace:
+    if not isinstance(offered, str) or not isinstance(replace, int) or not replace >= 0:
         return 0
     keep = start + len(typed) - replace       # what stays of the text before the cursor
     if keep < 0 or keep > start + right:

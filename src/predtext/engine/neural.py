@@ -33,18 +33,22 @@ import math
 import os
 import threading
 import time
-import unicodedata
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
 from predtext.backend.threads import ThreadCountChoice, thread_limit
-from predtext.engine.context import (MARKERS, Context, is_word_character, normalize_word,
-                                     with_apostrophe)
-from predtext.text import APOSTROPHES, JOINERS
+from predtext.engine.context import (
+    MARKERS,
+    Context,
+    is_word_character,
+    normalize_word,
+    with_apostrophe,
+)
 from predtext.engine.protocol import Candidate, Resources
 from predtext.lm.generate import beam_steps
-
+from predtext.text import APOSTROPHES, JOINERS
 
 
 class ModelAdapter:
@@ -72,12 +76,12 @@ class ModelAdapter:
             raise ValueError(f"unsupported tokenizer kind {self.level!r} (expected char or word)")
         self.vocab_size = int(tokenizer.vocab_size)
         self.start_id = int(getattr(model, "start_id", 0))
-        self.tokens: List[str] = list(tokenizer.id_to_token)
-        self.token_ids: Dict[str, int] = dict(tokenizer.token_to_id)
+        self.tokens: list[str] = list(tokenizer.id_to_token)
+        self.token_ids: dict[str, int] = dict(tokenizer.token_to_id)
         # The apostrophe of the model's text when it knows only one ("don't" in Shakespeare):
         # text typed with the other is read with this one, which the model understands.
         styles = {a for a in APOSTROPHES if any(a in token for token in self.tokens)}
-        self.apostrophe: Optional[str] = styles.pop() if len(styles) == 1 else None
+        self.apostrophe: str | None = styles.pop() if len(styles) == 1 else None
         self.steps = 0
         self.step_rows = 0
         self.step_seconds = 0.0
@@ -101,7 +105,7 @@ class ModelAdapter:
         """``text`` with its apostrophes in the model's style (when the model knows one only)."""
         return with_apostrophe(text, self.apostrophe) if self.apostrophe else text
 
-    def encode(self, text: str) -> List[int]:
+    def encode(self, text: str) -> list[int]:
         return np.asarray(self.tokenizer.encode(text)).tolist()
 
 
@@ -153,9 +157,9 @@ class TextReader:
         self._rows = lm.initial_state(2)     # row 0: current anchor; row 1: the next one
         self._ids = np.empty(2, dtype=np.int64)
         self._length = -1                    # tokens read (absolute); -1: nothing yet
-        self._tokens: List[int] = []         # the tokens read, from absolute position _start
+        self._tokens: list[int] = []         # the tokens read, from absolute position _start
         self._start = 0
-        self._checkpoints: Dict[int, tuple] = {}
+        self._checkpoints: dict[int, tuple] = {}
 
     def anchor(self, length: int) -> int:
         """Where the predicting row starts reading, for a text of ``length`` tokens."""
@@ -176,7 +180,7 @@ class TextReader:
         """The batch-of-two state; row 0 is the one that predicts."""
         return self._rows
 
-    def last_tokens(self, count: int) -> List[int]:
+    def last_tokens(self, count: int) -> list[int]:
         """The last ``count`` tokens read (fewer near the anchor)."""
         return self._tokens[-count:] if count > 0 else []
 
@@ -217,7 +221,7 @@ class TextReader:
             self._reset(tokens, offset, length)
         return self.log_probs
 
-    def _common_length(self, tokens: List[int], offset: int) -> int:
+    def _common_length(self, tokens: list[int], offset: int) -> int:
         """The absolute length up to which ``tokens`` agrees with what was read."""
         begin = max(self._start, offset)
         end = min(self._length, offset + len(tokens))
@@ -236,7 +240,7 @@ class TextReader:
                 hi = middle
         return begin + lo
 
-    def _reset(self, tokens: List[int], offset: int, length: int) -> None:
+    def _reset(self, tokens: list[int], offset: int, length: int) -> None:
         """Read the bounded tail afresh, stepping both rows as the incremental path would."""
         anchor = self.anchor(length)
         if anchor < offset:
@@ -322,8 +326,8 @@ class _NodePool:
         self.c = None if template.c is None else np.zeros((layers, capacity, hidden), dtype=dtype)
         self.log_probs = np.zeros((capacity, lm.vocab_size), dtype=np.float64)
         self._lm = lm
-        self._batches: Dict[int, Any] = {}    # one working state per batch size, reused
-        self.free: List[int] = []
+        self._batches: dict[int, Any] = {}    # one working state per batch size, reused
+        self.free: list[int] = []
         self.clear()
 
     def clear(self) -> None:
@@ -335,7 +339,7 @@ class _NodePool:
             self.c[:, 0] = rows.c[:, row]
         self.log_probs[0] = log_probs
 
-    def expand(self, parents: List[int], tokens: List[int]) -> List[int]:
+    def expand(self, parents: list[int], tokens: list[int]) -> list[int]:
         """Step each parent node by its token, all in one call; the new nodes' indices."""
         size = len(parents)
         state = self._batches.get(size)
@@ -378,8 +382,8 @@ class CompletionSearch:
         self.max_length = int(max_length)
         self.n_best = int(n_best)
         self._pool = _NodePool(lm, max(int(capacity), 4 * beam_width * max_length + 2))
-        self._children: Dict[int, Dict[int, int]] = {}   # node -> {token: child node}
-        self._root: Optional[Tuple[int, int]] = None     # (reader generation, length)
+        self._children: dict[int, dict[int, int]] = {}   # node -> {token: child node}
+        self._root: tuple[int, int] | None = None     # (reader generation, length)
         vocab = lm.vocab_size
         self.stop = np.zeros(vocab, dtype=bool)
         for token_id, token in enumerate(lm.tokens):
@@ -430,7 +434,7 @@ class CompletionSearch:
     # -- searching
 
     def search(self, reader: TextReader, word_start: bool,
-               n_best: Optional[int] = None) -> List[Tuple[str, float]]:
+               n_best: int | None = None) -> list[tuple[str, float]]:
         """Continuations of the text ``reader`` holds, best first, with log-probabilities.
 
         ``word_start``: nothing of the word is typed yet, so the first character must be a
@@ -442,7 +446,7 @@ class CompletionSearch:
         self._hang_from(reader)
         pool, tokens = self._pool, self.lm.tokens
         open_nodes = [0]
-        ended: Dict[str, float] = {}
+        ended: dict[str, float] = {}
 
         def expand(rows, next_tokens):
             nonlocal open_nodes
@@ -464,7 +468,7 @@ class CompletionSearch:
                    on_stop=on_stop)
         return sorted(ended.items(), key=lambda item: -item[1])
 
-    def _nodes_for(self, parents: List[int], tokens: List[int]) -> List[int]:
+    def _nodes_for(self, parents: list[int], tokens: list[int]) -> list[int]:
         """The child nodes, from the memo where known; the others stepped in one batch."""
         children = self._children
         nodes = [children.get(p, {}).get(t, -1) for p, t in zip(parents, tokens)]
@@ -539,7 +543,7 @@ class NeuralPredictor:
                                            n_best=max(n_best, beam_width))
         else:
             self._words = _WordIndex(self.lm.tokens)
-            self._window: Tuple[int, str, List[int]] = (-1, "", [])
+            self._window: tuple[int, str, list[int]] = (-1, "", [])
 
     @property
     def language_model(self):
@@ -563,7 +567,7 @@ class NeuralPredictor:
         with self._lock:
             self.known_words = set(self._vocabulary)
 
-    def predict(self, context: Context, k: int) -> List[Candidate]:
+    def predict(self, context: Context, k: int) -> list[Candidate]:
         with self._lock:
             threads = self._threads.choose()
             steps, seconds = self.lm.steps, self.lm.step_seconds
@@ -577,7 +581,7 @@ class NeuralPredictor:
 
     # -- character level
 
-    def _predict_characters(self, context: Context, k: int) -> List[Candidate]:
+    def _predict_characters(self, context: Context, k: int) -> list[Candidate]:
         text = self.lm.read_as_trained(context.text)
         prefix = text[len(text) - len(context.prefix):]     # the word being typed ends the text
         if not prefix and text and not text[-1].isspace():
@@ -612,7 +616,7 @@ class NeuralPredictor:
 
     # -- word level
 
-    def _predict_words(self, context: Context, k: int) -> List[Candidate]:
+    def _predict_words(self, context: Context, k: int) -> list[Candidate]:
         before = self.lm.read_as_trained(context.text_before_word)
         offset, cached_before, tokens = self._window
         if (offset, cached_before) != (context.offset, before):
@@ -697,7 +701,7 @@ def make_predictor(options: Mapping[str, Any], resources: Resources) -> NeuralPr
                          f"or \"cuda\", got {device!r}")
     if device != "cpu":
         model = _on_device(model, device, options.get("name", "neural"))
-    settings: Dict[str, Any] = {}
+    settings: dict[str, Any] = {}
     for option, most in _OPTION_LIMITS.items():
         if option in options:
             value = options[option]

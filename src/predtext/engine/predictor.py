@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Any, Dict, List, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from predtext.engine.protocol import Candidate, Factory, Predictor, Resources  # noqa: F401
 from predtext.engine.runner import PredictorRunner  # noqa: F401
@@ -20,7 +21,7 @@ log = logging.getLogger("predtext.engine")
 ENTRY_POINT_GROUP = "predtext.predictors"
 
 
-_registry: Dict[str, Factory] = {}
+_registry: dict[str, Factory] = {}
 _registry_lock = threading.Lock()
 # Held while the built-ins or the entry points are being registered, so that a second thread
 # waits for them instead of finding the registry half filled.
@@ -69,7 +70,7 @@ def _register_entry_points() -> None:
             log.warning("predictor plugin %r is not usable: %s", entry.name, exc)
 
 
-def available_predictors() -> List[str]:
+def available_predictors() -> list[str]:
     """Names of every predictor kind: built-in, registered in-process, and from entry points."""
     _register_builtins()
     _load_entry_points()
@@ -104,7 +105,7 @@ def _register_builtins() -> None:
     with _setup_lock:
         if _builtins_registered:
             return
-        from predtext.engine import abbreviations, dictionary, history, ngram, neural, typos
+        from predtext.engine import abbreviations, dictionary, history, neural, ngram, typos
         for kind, factory in (("ngram", ngram.make_predictor),
                               ("typos", typos.make_predictor),
                               ("dictionary", dictionary.make_predictor),

@@ -19,7 +19,8 @@ word at all for every kind, then for two. The text is never changed without the 
 from __future__ import annotations
 
 import threading
-from typing import Any, Dict, List, Mapping, Tuple
+from collections.abc import Mapping
+from typing import Any
 
 from predtext.engine.context import Context, normalize_word, tokenize
 from predtext.engine.dictionary import Dictionary, shared_dictionary
@@ -35,11 +36,11 @@ _TWO_SLIPS_FROM = 4     # letters typed before two slips are considered
 _MAX_FIRST_SLIPS = 24   # first slips a second one is tried after (a bound on the work)
 
 
-def _slips(typed: str, level: int = 0, upto: int = -1) -> Dict[str, float]:
+def _slips(typed: str, level: int = 0, upto: int = -1) -> dict[str, float]:
     """Each string the user may have meant, one slip away from ``typed``, with the slip's
     chance (given a slip). ``level`` 0: every kind; 1: not any other key; 2: only the
     commoner kinds (for a second slip). ``upto``: only slips at or before this position."""
-    meant: Dict[str, float] = {}
+    meant: dict[str, float] = {}
 
     def add(text: str, chance: float) -> None:
         if text and text != typed and chance > meant.get(text, 0.0):
@@ -106,7 +107,7 @@ class TypoCorrector:
         self._own: set = set()
         self._hopeless: set = set()     # beginnings no slip explained
         self._lock = threading.Lock()
-        self._last: Tuple[str, int, List[Candidate]] = ("", 0, [])
+        self._last: tuple[str, int, list[Candidate]] = ("", 0, [])
 
     def learn(self, text: str) -> None:
         with self._lock:
@@ -120,7 +121,7 @@ class TypoCorrector:
             self._hopeless = set()
             self._last = ("", 0, [])
 
-    def predict(self, context: Context, k: int) -> List[Candidate]:
+    def predict(self, context: Context, k: int) -> list[Candidate]:
         typed = normalize_word(context.prefix)
         if len(typed) < _MIN_TYPED or not typed.isalpha() or not typed.isascii():
             return []
@@ -133,7 +134,7 @@ class TypoCorrector:
             self._last = (typed, k, found)
         return list(found)
 
-    def corrections(self, typed: str, k: int) -> List[Candidate]:
+    def corrections(self, typed: str, k: int) -> list[Candidate]:
         """Up to ``k`` corrections of ``typed`` (lower-case letters), likeliest first."""
         share = self.dictionary.prefix_share
         as_typed = share(typed)
@@ -166,7 +167,7 @@ class TypoCorrector:
         total = weight_typed + sum(hypotheses.values())
         if not total:
             return []
-        candidates: Dict[str, float] = {}
+        candidates: dict[str, float] = {}
         for q, s in sorted(hypotheses.items(), key=lambda item: -item[1])[:k]:
             probability = s / total
             if probability < self.min_probability:

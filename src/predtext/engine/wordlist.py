@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import re
 import threading
-from typing import Dict, Mapping, Optional
+from collections.abc import Mapping
 
 log = logging.getLogger("predtext.engine")
 
@@ -24,10 +24,10 @@ _WORD = re.compile(r"[^\W\d_]+(?:['\u2019-][^\W\d_]+)*")
 _ONE_LETTER = {"a", "i", "o"}
 
 _lock = threading.Lock()
-_cache: Dict[str, Optional[Dict[str, float]]] = {}
+_cache: dict[str, dict[str, float] | None] = {}
 
 
-def english_words(min_frequency: float = MIN_FREQUENCY) -> Optional[Mapping[str, float]]:
+def english_words(min_frequency: float = MIN_FREQUENCY) -> Mapping[str, float] | None:
     """Word -> frequency (a share of all words) of wordfreq's English list, or None when
     wordfreq is not installed. Loaded once per process (about a second), then shared."""
     key = f"en:{min_frequency:g}"

@@ -17,7 +17,6 @@ from pathlib import Path
 from predtext.commandline import EXIT_BAD_INPUT, one_line_errors, positive_int
 from predtext.errors import PredtextError
 
-
 TRAIN_EPILOG = """\
 examples:
   predtext train notes/ --out notes.safetensors --time-budget 600

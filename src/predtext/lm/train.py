@@ -834,8 +834,8 @@ def _dtype(name):
 
 def _build_ngram(paths, config, log):
     """Word n-gram counts of the training text, one document per file."""
-    from predtext.lm.ngram import NGramModel
     from predtext.lm.corpus import iter_file_texts
+    from predtext.lm.ngram import NGramModel
 
     documents = ["".join(chunks) for _, chunks in iter_file_texts(
         paths, "train", config.valid_fraction, errors=config.errors)]
