@@ -7,6 +7,7 @@ stderr once the first step is done, for a test waiting to interrupt a running lo
 """
 
 import json
+import socket
 import sys
 
 from predtext.lm.distributed import world
@@ -29,7 +30,8 @@ def main():
 
     result = train(files, args["out"], TrainConfig(**args["config"]), resume=args.get("resume"),
                    log=lambda line: print(line, file=sys.stderr), on_step=on_step)
-    print(json.dumps({"rank": rank, "steps": result.record["steps"], "stopped": result.stopped}))
+    print(json.dumps({"rank": rank, "host": socket.gethostname(), "steps": result.record["steps"],
+                      "stopped": result.stopped}))
 
 
 if __name__ == "__main__":
