@@ -106,7 +106,8 @@ class NamespacePair:
     def received_bytes(self, index=1):
         """Bytes the veth end in namespace ``index`` has received so far."""
         name = self.names[index]
-        return json.loads(_ip("-n", name, "-j", "-s", "link", "show", name))[0]["stats64"]["rx"]["bytes"]
+        link = json.loads(_ip("-n", name, "-j", "-s", "link", "show", name))[0]
+        return link["stats64"]["rx"]["bytes"]
 
     def close(self):
         for name in reversed(self.created):

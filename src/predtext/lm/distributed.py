@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import sys
 import tempfile
@@ -132,6 +133,9 @@ class MPIWorld:
         self.is_root = self.rank == 0
         self._buffer = None
 
+    #: The fused gradient buffer's type (see ``reduce_gradients``).
+    buffer_dtype = numpy.float64
+
     def streams(self, batch_size):
         return shares(batch_size, self.size)[self.rank]
 
@@ -149,11 +153,23 @@ class MPIWorld:
         weight = len(self.streams(batch_size)) / batch_size
         n = sum(p.grad.size for p in params)
         if self._buffer is None or self._buffer.size != n + 1:
-            self._buffer = numpy.empty(n + 1, dtype=numpy.float64)
+            self._buffer = numpy.empty(n + 1, dtype=self.buffer_dtype)
         buffer, at = self._buffer, 0
         for p in params:
             buffer[at:at + p.grad.size] = p.grad.ravel()
             at += p.grad.size
+        # One process skips a step whose loss or gradient is not finite; here it would
+        # poison every rank's sum, and a rank whose share goes bad should be seen, not
+        # averaged away, so it ends the job naming this rank (before the Allreduce: the
+        # others wait in it until the abort). The dot product is one cheap pass that is
+        # nan or inf exactly when some gradient is (squares of float32 values cannot
+        # overflow float64's range).
+        if not (math.isfinite(loss) and math.isfinite(numpy.dot(buffer[:n], buffer[:n]))):
+            what = f"loss ({loss})" if not math.isfinite(loss) else "gradient"
+            raise FloatingPointError(
+                f"non-finite {what} "
+                "on this rank's share of the batch; under MPI that ends the job instead of "
+                "skipping the step, and the last checkpoint is kept")
         buffer[:n] *= weight
         buffer[n] = loss * weight
         self.comm.Allreduce(self.MPI.IN_PLACE, buffer, op=self.MPI.SUM)
