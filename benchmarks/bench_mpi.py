@@ -10,13 +10,17 @@ seq_len 48, a per-rank batch of 64). For each:
 * compute: one training step (forward, backward, clipping, Adam) in this process, median
   of ``--steps`` after a warm-up step;
 * allreduce: the step's one fused Allreduce (``MPIWorld.reduce_gradients``: pack the
-  gradients into the float64 buffer, Allreduce, unpack), median of ``--reps``, measured by
-  running this script again under ``mpirun -n 2`` on this machine (loopback, shared memory);
+  gradients into the float32 buffer, check them, Allreduce, unpack), median of ``--reps``,
+  measured by running this script again under ``mpirun -n 2`` on this machine (loopback:
+  shared memory), and, as root, across two network namespaces joined by a veth pair, one
+  rank in each (TCP over the veth: tests/netns.py, skipped where namespaces cannot be
+  made); the float64 buffer the loop sent before is measured beside it;
 * the projection: ring Allreduce over N machines moves 2 (N-1)/N of the buffer in and out
   of each machine and takes 2 (N-1) latency-bound hops:
   ``t_comm(N) = 2 (N-1)/N * bytes / bandwidth + 2 (N-1) * latency + t_pack``, with
-  ``latency`` = 20 us a hop and ``t_pack`` the measured time to copy the gradients into
-  the buffer and back (in this process). Efficiency is
+  ``latency`` = 20 us a hop, ``bytes`` the float32 buffer's and ``t_pack`` the measured
+  time to copy the gradients into the buffer, check them and copy them back (in this
+  process). Efficiency is
   ``t_compute / (t_compute + t_comm)``: each machine keeps its per-rank batch (weak
   scaling), and the Allreduce is not overlapped with the backward pass (the loop runs it
   after the whole backward), so the figure is a floor. Assumed: the full link bandwidth
@@ -39,9 +43,13 @@ from pathlib import Path
 
 import numpy
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT / "tests"))     # netns: the two-namespace "hosts"
 
-from predtext.lm.distributed import launched_size, world  # noqa: E402
+import netns  # noqa: E402
+
+from predtext.lm.distributed import MPIWorld, launched_size, world  # noqa: E402
 from predtext.lm.model import LanguageModel  # noqa: E402
 from predtext.nn import Adam, clip_grad_norm_  # noqa: E402
 
@@ -57,6 +65,11 @@ MODELS = {
 NETWORKS = {"10 Gb/s": 1.25e9, "100 Gb/s": 12.5e9}
 MACHINES = (2, 4, 8, 16, 64)
 LATENCY = 20e-6
+ASSUMPTIONS = ("ring Allreduce: t_comm(N) = 2 (N-1)/N * bytes / bandwidth + 2 (N-1) * 20 us "
+               "+ t_pack; efficiency = t_compute / (t_compute + t_comm); weak scaling (each "
+               "machine keeps its per-rank batch), one rank per machine, the full link "
+               "bandwidth reachable, no overlap with the backward pass, compute as measured "
+               "on this machine")
 
 
 def build(spec):
@@ -85,9 +98,10 @@ def compute_seconds(spec, steps):
 
 
 def pack_seconds(spec, reps):
-    """The copies around the Allreduce: gradients into the flat float64 buffer and back."""
+    """The work around the Allreduce: gradients into the flat buffer, the finiteness
+    check (one dot product), and back."""
     params = list(build(spec).parameters())
-    buffer = numpy.empty(sum(p.grad.size for p in params), dtype=numpy.float64)
+    buffer = numpy.empty(sum(p.grad.size for p in params), dtype=MPIWorld.buffer_dtype)
     times = []
     for _ in range(reps + 1):
         began = time.perf_counter()
@@ -95,6 +109,7 @@ def pack_seconds(spec, reps):
         for p in params:
             buffer[at:at + p.grad.size] = p.grad.ravel()
             at += p.grad.size
+        numpy.dot(buffer, buffer)
         at = 0
         for p in params:
             p.grad[...] = buffer[at:at + p.grad.size].reshape(p.grad.shape)
@@ -111,30 +126,52 @@ def allreduce_seconds(reps):
         model = build(spec)
         for p in model.parameters():
             p.grad[...] = 1.0
-        times = []
-        for _ in range(reps + 1):
-            group.barrier()
-            began = time.perf_counter()
-            group.reduce_gradients(model.parameters(), 1.0, group.size)
-            times.append(time.perf_counter() - began)
-        results[name] = statistics.median(times[1:])
+        for dtype in ("float32", "float64"):
+            group.buffer_dtype, group._buffer = numpy.dtype(dtype), None
+            times = []
+            for _ in range(reps + 1):
+                group.barrier()
+                began = time.perf_counter()
+                group.reduce_gradients(model.parameters(), 1.0, group.size)
+                times.append(time.perf_counter() - began)
+            results[f"{name} {dtype}"] = statistics.median(times[1:])
     return results
 
 
-def run_under_mpirun(reps):
+def run_under_mpirun(reps, hosts=None):
+    """The Allreduce times of ``mpirun -n 2``: on this machine, or one rank on each of
+    ``hosts`` (a ``netns.NamespacePair``)."""
     mpirun = Path(sys.executable).parent / "mpirun"
     mpirun = str(mpirun) if mpirun.exists() else shutil.which("mpirun")
     if mpirun is None:
         return None
     env = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
                OMP_NUM_THREADS="1")
-    run = subprocess.run([mpirun, "-n", "2", "--oversubscribe", sys.executable, __file__,
-                          "--allreduce-only", "--reps", str(reps)],
-                         capture_output=True, text=True, env=env, timeout=1200)
+    job = [sys.executable, __file__, "--allreduce-only", "--reps", str(reps)]
+    command = [mpirun, "-n", "2", "--oversubscribe", *job] if hosts is None \
+        else hosts.mpirun(mpirun, 2, *job)
+    run = subprocess.run(command, capture_output=True, text=True, env=env, timeout=1200)
     if run.returncode != 0:
         print(run.stderr, file=sys.stderr)
         return None
     return json.loads(run.stdout.strip().splitlines()[-1])
+
+
+def run_across_namespaces(reps):
+    """``run_under_mpirun`` with one rank in each of two network namespaces (None, and the
+    reason on stderr, where they cannot be made)."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="bench-mpi-") as workdir:
+        try:
+            pair = netns.NamespacePair.create(workdir)
+        except netns.Unavailable as reason:
+            print(f"bench_mpi: no Allreduce across namespaces: {reason}", file=sys.stderr)
+            return None
+        try:
+            return run_under_mpirun(reps, hosts=pair)
+        finally:
+            pair.close()
 
 
 def project(compute, n_bytes, pack):
@@ -164,30 +201,49 @@ def main():
         parser.error("run it without mpirun: it starts mpirun -n 2 itself for the Allreduce")
 
     loopback = run_under_mpirun(args.reps)
-    report = {"cpu": platform.processor() or platform.machine(), "models": {}}
+    across = run_across_namespaces(args.reps)
+    report = {"cpu": _cpu(), "assumptions": ASSUMPTIONS, "models": {}}
     for name, spec in MODELS.items():
         compute, n_params = compute_seconds(spec, args.steps)
-        n_bytes = 8 * n_params            # the float64 fused buffer
+        n_bytes = numpy.dtype(MPIWorld.buffer_dtype).itemsize * n_params   # the fused buffer
         pack = pack_seconds(spec, args.reps)
-        measured = None if loopback is None else loopback[name]
         report["models"][name] = {
             "parameters": n_params, "buffer_bytes": n_bytes, "per_rank_batch": spec["batch"],
-            "compute_s": compute, "pack_s": pack, "allreduce_loopback_s": measured,
+            "compute_s": compute, "pack_s": pack,
+            "allreduce_s": {where: None if found is None else
+                            {dtype: found[f"{name} {dtype}"] for dtype in ("float32", "float64")}
+                            for where, found in (("loopback", loopback),
+                                                 ("namespaces", across))},
             "efficiency": project(compute, n_bytes, pack)}
     if args.json:
         print(json.dumps(report, indent=2))
         return 0
+    print(f"CPU: {report['cpu']}; {os.cpu_count()} cores, load average "
+          f"{os.getloadavg()[0]:.1f}")
     for name, row in report["models"].items():
-        measured = row["allreduce_loopback_s"]
         print(f"{name}: {row['parameters']:,} parameters, a {row['buffer_bytes'] / 1e6:.1f} MB "
-              f"buffer; per step (per-rank batch {row['per_rank_batch']}): compute "
-              f"{row['compute_s'] * 1e3:.0f} ms, packing {row['pack_s'] * 1e3:.1f} ms, "
-              f"Allreduce on loopback (2 ranks) "
-              + ("not measured (no mpirun)" if measured is None else f"{measured * 1e3:.1f} ms"))
+              f"float32 buffer; per step (per-rank batch {row['per_rank_batch']}): compute "
+              f"{row['compute_s'] * 1e3:.0f} ms, packing and check {row['pack_s'] * 1e3:.1f} ms")
+        for where, times in row["allreduce_s"].items():
+            print(f"    Allreduce, 2 ranks, {where}: " + (
+                "not measured" if times is None else
+                ", ".join(f"{dtype} {t * 1e3:.1f} ms" for dtype, t in times.items())))
         for network, efficiencies in row["efficiency"].items():
             cells = "  ".join(f"{n}: {e * 100:.1f}%" for n, e in efficiencies.items())
-            print(f"    projected efficiency on {network}: {cells}")
+            print(f"    projected efficiency on {network} (machines: efficiency): {cells}")
+    print("assumptions: " + ASSUMPTIONS)
     return 0
+
+
+def _cpu():
+    """The CPU's model name (Linux), else what platform knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 if __name__ == "__main__":

@@ -8,8 +8,10 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
+import netns
 import numpy
 import pytest
 
@@ -75,16 +77,19 @@ def config(**changes):
     return settings
 
 
-def mpirun(n, tmp_path, timeout=240, **args):
+def mpirun(n, tmp_path, timeout=240, hosts=None, **args):
+    """``mpirun -n N`` of tests/mpi_worker.py on this machine, or over ``hosts`` (a
+    ``netns.NamespacePair``), one rank in each."""
     args.setdefault("files", [str(CORPUS)])
     env = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
                OMP_NUM_THREADS="1", PREDTEXT_DATA_DIR=str(tmp_path / "data"),
                PREDTEXT_CONFIG=str(tmp_path / "config.toml"),
                PYTHONPATH=os.pathsep.join([str(Path(predtext.__file__).parents[1]),
                                            os.environ.get("PYTHONPATH", "")]))
-    return subprocess.run([_mpirun(), "-n", str(n), "--oversubscribe", sys.executable,
-                           str(WORKER), json.dumps(args)],
-                          capture_output=True, text=True, timeout=timeout, env=env)
+    job = [sys.executable, str(WORKER), json.dumps(args)]
+    command = [_mpirun(), "-n", str(n), "--oversubscribe", *job] if hosts is None \
+        else hosts.mpirun(_mpirun(), n, *job)
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env)
 
 
 def weights(path):
@@ -178,7 +183,7 @@ def test_ctrl_c_on_mpirun_writes_one_checkpoint(tmp_path):
                            text=True, env=env)
     try:
         for line in job.stderr:              # the loop is running
-            if "trained step 1" in line:
+            if "first step trained" in line:
                 break
         job.send_signal(signal.SIGINT)
         job.communicate(timeout=120)
@@ -187,3 +192,94 @@ def test_ctrl_c_on_mpirun_writes_one_checkpoint(tmp_path):
             job.kill()
     saved = modelfile.load_checkpoint(tmp_path / "m.st.ckpt")
     assert saved.state["stopped"] == "interrupted" and saved.state["run"]["step"] >= 1
+
+
+def start(tmp_path, **args):
+    """mpirun -n 2 of the worker in the background; stderr is a pipe."""
+    env = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
+               OMP_NUM_THREADS="1", PREDTEXT_DATA_DIR=str(tmp_path / "data"),
+               PREDTEXT_CONFIG=str(tmp_path / "config.toml"),
+               PYTHONPATH=os.pathsep.join([str(Path(predtext.__file__).parents[1]),
+                                           os.environ.get("PYTHONPATH", "")]))
+    args.setdefault("files", [str(CORPUS)])
+    return subprocess.Popen([_mpirun(), "-n", "2", "--oversubscribe", sys.executable, str(WORKER),
+                             json.dumps(args)], stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                            text=True, env=env)
+
+
+@needs_mpi
+def test_a_killed_rank_ends_the_job_naming_it_and_the_checkpoint_survives(tmp_path):
+    import signal
+
+    out = tmp_path / "m.st"
+    first = mpirun(2, tmp_path, out=str(out), config=config(max_steps=40), stop_at=10)
+    assert first.returncode == 0, first.stderr
+    before = (tmp_path / "m.st.ckpt").read_bytes()
+    job = start(tmp_path, out=str(out), config=config(max_steps=10**7), resume=True, announce=True)
+    watchdog = threading.Timer(180, job.kill)     # whatever happens, the test ends
+    watchdog.start()
+    try:
+        for line in job.stderr:              # rank 1 is in the loop
+            if line.startswith("first step trained by rank 1 pid "):
+                os.kill(int(line.split()[-1]), signal.SIGKILL)
+                break
+        # The guard against a hang: the job must end by itself, not wait on the dead rank.
+        rest = job.communicate(timeout=60)[1]
+    finally:
+        watchdog.cancel()
+        if job.poll() is None:
+            job.kill()
+    assert job.returncode != 0
+    assert "rank 1" in rest and "signal 9" in rest, rest
+    assert (tmp_path / "m.st.ckpt").read_bytes() == before
+    resumed = train([CORPUS], out, TrainConfig(**config(max_steps=12)), resume=True, log=quiet)
+    assert resumed.record["steps"] == 12
+
+
+@needs_mpi
+def test_a_nan_loss_on_one_rank_ends_the_job_naming_the_rank_and_the_cause(tmp_path):
+    out = str(tmp_path / "m.st")
+    first = mpirun(2, tmp_path, out=out, config=config(max_steps=40), stop_at=10)
+    assert first.returncode == 0, first.stderr
+    before = (tmp_path / "m.st.ckpt").read_bytes()
+    failed = mpirun(2, tmp_path, out=out, config=config(max_steps=40), resume=True,
+                    nan_rank=1, nan_at=3)
+    assert failed.returncode != 0
+    assert "rank 1 of 2 failed: FloatingPointError: non-finite loss (nan)" in failed.stderr
+    assert "rank 0 of 2 failed" not in failed.stderr
+    assert (tmp_path / "m.st.ckpt").read_bytes() == before
+    resumed = train([CORPUS], out, TrainConfig(**config(max_steps=12)), resume=True, log=quiet)
+    assert resumed.record["steps"] == 12
+
+
+# ---------------------------------------------------------------- across two hosts
+
+
+@pytest.fixture
+def two_hosts(tmp_path):
+    """Two network namespaces joined by a veth pair (tests/netns.py), deleted afterwards
+    whatever the test did."""
+    try:
+        pair = netns.NamespacePair.create(tmp_path)
+    except netns.Unavailable as reason:
+        pytest.skip(f"two hosts need network namespaces: {reason}")
+    try:
+        yield pair
+    finally:
+        pair.close()
+
+
+@needs_mpi
+def test_two_ranks_on_two_hosts_train_the_model_one_process_trains(tmp_path, two_hosts):
+    before = two_hosts.received_bytes()
+    run = mpirun(2, tmp_path, hosts=two_hosts, out=str(tmp_path / "two.st"), config=config())
+    assert run.returncode == 0, run.stderr
+    ranks = sorted((row["rank"], row["host"]) for row in map(json.loads, run.stdout.splitlines()))
+    assert ranks == [(0, two_hosts.names[0]), (1, two_hosts.names[1])]
+    train([CORPUS], tmp_path / "one.st", TrainConfig(**config()), log=quiet)
+    one, two = weights(tmp_path / "one.st.ckpt"), weights(tmp_path / "two.st.ckpt")
+    assert_same_model(one, two)
+    # The gradients went over the veth: each of the 50 steps' Allreduces brings the other
+    # rank's half of the buffer at least (4 bytes a parameter at the least).
+    n_parameters = sum(array.size for array in one.values())
+    assert two_hosts.received_bytes() - before >= 50 * 4 * n_parameters // 2
