@@ -88,7 +88,8 @@ def shares(batch_size, size):
     ranks take one more."""
     if size > batch_size:
         raise ValueError(f"batch_size: {batch_size} streams cannot be shared by {size} "
-                         f"processes (each needs at least one); use a batch_size of at least {size}")
+                         f"processes (each needs at least one); use a batch_size of at least "
+                         f"{size}")
     base, extra = divmod(batch_size, size)
     starts = [rank * base + min(rank, extra) for rank in range(size + 1)]
     return [range(starts[r], starts[r + 1]) for r in range(size)]
@@ -225,7 +226,7 @@ class MPIWorld:
         which rank 0 alone wrote)."""
         data = b""
         if self.is_root:
-            from predtext.lm import modelfile   # the error names the file, as without MPI
+            from predtext.lm import modelfile  # the error names the file, as without MPI
 
             modelfile.read_meta(path)
             with open(path, "rb") as f:
@@ -233,7 +234,7 @@ class MPIWorld:
         data = self._broadcast_bytes(data)
         if self.is_root:
             return path
-        handle, copy = tempfile.mkstemp(prefix="predtext-rank%d-" % self.rank, suffix=".ckpt")
+        handle, copy = tempfile.mkstemp(prefix=f"predtext-rank{self.rank}-", suffix=".ckpt")
         with os.fdopen(handle, "wb") as f:
             f.write(data)
         return copy
@@ -244,7 +245,8 @@ class MPIWorld:
         counts = [len(r) for r in shares(batch_size, self.size)]
         rows = numpy.ascontiguousarray(array.transpose(1, 0, 2))     # (b, L, H)
         per_stream = rows[0].size
-        out = numpy.empty((batch_size,) + rows.shape[1:], dtype=rows.dtype) if self.is_root else None
+        out = (numpy.empty((batch_size,) + rows.shape[1:], dtype=rows.dtype) if self.is_root
+               else None)
         self.comm.Gatherv(rows, [out, [c * per_stream for c in counts], None,
                                  self.MPI._typedict[rows.dtype.char]] if self.is_root else None,
                           root=0)
