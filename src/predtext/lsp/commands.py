@@ -7,6 +7,9 @@ import sys
 
 from predtext.commandline import EXIT_BAD_INPUT, one_line_errors, positive_int
 
+#: How long a thread may hold the GIL while another waits for it, in this process.
+SWITCH_INTERVAL_S = 0.0005
+
 
 def add_arguments(parser, command: str = "lsp") -> None:
     one_line_errors(parser, command)
@@ -37,6 +40,11 @@ def run(args) -> int:
     if args.log_level != "debug":
         # pygls logs a traceback for each bad message, which the editor is answered about.
         logging.getLogger("pygls").setLevel(logging.CRITICAL)
+    # The model's own thread holds the GIL for long stretches (and overruns its budget on
+    # a busy machine, running on in the background); at Python's default 5 ms switch
+    # interval the threads that read, queue and answer each request waited that long for
+    # it, several times a keystroke.
+    sys.setswitchinterval(SWITCH_INTERVAL_S)
     server = build_server()
     if args.tcp is not None:
         return server.run_tcp(args.tcp)

@@ -427,6 +427,13 @@ class PredtextServer(LanguageServer):
         if is_request and self._shut_down:
             self._error(msg_id, INVALID_REQUEST, "Invalid Request: the server is shut down")
             return
+        if method == types.TEXT_DOCUMENT_DID_CHANGE and (
+                plain := _plain_changes(data.get("params"))) is not None:
+            try:
+                self.apply_changes(*plain)
+            except Exception:
+                log.exception("handling %s failed", method)
+            return
         try:
             message = self.protocol.structure_message(data)
         except Exception as error:
@@ -453,6 +460,22 @@ class PredtextServer(LanguageServer):
             log.exception("handling %s failed", method)
             if is_request:
                 self._error(msg_id, INTERNAL_ERROR, f"Internal error: {error}")
+
+    def apply_changes(self, uri: str, version: int, changes) -> None:
+        """Edit the document: ``changes`` are ``(start, end, text)``, LSP positions as
+        ``(line, character)``, or ``(None, None, text)`` for the whole text."""
+        state = self.documents.get(uri)
+        if state is None:
+            log.warning("change to a document not open: %s", uri)
+            return
+        document = state.document
+        with document.lock:
+            for start, end, text in changes:
+                if start is None:
+                    document.replace_all(text, version)
+                else:
+                    document.edit(start, end, text, version)
+            document.version = version
 
     # ------------------------------------------------------------------ transports
 
@@ -533,6 +556,31 @@ class _StdoutWriter:
     def close(self) -> None:
         with contextlib.suppress(OSError):
             self._stream.close()
+
+
+def _plain_changes(params):
+    """``(uri, version, changes)`` of a ``didChange`` of the usual shape, read straight from
+    the JSON (see :meth:`PredtextServer.apply_changes`); None for any other, which pygls then
+    checks and hands to ``did_change``. (Building lsprotocol objects for it cost more than
+    half a millisecond of the message loop on every keystroke.)"""
+    try:
+        uri, version = params["textDocument"]["uri"], params["textDocument"]["version"]
+        changes = []
+        for change in params["contentChanges"]:
+            if "range" not in change:
+                changes.append((None, None, change["text"]))
+                continue
+            start, end = change["range"]["start"], change["range"]["end"]
+            changes.append(((start["line"], start["character"]),
+                            (end["line"], end["character"]), change["text"]))
+    except (KeyError, TypeError):
+        return None
+    numbers = [version] + [n for start, end, _ in changes if start is not None
+                           for n in start + end]
+    if (not isinstance(uri, str) or not all(type(n) is int and n >= 0 for n in numbers)
+            or not all(isinstance(text, str) for _, _, text in changes)):
+        return None
+    return uri, version, changes
 
 
 def _EMPTY() -> dict:
@@ -631,21 +679,16 @@ def build_server(engine_loader: EngineLoader = load_engine) -> PredtextServer:
 
     @server.feature(types.TEXT_DOCUMENT_DID_CHANGE)
     def did_change(ls: PredtextServer, params: types.DidChangeTextDocumentParams):
-        state = ls.documents.get(params.text_document.uri)
-        if state is None:
-            log.warning("change to a document not open: %s", params.text_document.uri)
-            return
-        document = state.document
-        with document.lock:
-            for change in params.content_changes:
-                if isinstance(change, types.TextDocumentContentChangePartial):
-                    r = change.range
-                    document.edit((r.start.line, r.start.character),
-                                  (r.end.line, r.end.character), change.text,
-                                  params.text_document.version)
-                else:
-                    document.replace_all(change.text, params.text_document.version)
-            document.version = params.text_document.version
+        # (The loop applies the usual shape itself: PredtextServer._changed.)
+        changes = []
+        for change in params.content_changes:
+            if isinstance(change, types.TextDocumentContentChangePartial):
+                r = change.range
+                changes.append(((r.start.line, r.start.character),
+                                (r.end.line, r.end.character), change.text))
+            else:
+                changes.append((None, None, change.text))
+        ls.apply_changes(params.text_document.uri, params.text_document.version, changes)
 
     @server.feature(types.TEXT_DOCUMENT_DID_CLOSE)
     def did_close(ls: PredtextServer, params: types.DidCloseTextDocumentParams):
