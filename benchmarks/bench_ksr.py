@@ -72,7 +72,8 @@ _PAST_STREAM = ctypes.CFUNCTYPE(ctypes.c_void_p, ctypes.c_void_p)
 
 
 class Presage:
-    """presage through its C API: one instance, its past stream set to the text before the cursor."""
+    """presage through its C API: one instance, its past stream set to the text before the
+    cursor."""
 
     def __init__(self, config_path: Path, settings: dict):
         library = ctypes.util.find_library("presage")
@@ -97,10 +98,12 @@ class Presage:
         self._future_cb = _PAST_STREAM(lambda _: ctypes.addressof(self._future))
         self._handle = ctypes.c_void_p()
         self._check(lib.presage_new_with_config(self._past_cb, None, self._future_cb, None,
-                                                str(config_path).encode(), ctypes.byref(self._handle)),
+                                                str(config_path).encode(),
+                                                ctypes.byref(self._handle)),
                     "presage_new_with_config")
         for variable, value in settings.items():
-            self._check(lib.presage_config_set(self._handle, variable.encode(), str(value).encode()),
+            self._check(lib.presage_config_set(self._handle, variable.encode(),
+                                               str(value).encode()),
                         f"config {variable}")
 
     @staticmethod
@@ -208,7 +211,8 @@ NO_NEURAL = {name: w for name, w in DEFAULT_WEIGHTS.items() if name != "neural"}
 
 
 def train_model(corpus: Path, out: Path, seconds: float) -> Path:
-    """``predtext train CORPUS --out OUT --time-budget SECONDS`` (its split holds out the last 10%)."""
+    """``predtext train CORPUS --out OUT --time-budget SECONDS`` (its split holds out the last
+    10%)."""
     print(f"training {out.name} on the first 90% of {corpus.name} for {seconds:g} s ...",
           file=sys.stderr)
     subprocess.run([sys.executable, "-m", "predtext.cli", "train", str(corpus), "--out", str(out),
@@ -230,7 +234,8 @@ def shakespeare_rows(args, tmp: Path):
         model = train_model(args.corpus, args.train_out or tmp / "model.safetensors", args.seconds)
     rows = []
     title = (f"KSR on the first {len(test)} characters of the held-out 10% of {args.corpus.name}, "
-             f"k={args.k}, case-insensitive, {_who()}" + (f"; model {Path(model).name}" if model else ""))
+             f"k={args.k}, case-insensitive, {_who()}"
+             + (f"; model {Path(model).name}" if model else ""))
     if have_presage() and args.only != "predtext":
         rows.append(("presage (default predictors)", run_presage(tmp, train, test, args.k)))
         if args.only != "presage":
@@ -283,9 +288,11 @@ def english_rows(args, tmp: Path):
     if args.only == "presage":
         pass
     elif model is not None:
-        rows.append(("predtext (default engine)", run_predtext(test, args.k, PREDTEXT_DEFAULT, model)))
+        rows.append(("predtext (default engine)",
+                     run_predtext(test, args.k, PREDTEXT_DEFAULT, model)))
         rows.append(("predtext (same, single words only)",
-                     run_predtext(test, args.k, _words_only(copy.deepcopy(PREDTEXT_DEFAULT)), model)))
+                     run_predtext(test, args.k, _words_only(copy.deepcopy(PREDTEXT_DEFAULT)),
+                                  model)))
     else:
         print("no packaged default model: predtext runs on an n-gram of the same corpora",
               file=sys.stderr)
@@ -335,13 +342,16 @@ def tuning_rows(args, tmp: Path):
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS)
-    parser.add_argument("--chars", type=int, default=3000, help="characters of the held-out part to type")
+    parser.add_argument("--chars", type=int, default=3000,
+                        help="characters of the held-out part to type")
     parser.add_argument("-k", type=int, default=6, help="suggestions offered per keystroke")
     parser.add_argument("--model", help="model file from predtext train (on the first 90%%)")
     parser.add_argument("--train", action="store_true",
                         help="train the model first (predtext train --time-budget SECONDS)")
-    parser.add_argument("--train-out", type=Path, help="where --train writes the model (default: a temporary file)")
-    parser.add_argument("--seconds", type=float, default=300, help="training time budget for --train")
+    parser.add_argument("--train-out", type=Path,
+                        help="where --train writes the model (default: a temporary file)")
+    parser.add_argument("--seconds", type=float, default=300,
+                        help="training time budget for --train")
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--english", action="store_true",
                       help="the original English text, engines trained on all shared corpora")
@@ -380,8 +390,8 @@ def main(argv=None) -> int:
     print("-" * len(header))
     for name, report in rows:
         print(f"{name:42} {report.ksr * 100:6.1f} {report.typed:6d} {report.selections:6d} "
-              f"{report.phrases_selected:6d} {report.characters:6d} {report.latency_percentile(50):7.2f} "
-              f"{report.latency_percentile(99):7.2f}")
+              f"{report.phrases_selected:6d} {report.characters:6d} "
+              f"{report.latency_percentile(50):7.2f} {report.latency_percentile(99):7.2f}")
     return 0
 
 

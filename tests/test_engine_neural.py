@@ -146,7 +146,8 @@ def test_without_invented_words_only_known_and_written_words_are_offered(model):
     # The factory: the word list the engine loaded counts as known, and the option is checked.
     made = make_predictor({"invented_words": False},
                           Resources(vocabulary={"cat": 1.0},
-                                    extra={"language_model": model, "word_list": {invented[0]: 1e-4}}))
+                                    extra={"language_model": model,
+                                           "word_list": {invented[0]: 1e-4}}))
     assert {c.text for c in suggest(made, "the c", k=12)} == {"cat", invented[0]}
     with pytest.raises(ValueError, match="invented_words"):
         make_predictor({"invented_words": "no"}, Resources(extra={"language_model": model}))

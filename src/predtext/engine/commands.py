@@ -1,4 +1,5 @@
-"""The engine's commands: `predtext ksr`, `predtext config`, `predtext forget`, `predtext ngram build`.
+"""The engine's commands: `predtext ksr`, `predtext config`, `predtext forget`,
+`predtext ngram build`.
 
 Bad input (a missing or unreadable file, text that is not UTF-8, a broken config, an
 impossible option) ends with one line on stderr, ``predtext COMMAND: error: ...``, and exit
@@ -108,7 +109,8 @@ def _ksr_arguments(parser):
                              "default: the configured or packaged model")
     parser.add_argument("-k", type=_suggestion_count, default=6, metavar="K",
                         help=f"suggestions offered per keystroke (1-{MAX_K}, default 6)")
-    parser.add_argument("--config", metavar="PATH", help="engine config file (default: the defaults, not yours)")
+    parser.add_argument("--config", metavar="PATH",
+                        help="engine config file (default: the defaults, not yours)")
     parser.add_argument("--case-sensitive", action="store_true",
                         help="a suggestion must match the word's case to count")
     parser.add_argument("--user", choices=("reader", "glancer", "both"), default="both",
@@ -139,7 +141,8 @@ def _run_ksr(args):
 
     text = _read_text(args.text)
     if not text:
-        raise ValueError(f"{'standard input' if args.text == '-' else args.text}: the text is empty")
+        source = "standard input" if args.text == "-" else args.text
+        raise ValueError(f"{source}: the text is empty")
     users = ("reader", "glancer") if args.user == "both" else (args.user,)
     summaries = {}
     for user in users:
@@ -222,7 +225,8 @@ def _run_config(args):
             status = "on"
         options = {k: v for k, v in spec.options.items() if k != "name"}
         extra = f"  {json.dumps(options, default=str)}" if options else ""
-        print(f"  {spec.name:<{width}}  type {spec.type:<13} weight {spec.weight:<6g} {status}{extra}")
+        print(f"  {spec.name:<{width}}  type {spec.type:<13} weight {spec.weight:<6g} "
+              f"{status}{extra}")
     if not config.predictors:
         print("  (none)")
     return 0

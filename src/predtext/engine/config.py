@@ -31,7 +31,8 @@ DEFAULT_CONFIG_TOML = """\
 [engine]
 combination = "linear"    # "linear" (weighted sum) or "max" (meritocracy)
 time_budget_ms = 40       # a predictor slower than this is skipped for that keystroke
-repeat_suggestions = false  # offer again what was passed over for the word being typed? (the best stays anyway)
+repeat_suggestions = false  # offer again what was passed over for the word being typed?
+                            # (the best stays anyway)
 learn = true              # learn from what you write (Engine.learn)
 word_list = true          # a modern English word list (wordfreq) beside the model's words
 # model = "~/models/notes.safetensors"   # model file to load (default: the packaged model)
@@ -90,7 +91,8 @@ def user_data_dir() -> Path:
     override = os.environ.get("PREDTEXT_DATA_DIR")
     if override:
         return Path(override)
-    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    base = (os.environ.get("XDG_DATA_HOME")
+            or os.path.join(os.path.expanduser("~"), ".local", "share"))
     return Path(base) / "predtext"
 
 
@@ -138,7 +140,8 @@ class EngineConfig:
             raise ConfigError(source, problem)
 
         if not isinstance(data, Mapping):
-            fail(f"a config is a table of [engine] and [predictors.NAME], got {type(data).__name__}")
+            fail("a config is a table of [engine] and [predictors.NAME], "
+                 f"got {type(data).__name__}")
         if over_defaults:
             data = _over_defaults(data)
         unknown = set(data) - {"engine", "predictors"}
@@ -246,7 +249,8 @@ def load_config(path: str | os.PathLike | None = None,
     try:
         data = tomllib.loads(raw.decode("utf-8"))
     except UnicodeDecodeError as exc:
-        raise ConfigError(path, f"config is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+        raise ConfigError(
+            path, f"config is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(path, f"config is not valid TOML: {exc}") from None
     return EngineConfig.from_dict(data, str(path), over_defaults)

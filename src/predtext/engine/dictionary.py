@@ -101,7 +101,10 @@ class Dictionary:
         if hi <= lo or k <= 0:
             return []
         frequencies = self._frequencies[lo:hi]
-        top = np.argpartition(-frequencies, k)[:k] if k < len(frequencies) else np.arange(len(frequencies))
+        if k < len(frequencies):
+            top = np.argpartition(-frequencies, k)[:k]
+        else:
+            top = np.arange(len(frequencies))
         top = top[np.argsort(-frequencies[top], kind="stable")]
         total = frequencies.sum()
         return [(self._forms[lo + i], float(frequencies[i] / total)) for i in top]

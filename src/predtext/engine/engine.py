@@ -69,9 +69,11 @@ class Engine:
         for item in predictors:
             predictor, weight = item if isinstance(item, tuple) else (item, None)
             if not isinstance(predictor, Predictor):
-                raise TypeError(f"predictors must have a name and predict(), got {type(predictor).__name__}")
+                raise TypeError("predictors must have a name and predict(), "
+                                f"got {type(predictor).__name__}")
             if weight is None:
-                weight = next((p.weight for p in self.config.predictors if p.name == predictor.name), 1.0)
+                weight = next((p.weight for p in self.config.predictors
+                               if p.name == predictor.name), 1.0)
             if not is_weight(weight):
                 raise ValueError(f"the weight of predictor {predictor.name!r} must be a finite "
                                  f"number >= 0, got {weight!r}")
@@ -246,7 +248,8 @@ class Engine:
             seen.add(key)
             text = apply_case(with_apostrophe(text, apostrophe), context.prefix,
                               context.sentence_start, context.shouting)
-            shaped.append(Suggestion(text, len(context.prefix), suggestion.score, suggestion.source))
+            shaped.append(Suggestion(text, len(context.prefix), suggestion.score,
+                                     suggestion.source))
             if len(shaped) == k:
                 break
         return shaped

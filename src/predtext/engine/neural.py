@@ -694,7 +694,8 @@ def make_predictor(options: Mapping[str, Any], resources: Resources) -> NeuralPr
     else:
         model = resources.extra.get("language_model")
     if model is None:
-        raise ValueError("the neural predictor needs a language model: load one, or give it a `path`")
+        raise ValueError("the neural predictor needs a language model: load one, "
+                         "or give it a `path`")
     device = options.get("device", "cpu")
     if not isinstance(device, str) or not device:
         raise ValueError(f"predictors.{options.get('name', 'neural')}.device must be \"cpu\" "
@@ -712,7 +713,8 @@ def make_predictor(options: Mapping[str, Any], resources: Resources) -> NeuralPr
     for option in ("unknown_weight", "unknown_min"):
         if option in options:
             value = options[option]
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+            if (isinstance(value, bool) or not isinstance(value, (int, float))
+                    or not 0 <= value <= 1):
                 raise ValueError(f"{option} must be a number in [0, 1], got {value!r}")
             settings[option] = float(value)
     for option in ("normalize", "invented_words"):

@@ -30,7 +30,8 @@ _entry_points_loaded = False
 
 
 def register_predictor(kind: str, factory: Factory) -> None:
-    """Make ``kind`` usable as a predictor ``type`` in the config; ``factory(options, resources)``."""
+    """Make ``kind`` usable as a predictor ``type`` in the config;
+    ``factory(options, resources)``."""
     if not isinstance(kind, str) or not kind:
         raise ValueError(f"kind must be a non-empty string, got {kind!r}")
     if not callable(factory):
@@ -88,7 +89,8 @@ def create_predictor(kind: str, options: Mapping[str, Any], resources: Resources
         with _registry_lock:
             factory = _registry.get(kind)
     if factory is None:
-        raise LookupError(f"no predictor of type {kind!r} (known: {', '.join(available_predictors())})")
+        known = ", ".join(available_predictors())
+        raise LookupError(f"no predictor of type {kind!r} (known: {known})")
     predictor = factory(options, resources)
     if not isinstance(predictor, Predictor):
         raise TypeError(f"factory for {kind!r} returned {type(predictor).__name__}, "

@@ -13,7 +13,8 @@ all is its probability; the likeliest words of the corrections that reach
 ``min_probability`` are offered, each replacing the typed part. Nothing is looked for while
 ``p`` is a common enough beginning (``check_below``), so an ordinary keystroke costs one
 lookup; a rare beginning is checked for the commoner slips only, and one that begins no
-word at all for every kind, then for two. The text is never changed without the user taking a suggestion.
+word at all for every kind, then for two. The text is never changed without the user taking a
+suggestion.
 """
 
 from __future__ import annotations
@@ -192,7 +193,8 @@ def make_predictor(options: Mapping[str, Any], resources: Resources) -> TypoCorr
     for option in ("check_below", "min_probability"):
         if option in options:
             value = options[option]
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+            if (isinstance(value, bool) or not isinstance(value, (int, float))
+                    or not 0 <= value <= 1):
                 raise ValueError(f"{option} must be a number in [0, 1], got {value!r}")
             settings[option] = float(value)
     return TypoCorrector(dictionary, name=str(options.get("name", "typos")), **settings)

@@ -36,7 +36,9 @@ def add_arguments(parser, command):
     """Add the options of ``command`` ("train", "eval" or "sample") to ``parser``."""
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     one_line_errors(parser, command)
-    {"train": _train_arguments, "eval": _eval_arguments, "sample": _sample_arguments}[command](parser)
+    command_arguments = {"train": _train_arguments, "eval": _eval_arguments,
+                         "sample": _sample_arguments}
+    command_arguments[command](parser)
     parser.add_argument("--threads", type=positive_int, metavar="N",
                         help="threads for the recurrent kernels (default: all CPUs)")
     parser.add_argument("--device", metavar="DEVICE",
@@ -85,7 +87,9 @@ def _number(low=None, high=None, low_open=False, high_open=False):
         if too_low or too_high or value != value:
             left = "(" if low_open else "["
             right = ")" if high_open else "]"
-            bounds = f"{left}{'-inf' if low is None else low}, {'inf' if high is None else high}{right}"
+            lowest = "-inf" if low is None else low
+            highest = "inf" if high is None else high
+            bounds = f"{left}{lowest}, {highest}{right}"
             raise argparse.ArgumentTypeError(f"expected a number in {bounds}, got {text!r}")
         return value
 

@@ -147,7 +147,8 @@ def beam_search(model, state, beam_width=8, max_length=20, stop_ids=(), n_best=N
         raise ValueError("state: expected a state that has read some text (its log_probs "
                          "are set); use model.feed_text(text) to make one")
     if state.batch_size != 1:
-        raise ValueError(f"state: expected the state of one text, got a batch of {state.batch_size}")
+        raise ValueError("state: expected the state of one text, "
+                         f"got a batch of {state.batch_size}")
     for name, value in (("beam_width", beam_width), ("max_length", max_length)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name}: expected a positive int, got {value!r}")

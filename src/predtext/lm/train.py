@@ -166,14 +166,17 @@ class TrainConfig:
         if not 0 <= self.dropout < 1:
             raise ValueError(f"dropout: expected a probability in [0, 1), got {self.dropout!r}")
         if not 0 <= self.valid_fraction < 1:
-            raise ValueError(f"valid_fraction: expected a number in [0, 1), got {self.valid_fraction!r}")
+            raise ValueError("valid_fraction: expected a number in [0, 1), "
+                             f"got {self.valid_fraction!r}")
         if not 0 <= self.min_lr_ratio <= 1:
-            raise ValueError(f"min_lr_ratio: expected a number in [0, 1], got {self.min_lr_ratio!r}")
+            raise ValueError("min_lr_ratio: expected a number in [0, 1], "
+                             f"got {self.min_lr_ratio!r}")
         if self.tie_weights and self.embed_size != self.hidden_size:
             raise ValueError(f"tie_weights: needs embed_size == hidden_size, got "
                              f"{self.embed_size} and {self.hidden_size}")
         if self.weights_dtype not in ("float32", "float16"):
-            raise ValueError(f"weights_dtype: expected 'float32' or 'float16', got {self.weights_dtype!r}")
+            raise ValueError("weights_dtype: expected 'float32' or 'float16', "
+                             f"got {self.weights_dtype!r}")
         if not isinstance(self.device, str) or not self.device:
             raise ValueError(f"device: expected 'cpu', 'cuda' or a backend name, "
                              f"got {self.device!r}")
@@ -340,7 +343,8 @@ class RunState:
             raise ModelFileError(path, f"bad checkpoint version {version!r}")
         if version > CHECKPOINT_VERSION:
             raise ModelFileError(path, f"is a version {version} checkpoint, from a newer "
-                                       f"predtext; this one reads versions up to {CHECKPOINT_VERSION}")
+                                       "predtext; this one reads versions up to "
+                                       f"{CHECKPOINT_VERSION}")
         counters = saved.get("trainer" if version == 0 else "run")
         names = {f.name for f in dataclasses.fields(cls)}
         if not isinstance(counters, dict) or set(counters) != names:
@@ -715,9 +719,11 @@ def train(files, out, config=None, resume=None, explicit=(), log=None, on_step=N
         shown_loss = None
         with _InterruptFlag(also_sigterm=world.size > 1) as interrupt:
             while stopped is None:
-                for x_tb, y_tb in t.batches:    # one optimizer step per (seq_len x batch_size) batch
+                # one optimizer step per (seq_len x batch_size) batch
+                for x_tb, y_tb in t.batches:
                     if t.batches.batch_index == 1:
-                        t.carried = None  # a new epoch: every stream starts again from its beginning
+                        # a new epoch: every stream starts again from its beginning
+                        t.carried = None
                     for group in optimizer.param_groups:
                         group["lr"] = learning_rate(config, run.step, t.progress())
                     (loss, t.carried), backprop = model.begin_update_loss(
@@ -738,15 +744,18 @@ def train(files, out, config=None, resume=None, explicit=(), log=None, on_step=N
                     asked = on_step is not None and bool(on_step({
                         "step": run.step, "loss": loss, "lr": optimizer.param_groups[0]["lr"],
                         "seconds": run.seconds}))
-                    run.seconds, interrupted, asked = world.agree(run.seconds, interrupt.requested, asked)
-                    loss_average = loss if loss_average is None else 0.95 * loss_average + 0.05 * loss
+                    run.seconds, interrupted, asked = world.agree(run.seconds,
+                                                                  interrupt.requested, asked)
+                    loss_average = (loss if loss_average is None
+                                    else 0.95 * loss_average + 0.05 * loss)
                     if run.step % limits["curve_every"] == 0:
                         shown_loss = float(loss_average)   # on a device: the one read back
                         run.train_curve.append([run.step, round(run.seconds, 1),
                                                 round(shown_loss, 4)])
                     _update_bar(bar, config, limits, run,
                                 shown_loss if on_device else loss_average)
-                    stopped = _why_stop(config, limits, run, interrupted) or ("interrupted" if asked else None)
+                    stopped = (_why_stop(config, limits, run, interrupted)
+                               or ("interrupted" if asked else None))
 
                     if run.seconds >= run.next_eval or stopped:
                         with clock.paused():

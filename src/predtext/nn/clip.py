@@ -90,7 +90,8 @@ def clip_grad_norm_(params, max_norm, norm_type=2.0, error_if_nonfinite=False,
 def clip_grad_value_(params, clip_value):
     """Clamp every gradient element into ``[-clip_value, clip_value]``, in place."""
     params = _as_param_list(params)
-    if isinstance(clip_value, bool) or not isinstance(clip_value, (int, float)) or not clip_value >= 0:
+    if (isinstance(clip_value, bool) or not isinstance(clip_value, (int, float))
+            or not clip_value >= 0):
         raise ValueError(f"clip_value: expected a non-negative number, got {clip_value!r}")
     for param in params:
         ops_of(param.grad).xp.clip(param.grad, -clip_value, clip_value, out=param.grad)

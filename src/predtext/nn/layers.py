@@ -105,7 +105,8 @@ class Embedding(Module):
         self.embedding_dim = embedding_dim
         self.padding_idx = padding_idx
         self.dtype = check_dtype(dtype)
-        self.weight = Parameter(self.ops.xp.zeros((num_embeddings, embedding_dim), dtype=self.dtype))
+        self.weight = Parameter(self.ops.xp.zeros((num_embeddings, embedding_dim),
+                                                  dtype=self.dtype))
         self.reset_parameters(rng=rng)
 
     def reset_parameters(self, rng=None):

@@ -82,7 +82,8 @@ def softmax_cross_entropy(logits_nv, targets_n, ignore_index=-100, reduction="me
     if kept_targets.size and (int(kept_targets.min()) < 0 or int(kept_targets.max()) >= n_classes):
         raise ValueError(
             f"targets_n: class ids must lie in [0, {n_classes}) or equal ignore_index="
-            f"{ignore_index}, got values from {int(kept_targets.min())} to {int(kept_targets.max())}"
+            f"{ignore_index}, got values from {int(kept_targets.min())} "
+            f"to {int(kept_targets.max())}"
         )
     n_kept = int(kept_on_host.sum())
     rows = xp.arange(targets.shape[0])

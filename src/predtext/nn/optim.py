@@ -148,7 +148,8 @@ class Optimizer:
             saved_groups = state_dict["param_groups"]
             saved_state = state_dict["state"]
         except (TypeError, KeyError):
-            raise ValueError("state_dict: expected a dict with 'state' and 'param_groups'") from None
+            raise ValueError("state_dict: expected a dict with 'state' and "
+                             "'param_groups'") from None
         if len(saved_groups) != len(self.param_groups):
             raise ValueError(
                 f"state_dict: has {len(saved_groups)} parameter groups, "
@@ -178,7 +179,8 @@ class Optimizer:
                     number = array.item()
                     new_state[param][key] = int(number) if key == "step" else number
                 elif array.shape == tuple(param.shape):
-                    new_state[param][key] = ops_of(param.data).asarray(array, dtype=param.dtype).copy()
+                    ops = ops_of(param.data)
+                    new_state[param][key] = ops.asarray(array, dtype=param.dtype).copy()
                 else:
                     raise ValueError(
                         f"state_dict: state[{index}][{key!r}]: expected shape "
