@@ -24,9 +24,12 @@ pytest.importorskip("pygls")
 pytest_lsp = pytest.importorskip("pytest_lsp")
 from lsprotocol import types  # noqa: E402
 
+import predtext  # noqa: E402
 from predtext.engine import Engine, NGramModel  # noqa: E402
 
-ROOT = Path(__file__).resolve().parent.parent
+# The server runs the predtext this test imported (the installed one, or a source tree built
+# in place), not whatever src/ holds.
+PACKAGE_PARENT = str(Path(predtext.__file__).resolve().parent.parent)
 TEXT = ("the apple and the application of the apple pie. the apple tree. an apple a day. "
         "the application form. the cat sat on the mat. the cat ran. caf\u00e9 au lait. "
         "the caf\u00e9 was open. we went to the caf\u00e9 again.\n") * 3
@@ -53,7 +56,7 @@ def setup(tmp_path, monkeypatch):
     data = tmp_path / "data"
     monkeypatch.setenv("PREDTEXT_DATA_DIR", str(data))
     monkeypatch.setenv("PREDTEXT_CONFIG", str(config))
-    env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
+    env = dict(os.environ, PYTHONPATH=PACKAGE_PARENT)
     return {"model": str(model), "config": str(config), "data": data, "env": env,
             "tmp": tmp_path}
 
