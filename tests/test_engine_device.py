@@ -6,8 +6,9 @@ import logging
 
 import numpy
 import pytest
+from test_lm_train_device import _gpu_error
 
-from predtext.backend import BackendUnavailable, get_ops, register_backend
+from predtext.backend import get_ops, register_backend
 from predtext.backend.cupy_ops import CupyOps
 from predtext.engine.context import parse_context
 from predtext.engine.engine import Engine
@@ -63,14 +64,6 @@ def test_a_bad_device_setting_is_named(model):
         make_predictor({"device": 1}, resources)
     with pytest.raises(ValueError, match="predictors.neural.device = 'tpu'"):
         make_predictor({"device": "tpu"}, resources)
-
-
-def _gpu_error():
-    try:
-        get_ops("cupy")
-    except BackendUnavailable as exc:
-        return str(exc)
-    return None
 
 
 @pytest.mark.skipif(_gpu_error() is None, reason="CuPy can use a CUDA device here")

@@ -19,18 +19,6 @@ from predtext.lm.train import (
     train,
 )
 
-SENTENCES = ["the cat sat on the mat.", "a dog ran to the log.", "the bird sang in a tree.",
-             "my hat is on the bed.", "we ate the red jam."]
-
-
-@pytest.fixture
-def corpus(tmp_path):
-    rng = numpy.random.default_rng(0)
-    text = "\n".join(SENTENCES[i] for i in rng.integers(0, len(SENTENCES), 120)) + "\n"
-    path = tmp_path / "corpus.txt"
-    path.write_text(text)
-    return path
-
 
 def small_config(**changes):
     settings = dict(hidden_size=16, embed_size=8, seq_len=16, batch_size=4, max_steps=30,

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy
 import pytest
+from test_lm_train import quiet, small_config
 
 import predtext
 from predtext import nn
@@ -26,31 +27,12 @@ from predtext.lm.model import LanguageModel
 from predtext.lm.train import TrainConfig, evaluate, learning_rate, train
 from predtext.nn.clip import total_grad_norm
 
-SENTENCES = ["the cat sat on the mat.", "a dog ran to the log.", "the bird sang in a tree.",
-             "my hat is on the bed.", "we ate the red jam."]
-
 # The CuPy backend's whole array code, run by NumPy: the GPU path as far as a CPU checks it.
 register_backend("cupy-on-numpy", lambda: CupyOps(xp=numpy))
 
 
-@pytest.fixture
-def corpus(tmp_path):
-    rng = numpy.random.default_rng(0)
-    path = tmp_path / "corpus.txt"
-    path.write_text("\n".join(SENTENCES[i] for i in rng.integers(0, 5, 120)) + "\n")
-    return path
-
-
 def config(**changes):
-    settings = dict(hidden_size=16, embed_size=8, seq_len=16, batch_size=4, max_steps=12,
-                    progress=False, ngram=False, plot=False, eval_interval=1e9,
-                    checkpoint_interval=1e9, dropout=0.1, lr=1e-2, warmup_steps=3)
-    settings.update(changes)
-    return TrainConfig(**settings)
-
-
-def quiet(line):
-    pass
+    return small_config(**{"max_steps": 12, **changes})
 
 
 def saved_arrays(out):

@@ -46,7 +46,7 @@ from predtext.engine.context import (
     normalize_word,
     with_apostrophe,
 )
-from predtext.engine.protocol import Candidate, Resources
+from predtext.engine.protocol import Candidate, Resources, fraction_options
 from predtext.lm.generate import beam_steps
 from predtext.text import APOSTROPHES, JOINERS
 
@@ -710,13 +710,7 @@ def make_predictor(options: Mapping[str, Any], resources: Resources) -> NeuralPr
                 raise ValueError(f"predictors.{options.get('name', 'neural')}.{option} must be "
                                  f"an integer from 1 to {most}, got {value!r}")
             settings[option] = value
-    for option in ("unknown_weight", "unknown_min"):
-        if option in options:
-            value = options[option]
-            if (isinstance(value, bool) or not isinstance(value, (int, float))
-                    or not 0 <= value <= 1):
-                raise ValueError(f"{option} must be a number in [0, 1], got {value!r}")
-            settings[option] = float(value)
+    settings.update(fraction_options(options, ("unknown_weight", "unknown_min")))
     for option in ("normalize", "invented_words"):
         if option in options:
             if not isinstance(options[option], bool):

@@ -43,7 +43,7 @@ is called once in the background when the engine starts (to load data without bl
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import (
     Any,
@@ -82,3 +82,16 @@ class Resources:
 
 
 Factory = Callable[[Mapping[str, Any], Resources], Predictor]
+
+
+def fraction_options(options: Mapping[str, Any], names: Iterable[str]) -> dict[str, float]:
+    """The options among ``names`` that are set, each checked to be a number in [0, 1]."""
+    settings = {}
+    for option in names:
+        if option in options:
+            value = options[option]
+            if (isinstance(value, bool) or not isinstance(value, (int, float))
+                    or not 0 <= value <= 1):
+                raise ValueError(f"{option} must be a number in [0, 1], got {value!r}")
+            settings[option] = float(value)
+    return settings

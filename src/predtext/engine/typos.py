@@ -26,7 +26,7 @@ from typing import Any
 from predtext.engine.context import Context, normalize_word, tokenize
 from predtext.engine.dictionary import Dictionary, shared_dictionary
 from predtext.engine.keyboard import NEIGHBOURS
-from predtext.engine.protocol import Candidate, Resources
+from predtext.engine.protocol import Candidate, Resources, fraction_options
 
 # The chance that a word is typed with a slip, and each kind of slip's share of them.
 SLIP_RATE = 0.05
@@ -189,12 +189,5 @@ def make_predictor(options: Mapping[str, Any], resources: Resources) -> TypoCorr
     dictionary = shared_dictionary(resources)
     if dictionary is None:
         raise ValueError("the typo corrector has no words: no word list and no model vocabulary")
-    settings = {}
-    for option in ("check_below", "min_probability"):
-        if option in options:
-            value = options[option]
-            if (isinstance(value, bool) or not isinstance(value, (int, float))
-                    or not 0 <= value <= 1):
-                raise ValueError(f"{option} must be a number in [0, 1], got {value!r}")
-            settings[option] = float(value)
+    settings = fraction_options(options, ("check_below", "min_probability"))
     return TypoCorrector(dictionary, name=str(options.get("name", "typos")), **settings)
