@@ -1,4 +1,5 @@
-"""`predtext train`, `eval` and `sample`: results, and one-line errors with exit status 2."""
+"""`predtext train`, `eval`, `sample` and `quantize`: results, and one-line errors with exit
+status 2."""
 
 import json
 import subprocess
@@ -114,6 +115,40 @@ def test_bad_model_files(trained, corpus, tmp_path, capsys, monkeypatch):
 
     monkeypatch.setattr(predtext.lm.model, "default_model_path", lambda: tmp_path / "absent")
     assert_one_line_error(capsys, run_main(["sample", "--length", "5"]), "default model")
+
+
+def test_quantize_writes_a_smaller_model_that_scores_as_the_float_one(trained, corpus,
+                                                                      tmp_path, capsys):
+    from predtext.lm.model import LanguageModel
+
+    out = tmp_path / "q.safetensors"
+    capsys.readouterr()
+    assert main(["quantize", str(trained), str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert str(trained) in printed and str(out) in printed and "smaller" in printed
+    before, after = trained.stat().st_size, out.stat().st_size
+    assert f"{before:,} bytes" in printed and f"{after:,} bytes" in printed and after < before
+    assert LanguageModel.load(out).quantized == "int8"
+    losses = []
+    for model in (trained, out):
+        assert main(["eval", str(model), str(corpus), "--json"]) == 0
+        losses.append(json.loads(capsys.readouterr().out)["loss"])
+    assert losses[0] != losses[1] and losses[1] == pytest.approx(losses[0], abs=0.02)
+    assert_one_line_error(capsys, run_main(["quantize", str(out), str(tmp_path / "again")]),
+                          "already int8")
+
+
+def test_quantize_bad_input(trained, tmp_path, capsys):
+    damaged = tmp_path / "damaged.safetensors"
+    damaged.write_bytes(trained.read_bytes()[:-10])
+    assert_one_line_error(capsys, run_main(["quantize", str(damaged), str(tmp_path / "o")]),
+                          "damaged.safetensors")
+    assert_one_line_error(capsys, run_main(["quantize", str(tmp_path / "absent"), "o"]),
+                          "absent", "no such file")
+    assert_one_line_error(capsys, run_main(["quantize", str(trained), str(tmp_path)]),
+                          "is a directory")
+    assert_one_line_error(capsys, run_main(["quantize", str(trained)]))
+    assert not (tmp_path / "o").exists()
 
 
 def test_a_real_process_exits_with_status_2(tmp_path):

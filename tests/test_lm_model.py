@@ -321,3 +321,126 @@ def test_in_place_loss_equals_the_general_softmax_cross_entropy():
     loss, grad = softmax_cross_entropy_(logits.copy(), targets)
     assert loss == pytest.approx(expected_loss, rel=1e-12)
     numpy.testing.assert_allclose(grad, expected_grad, atol=1e-15)
+
+
+# ---------------------------------------------------------------- 8-bit weights
+
+
+def quantized_tiny_model(**options):
+    model = tiny_model("gru", **dict(dict(hidden_size=6, num_layers=2), **options))
+    model.eval()
+    model.rnn.weight_hh_l1.data[2] = 0.0     # a zero row must not divide by zero
+    return model, model.quantize("int8")
+
+
+def test_quantize_rounds_each_weight_within_half_its_row_scale():
+    model, quantized = quantized_tiny_model()
+    assert quantized is not model and model.quantized is None and quantized.quantized == "int8"
+    float_params = dict(model.named_parameters())
+    pairs = quantized._int8_pairs()
+    assert sorted(pairs) == ["decoder.weight", "rnn.weight_hh_l0", "rnn.weight_hh_l1",
+                             "rnn.weight_ih_l0", "rnn.weight_ih_l1"]
+    for name, param in quantized.named_parameters():
+        original = float_params[name].data
+        if name not in pairs:       # embedding and biases: float, unchanged
+            numpy.testing.assert_array_equal(param.data, original)
+            continue
+        q, scale = pairs[name]
+        assert q.dtype == numpy.int8 and q.shape == original.shape and q.min() >= -127
+        peak = numpy.abs(original).max(axis=1)
+        numpy.testing.assert_allclose(scale, numpy.where(peak > 0, peak / 127, 1.0), rtol=1e-6)
+        # what the model computes with is scale * q, within half a step of the float weight
+        numpy.testing.assert_array_equal(param.data, q * scale[:, None])
+        assert (numpy.abs(param.data - original) <= scale[:, None] * (0.5 + 1e-5)).all()
+        assert quantized._int8_pair(param)[0] is q and not param.requires_grad
+    assert pairs["rnn.weight_hh_l1"][1][2] == 1.0 and not pairs["rnn.weight_hh_l1"][0][2].any()
+    assert quantized._int8_pair(quantized.embedding.weight) is None
+
+
+def test_a_quantized_model_infers_with_its_8_bit_weights():
+    model, quantized = quantized_tiny_model()
+    # The float model holding exactly the values the 8-bit weights stand for...
+    reference = tiny_model("gru", hidden_size=6, num_layers=2)
+    reference.load_state_dict(quantized.state_dict())
+    reference.eval()
+    ids = numpy.array([model.encode("the cat"), model.encode("on the ")]).T
+    # ...gives the same figures on every inference path.
+    numpy.testing.assert_array_equal(quantized.forward(ids)[0], reference.forward(ids)[0])
+    numpy.testing.assert_array_equal(quantized.feed(ids)[0], reference.feed(ids)[0])
+    got, want = quantized.initial_state(2), reference.initial_state(2)
+    for t in range(ids.shape[0]):
+        numpy.testing.assert_array_equal(quantized.step(ids[t], got)[0],
+                                         reference.step(ids[t], want)[0])
+    assert quantized.generate("the ", 20, seed=3) == reference.generate("the ", 20, seed=3)
+    # and they are close to, not equal to, the float model's
+    assert not numpy.array_equal(quantized.forward(ids)[0], model.forward(ids)[0])
+    numpy.testing.assert_allclose(quantized.forward(ids)[0], model.forward(ids)[0], atol=0.05)
+
+
+def test_a_quantized_model_round_trips_through_its_file(tmp_path):
+    from predtext.engine.ngram import NGramModel
+    from predtext.lm import modelfile
+
+    model, quantized = quantized_tiny_model()
+    path = tmp_path / "q.safetensors"
+    quantized.save(path, ngram=NGramModel.from_text(TEXT * 3), training={"steps": 3})
+    tensors, meta = modelfile.load_model(path)
+    assert tensors["rnn.weight_ih_l0"].dtype == numpy.int8
+    assert tensors["rnn.weight_ih_l0.scale"].dtype == numpy.float32
+    assert tensors["embedding.weight"].dtype == numpy.float32
+    assert meta["quantization"]["scheme"] == "int8" and meta["model_format_version"] == 2
+    loaded = LanguageModel.load(path)
+    assert loaded.quantized == "int8" and loaded.ngram is not None
+    for name, (q, scale) in quantized._int8_pairs().items():
+        numpy.testing.assert_array_equal(loaded._int8_pairs()[name][0], q)
+        numpy.testing.assert_array_equal(loaded._int8_pairs()[name][1], scale)
+    ids = model.encode("the cat sat")
+    numpy.testing.assert_array_equal(loaded.forward(ids)[0], quantized.forward(ids)[0])
+    numpy.testing.assert_array_equal(loaded.step(ids[:1], loaded.initial_state())[0],
+                                     quantized.step(ids[:1], quantized.initial_state())[0])
+    # The copy the engine makes for another device goes through the same tensors and meta.
+    copy = LanguageModel.from_tensors(quantized.tensors(), quantized.file_meta())
+    numpy.testing.assert_array_equal(copy.forward(ids)[0], quantized.forward(ids)[0])
+    # float16 storage halves what stays float; the 8-bit weights are stored as they are
+    half = tmp_path / "half.safetensors"
+    quantized.save(half, weights_dtype=numpy.float16)
+    assert modelfile.load_model(half)[0]["rnn.weight_ih_l0"].dtype == numpy.int8
+    numpy.testing.assert_allclose(LanguageModel.load(half).forward(ids)[0],
+                                  quantized.forward(ids)[0], atol=1e-2)
+    # a float model's file is as before: version 1, no quantisation entry
+    model.save(tmp_path / "f.safetensors")
+    _, float_meta = modelfile.load_model(tmp_path / "f.safetensors")
+    assert float_meta["model_format_version"] == 1 and "quantization" not in float_meta
+
+
+def test_a_quantized_model_is_for_inference_only():
+    model, quantized = quantized_tiny_model()
+    ids = numpy.array([[1], [2]])
+    with pytest.raises(ValueError, match="8-bit"):
+        quantized.begin_update(ids)
+    with pytest.raises(ValueError, match="8-bit"):
+        quantized.begin_update_loss(ids, ids)
+    with pytest.raises(ValueError, match="load_state_dict"):
+        quantized.load_state_dict(model.state_dict())
+    with pytest.raises(ValueError, match="scheme"):
+        model.quantize("int4")
+    model.begin_update(ids)         # the float model still trains
+
+
+def test_a_file_whose_8_bit_weights_are_not_the_models_is_refused(tmp_path):
+    from predtext.lm import modelfile
+    from predtext.lm.quantize import quantize_rows
+
+    _, quantized = quantized_tiny_model()
+    tensors, meta = quantized.tensors(), quantized.file_meta()
+    # the embedding made 8-bit, and the decoder left float
+    q, scale = tensors.pop("decoder.weight"), tensors.pop("decoder.weight.scale")
+    tensors["decoder.weight"] = q * scale[:, None]
+    pairs = {"embedding.weight": quantize_rows(tensors.pop("embedding.weight"))}
+    tensors = modelfile.pack_int8(tensors, pairs)
+    names = sorted(set(meta["quantization"]["tensors"]) - {"decoder.weight"} | set(pairs))
+    meta["quantization"] = modelfile.int8_meta(names)
+    path = tmp_path / "odd.safetensors"
+    modelfile.save_model(path, tensors, meta)
+    with pytest.raises(ModelFileError, match="odd.safetensors.*8-bit weights"):
+        LanguageModel.load(path)

@@ -258,3 +258,71 @@ def test_save_replaces_and_creates_parent_directories(tmp_path):
     tensors, meta = load_model(path)
     assert meta == {"v": 2} and tensors["w"].tolist() == [0.0, 0.0]
     assert leftovers(path.parent) == []
+
+
+# ---------------------------------------------------------------- 8-bit weights
+
+
+def int8_file(tmp_path, damage):
+    """A file of two int8 weights with their scales, damaged as ``damage`` says."""
+    rng = np.random.default_rng(2)
+    q = rng.integers(-127, 128, (4, 3)).astype(np.int8)
+    pairs = {"w": (q, np.full(4, 0.5, np.float32)), "v": (q[:2], np.ones(2, np.float32))}
+    tensors = modelfile.pack_int8({"bias": np.zeros(4, np.float32)}, pairs)
+    meta = {"quantization": modelfile.int8_meta(pairs)}
+    if damage == "scale shape":
+        tensors["w.scale"] = np.ones(3, np.float32)
+    elif damage == "scale dtype":
+        tensors["w.scale"] = np.ones(4, np.float16)
+    elif damage == "no scale":
+        del tensors["w.scale"]
+    elif damage == "no weight":
+        del tensors["w"]
+    elif damage == "float weight":
+        tensors["w"] = q.astype(np.float32)
+    elif damage == "-128":
+        tensors["w"] = np.where(q == q.max(), -128, q).astype(np.int8)
+    elif damage == "zero scale":
+        tensors["w.scale"] = np.array([0.5, 0.0, 0.5, 0.5], np.float32)
+    elif damage == "nan scale":
+        tensors["w.scale"] = np.array([0.5, np.nan, 0.5, 0.5], np.float32)
+    elif damage == "no metadata":
+        del meta["quantization"]
+    elif damage == "unlisted":
+        meta["quantization"]["tensors"] = ["w"]
+    elif damage == "scheme":
+        meta["quantization"]["scheme"] = "int4"
+    elif damage == "stray int8":
+        tensors["u"] = q
+    elif damage == "stray scale":
+        tensors["bias.scale"] = np.ones(4, np.float32)
+    path = tmp_path / "q.safetensors"
+    save_model(path, tensors, meta)
+    return path, pairs
+
+
+def test_int8_weights_round_trip(tmp_path):
+    path, pairs = int8_file(tmp_path, None)
+    tensors, meta = load_model(path)
+    rest, got = modelfile.unpack_int8(path, tensors, meta["quantization"])
+    assert set(rest) == {"bias"} and set(got) == set(pairs)
+    for name, (q, scale) in pairs.items():
+        np.testing.assert_array_equal(got[name][0], q)
+        np.testing.assert_array_equal(got[name][1], scale)
+    # A float model's tensors pass through a file that says nothing of quantisation.
+    assert modelfile.unpack_int8(path, {"bias": rest["bias"]}, None) == ({"bias": rest["bias"]}, {})
+
+
+@pytest.mark.parametrize("damage,message", [
+    ("scale shape", "shape"), ("scale dtype", "float16"), ("no scale", "no scale"),
+    ("no weight", "missing"), ("float weight", "not a 2-D int8"), ("-128", "-128"),
+    ("zero scale", "positive"), ("nan scale", "positive"), ("no metadata", "int8 but"),
+    ("unlisted", "'v' is int8"), ("stray scale", "scale of no int8"), ("scheme", "int4"),
+    ("stray int8", "'u' is int8"),
+])
+def test_bad_int8_weights_raise_naming_the_file(tmp_path, damage, message):
+    path, _ = int8_file(tmp_path, damage)
+    tensors, meta = load_model(path)
+    with pytest.raises(ModelFileError, match="q.safetensors") as caught:
+        modelfile.unpack_int8(path, tensors, meta.get("quantization"))
+    assert message in str(caught.value)

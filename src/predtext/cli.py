@@ -14,6 +14,7 @@ COMMANDS = {
     "train": ("predtext.lm.commands", "train a language model on your own text"),
     "eval": ("predtext.lm.commands", "evaluate a model on text: loss, perplexity, bpc"),
     "sample": ("predtext.lm.commands", "generate text from a model"),
+    "quantize": ("predtext.lm.commands", "store a model's weights in 8 bits, for inference"),
     "ksr": ("predtext.engine.commands", "measure keystroke savings on a text"),
     "config": ("predtext.engine.commands", "print the config path and active set-up"),
     "forget": ("predtext.engine.commands", "erase the learned user history"),

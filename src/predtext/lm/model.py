@@ -16,27 +16,41 @@
 A model file is the model's tensors plus JSON metadata (see ``save``), optionally with a
 word n-gram model counted from the same training text, which the engine uses beside the
 network. Loading never unpickles.
+
+``quantize("int8")`` gives a copy for inference whose recurrent and decoder matrices are
+8-bit integers with one float32 scale per row (``predtext.lm.quantize``), stored so in its
+file.
 """
 
 from __future__ import annotations
 
 import math
+import re
 
 import numpy
 
 from predtext.backend.cells import get_cell, model_cell, model_cells
 from predtext.errors import ModelFileError
 from predtext.lm import modelfile
+from predtext.lm.quantize import SCHEMES, dequantize_rows, quantize_rows
 from predtext.lm.tokenizers import tokenizer_from_json
 from predtext.nn import Dropout, Embedding, Linear, Module, check_dtype, softmax_cross_entropy_
 from predtext.nn.rnn import RNNBase
 
 #: Names the model-specific metadata carries, inside the model file's metadata document.
 MODEL_FORMAT = "predtext.lm"
-MODEL_FORMAT_VERSION = 1
+MODEL_FORMAT_VERSION = 2
+# Version 2 added 8-bit weights; a float model is still written as version 1, so that an
+# older predtext reads it, and a quantised one as 2, which an older predtext refuses clearly.
+_FLOAT_FORMAT_VERSION = 1
 #: Metadata key of the optional n-gram description (the key ``NGramModel`` itself uses).
 NGRAM_META_KEY = "predtext.ngram"
 NGRAM_TENSOR_PREFIX = "ngram."
+
+#: The parameters ``quantize`` makes 8-bit: every recurrent weight matrix (each layer and
+#: direction) and the decoder's. The embedding stays float: a step reads one row of it, not
+#: the whole matrix, so 8 bits would save no memory traffic; biases and peepholes are vectors.
+_INT8_WEIGHTS = re.compile(r"rnn\.weight_(ih|hh)_l\d+(_reverse)?|decoder\.weight")
 
 #: What the config's "cell" may be (the table in predtext.backend.cells).
 CELLS = model_cells()
@@ -194,6 +208,7 @@ class LanguageModel(Module):
         self.rng = numpy.random.default_rng(seed)
         self._ngram_parts = None      # (arrays, meta, path) of an n-gram model read from a file
         self._ngram = None
+        self._int8 = {}               # name -> (Parameter, q, scale) of each 8-bit weight
         self.training_record = {}
 
         V, E, H, L = (config[k] for k in ("vocab_size", "embed_size", "hidden_size", "num_layers"))
@@ -303,6 +318,7 @@ class LanguageModel(Module):
         ``backprop(d_logits_tbv, d_state=None)`` adds every parameter's gradient into its
         ``.grad`` and returns the gradient of the initial state as ``(dh0, dc0 or None)``.
         """
+        self._refuse_training()
         ids_tb = self._check_ids(ids_tb)
         T, B = ids_tb.shape
         emb_tbe, backprop_embedding = self.embedding.begin_update(ids_tb)
@@ -463,21 +479,25 @@ class LanguageModel(Module):
     # -- files --------------------------------------------------------------------------
 
     def tensors(self, dtype=None):
-        """The parameters as a name -> NumPy array dict (a tied weight appears once)."""
+        """The parameters as a name -> NumPy array dict (a tied weight appears once), as the
+        model file stores them: an 8-bit weight as its int8 array and ``NAME.scale``."""
         state = self.state_dict()
         if dtype is not None:
             state = {name: array.astype(dtype) for name, array in state.items()}
-        return dict(state)
+        return modelfile.pack_int8(state, self._int8_pairs())
 
     def file_meta(self, training=None):
         """The JSON metadata a model file carries (config, tokenizer, training record)."""
-        return {
+        meta = {
             "model_format": MODEL_FORMAT,
-            "model_format_version": MODEL_FORMAT_VERSION,
+            "model_format_version": MODEL_FORMAT_VERSION if self._int8 else _FLOAT_FORMAT_VERSION,
             "config": dict(self.config),
             "tokenizer": None if self.tokenizer is None else self.tokenizer.to_json(),
             "training": dict(self.training_record if training is None else training),
         }
+        if self._int8:
+            meta[modelfile.QUANTIZATION_KEY] = modelfile.int8_meta(self._int8)
+        return meta
 
     def save(self, path, ngram=None, training=None, weights_dtype=None):
         """Write the model file at ``path`` atomically (a temporary file, then a rename).
@@ -486,7 +506,8 @@ class LanguageModel(Module):
         ``ngram.*``, its description under the ``predtext.ngram`` metadata key); by default
         the one this model was loaded with, if any. ``training``: the training record (by
         default ``self.training_record``). ``weights_dtype``: e.g. ``numpy.float16`` to
-        halve the file; loading casts back to the model's dtype.
+        halve the file; loading casts back to the model's dtype (8-bit weights and their
+        scales are stored as they are).
         """
         tensors = self.tensors(weights_dtype)
         meta = self.file_meta(training)
@@ -502,7 +523,7 @@ class LanguageModel(Module):
         elif self._ngram is not None:
             arrays, meta = self._ngram.to_arrays()
         elif self._ngram_parts is not None:
-            arrays, meta = self._ngram_parts
+            arrays, meta, _ = self._ngram_parts
         else:
             return {}, None
         return {name: _narrowest_int(array) for name, array in arrays.items()}, meta
@@ -551,7 +572,15 @@ class LanguageModel(Module):
                 tokenizer = tokenizer_from_json(meta["tokenizer"])
             model = cls(tokenizer=tokenizer, dtype=dtype, seed=0, **config)
             weights = {k: v for k, v in tensors.items() if not k.startswith(NGRAM_TENSOR_PREFIX)}
-            model.load_state_dict(weights)
+            weights, pairs = modelfile.unpack_int8(path, weights,
+                                                   meta.get(modelfile.QUANTIZATION_KEY))
+            if pairs and sorted(pairs) != sorted(model._int8_names()):
+                raise ValueError(f"its 8-bit weights {sorted(pairs)} are not the model's "
+                                 f"recurrent and decoder weights {sorted(model._int8_names())}")
+            # The int8 arrays stand in for their weights so that every shape is checked
+            # here; _set_int8 then writes the values they stand for.
+            model.load_state_dict(dict(weights, **{name: q for name, (q, _) in pairs.items()}))
+            model._set_int8(pairs)
         except (TypeError, ValueError) as exc:
             raise ModelFileError(path, f"inconsistent language model: {exc}") from None
         model.training_record = meta.get("training") or {}
@@ -565,7 +594,90 @@ class LanguageModel(Module):
         c = self.config
         return (f"vocab_size={c['vocab_size']}, cell={c['cell']!r}, layers={c['num_layers']}, "
                 f"hidden={c['hidden_size']}, embed={c['embed_size']}, dropout={c['dropout']}, "
-                f"tie_weights={c['tie_weights']}")
+                f"tie_weights={c['tie_weights']}" + (", int8" if self._int8 else ""))
+
+    # -- 8-bit weights --------------------------------------------------------------------
+
+    def quantize(self, scheme="int8"):
+        """A copy of this model for inference with 8-bit recurrent and decoder weights.
+
+        Each weight matrix of the recurrent layers (every layer and direction) and the
+        decoder's becomes int8 with one float32 scale per output row (see
+        ``predtext.lm.quantize``); the embedding and the biases stay float. Like
+        ``torch.ao.quantization.quantize_dynamic``, it returns a new model and leaves this
+        one as it was. The copy is in inference mode; ``save`` stores its 8-bit weights as
+        they are, ``load`` gives it back. It cannot be trained (``begin_update`` raises
+        ValueError): train the float model and quantise it again. With ``tie_weights`` the
+        decoder's weight is the embedding's, which stays float.
+
+        The 8-bit arrays are the model's weights; its float parameters hold what they stand
+        for, ``scale * q``, which ``forward``, ``feed`` and ``step`` compute with.
+        """
+        if scheme not in SCHEMES:
+            raise ValueError(f"scheme: expected one of {SCHEMES}, got {scheme!r}")
+        model = self._float_copy()
+        params = dict(model.named_parameters())
+        model._set_int8({name: quantize_rows(model.ops.to_numpy(params[name].data))
+                         for name in model._int8_names()})
+        return model
+
+    @property
+    def quantized(self):
+        """The quantisation scheme of the weights ("int8"), or None for a float model."""
+        return SCHEMES[0] if self._int8 else None
+
+    def _int8_names(self):
+        """The names of the parameters ``quantize`` makes 8-bit, in parameter order."""
+        return [name for name, _ in self.named_parameters() if _INT8_WEIGHTS.fullmatch(name)]
+
+    def _int8_pairs(self):
+        """name -> ``(q int8 (N, K), scale float32 (N,))`` of each 8-bit weight (NumPy
+        arrays; empty for a float model): what an int8 step kernel takes in place of the
+        float matrix."""
+        return {name: (q, scale) for name, (_, q, scale) in self._int8.items()}
+
+    def _int8_pair(self, param):
+        """``(q, scale)`` of the Parameter ``param`` when it is an 8-bit weight, else None
+        (a parameter replaced after quantising is a float one)."""
+        for owner, q, scale in self._int8.values():
+            if owner is param:
+                return q, scale
+        return None
+
+    def _set_int8(self, pairs):
+        """Make the weights named in ``pairs`` (name -> (q, scale)) 8-bit: each Parameter's
+        float array, kept in place (a state's step buffers stay valid), gets ``scale * q``."""
+        params = dict(self.named_parameters())
+        for name, (q, scale) in pairs.items():
+            param = params[name]
+            param.data[...] = self.ops.asarray(dequantize_rows(q, scale, param.dtype))
+            param.requires_grad = False
+            self._int8[name] = (param, q, scale)
+        if pairs:
+            self.eval()
+
+    def _float_copy(self):
+        """A float model equal to this one (weights, tokenizer, n-gram, record, device)."""
+        model = type(self)(tokenizer=self.tokenizer, dtype=self.dtype, seed=0, **self.config)
+        model.load_state_dict(self.state_dict())
+        model.rng.bit_generator.state = self.rng.bit_generator.state
+        model.training_record = dict(self.training_record)
+        model._ngram, model._ngram_parts = self._ngram, self._ngram_parts
+        model.train(self.training)
+        return model if self.ops is model.ops else model.to(self.ops)
+
+    def _refuse_training(self):
+        if self._int8:
+            raise ValueError("this model has 8-bit weights, for inference only: train the "
+                             "float model, then quantize() it")
+
+    def load_state_dict(self, state_dict, strict=True):
+        """As ``Module.load_state_dict``; refused on a model with 8-bit weights (whose float
+        values must stay what the 8-bit ones stand for): load a float model and quantise it."""
+        if self._int8:
+            raise ValueError("load_state_dict: this model has 8-bit weights; load the values "
+                             "into a float model and quantize() it")
+        return super().load_state_dict(state_dict, strict)
 
 
 def default_model_path():

@@ -11,6 +11,10 @@ Other safetensors tools can read the tensors; predtext reads only files that
 carry this document, and never unpickles anything. The checksum catches damage
 inside the tensor data, which the safetensors header alone cannot.
 
+A model with 8-bit weights (``LanguageModel.quantize``) stores each such matrix as an
+int8 tensor under its own name and its per-row float32 scales as ``NAME.scale``; the
+model's metadata lists them under ``"quantization"`` (see ``pack_int8``).
+
 Files are written atomically: to a temporary file in the target directory,
 flushed and fsynced, then renamed over the target, so a crash or a full disk
 leaves the previous file as it was.
@@ -39,6 +43,12 @@ METADATA_KEY = "predtext"
 _MODEL_PREFIX = "model/"
 _OPTIMIZER_PREFIX = "optimizer/"
 _HEADER_LIMIT = 100 * 1024 * 1024  # safetensors' own bound on the header size
+
+#: Key of the model metadata that lists the 8-bit weights, and the suffix of their scales.
+QUANTIZATION_KEY = "quantization"
+SCALE_SUFFIX = ".scale"
+INT8_SCHEME = "int8"
+_INT8_MAX = 127
 
 # The dtypes that both NumPy and safetensors have.
 _STORABLE_DTYPES = {np.dtype(t) for t in (
@@ -322,3 +332,75 @@ def read_meta(path) -> dict:
     except OSError as exc:
         raise ModelFileError(path, f"cannot read ({exc.strerror or exc})") from None
     return _read_document(path, header)
+
+
+# ---------------------------------------------------------------- 8-bit weights
+
+
+def pack_int8(tensors: dict[str, np.ndarray], pairs: dict) -> dict[str, np.ndarray]:
+    """``tensors`` with each weight named in ``pairs`` (name -> ``(q, scale)``) stored as
+    its int8 ``q`` under its own name and its float32 ``scale`` under ``NAME.scale``."""
+    packed = dict(tensors)
+    for name, (q, scale) in pairs.items():
+        packed[name] = np.asarray(q, dtype=np.int8)
+        packed[name + SCALE_SUFFIX] = np.asarray(scale, dtype=np.float32)
+    return packed
+
+
+def int8_meta(names) -> dict:
+    """The ``"quantization"`` metadata entry of a model whose weights ``names`` are int8."""
+    return {"scheme": INT8_SCHEME, "granularity": "per output row, symmetric",
+            "tensors": sorted(names)}
+
+
+def unpack_int8(path, tensors: dict[str, np.ndarray], entry) -> tuple[dict, dict]:
+    """Split a model's tensors into ``(float tensors, {name: (q, scale)})``.
+
+    ``entry`` is the metadata's ``"quantization"`` entry, or None for a float model.
+    Raises ``ModelFileError`` naming ``path`` for an unknown scheme, a listed weight that is
+    missing, not a 2-D int8 array or outside [-127, 127], a scale that is missing, of the
+    wrong shape or dtype, or not positive and finite, and for int8 weights or scales the
+    entry does not list.
+    """
+    names = []
+    if entry is not None:
+        if not isinstance(entry, dict) or entry.get("scheme") != INT8_SCHEME:
+            scheme = entry.get("scheme") if isinstance(entry, dict) else entry
+            raise ModelFileError(path, f"quantisation scheme {scheme!r} is not one this "
+                                       f"predtext reads ({INT8_SCHEME!r})")
+        names = entry.get("tensors")
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            raise ModelFileError(path, "corrupt quantisation metadata (no list of tensors)")
+    rest = dict(tensors)
+    pairs = {name: _int8_pair(path, name, rest.pop(name, None), rest.pop(name + SCALE_SUFFIX, None))
+             for name in names}
+    for name in sorted(rest):
+        if rest[name].dtype == np.int8:
+            raise ModelFileError(path, f"tensor {name!r} is int8 but the file lists no scale "
+                                       "for it (not a quantised weight)")
+    for name in sorted(rest):
+        # A scale beside a float weight: a quantised file that lost its metadata.
+        if name.endswith(SCALE_SUFFIX) and name[:-len(SCALE_SUFFIX)] in rest:
+            raise ModelFileError(path, f"tensor {name!r} is a scale of no int8 weight")
+    return rest, pairs
+
+
+def _int8_pair(path, name, q, scale):
+    if q is None:
+        raise ModelFileError(path, f"the int8 weight {name!r} is missing")
+    if q.dtype != np.int8 or q.ndim != 2:
+        raise ModelFileError(path, f"the int8 weight {name!r} is {q.dtype} of shape {q.shape}, "
+                                   "not a 2-D int8 array")
+    if q.size and int(np.abs(q.astype(np.int16)).max()) > _INT8_MAX:
+        raise ModelFileError(path, f"the int8 weight {name!r} holds -128, outside the "
+                                   "symmetric range [-127, 127]")
+    if scale is None:
+        raise ModelFileError(path, f"the int8 weight {name!r} has no scale tensor "
+                                   f"{name + SCALE_SUFFIX!r}")
+    if scale.dtype != np.float32 or scale.shape != q.shape[:1]:
+        raise ModelFileError(path, f"the scale {name + SCALE_SUFFIX!r} is {scale.dtype} of "
+                                   f"shape {scale.shape}; expected float32 of shape {q.shape[:1]}")
+    if not (np.isfinite(scale).all() and (scale > 0).all()):
+        raise ModelFileError(path, f"the scale {name + SCALE_SUFFIX!r} holds values that are "
+                                   "not positive and finite")
+    return q, scale
