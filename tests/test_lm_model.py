@@ -444,3 +444,16 @@ def test_a_file_whose_8_bit_weights_are_not_the_models_is_refused(tmp_path):
     modelfile.save_model(path, tensors, meta)
     with pytest.raises(ModelFileError, match="odd.safetensors.*8-bit weights"):
         LanguageModel.load(path)
+
+
+def test_a_tied_decoder_weight_stays_float_with_the_embedding(tmp_path):
+    model = tiny_model("lstm", embed_size=4, tie_weights=True, peephole=True)
+    quantized = model.quantize("int8")
+    assert sorted(quantized._int8_pairs()) == ["rnn.weight_hh_l0", "rnn.weight_hh_l1",
+                                               "rnn.weight_ih_l0", "rnn.weight_ih_l1"]
+    assert quantized.decoder.weight is quantized.embedding.weight
+    numpy.testing.assert_array_equal(quantized.decoder.weight.data, model.decoder.weight.data)
+    quantized.save(tmp_path / "tied.safetensors")
+    loaded = LanguageModel.load(tmp_path / "tied.safetensors")
+    ids = model.encode("the mat")
+    numpy.testing.assert_array_equal(loaded.forward(ids)[0], quantized.forward(ids)[0])
