@@ -296,7 +296,8 @@ static void NAME(mask_units)(int B, int H, int j0, int n, const REAL *mask, cons
     for (int b = 0; b < B; b++) {
         const size_t o = (size_t)b * H + j0;
 #pragma omp simd
-        for (int j = 0; j < n; j++) dst[o + j] = (add ? dst[o + j] : 0) + mask[o + j] * src[o + j];
+        for (int j = 0; j < n; j++)
+            dst[o + j] = (add ? dst[o + j] : 0) + mask[o + j] * src[o + j];
     }
 }
 

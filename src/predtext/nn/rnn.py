@@ -411,10 +411,11 @@ class LSTM(RNNBase):
     """Long short-term memory, gates i, f, g, o stacked in that order as in torch.
 
     Same arguments as ``torch.nn.LSTM`` (no ``proj_size``), plus ``dtype``, a seedable
-    ``rng``, ``recurrent_dropout`` (see the module doc) and ``peephole``: with it each layer and direction has a ``weight_ch_l{k}``
-    of shape ``(3, hidden_size)`` whose rows weight the cell state into the input, forget
-    and output gates (c_{t-1} for i and f, c_t for o). Torch has no peephole weights, so
-    such a model has no torch counterpart. Returns ``(output, (h_n, c_n))``.
+    ``rng``, ``recurrent_dropout`` (see the module doc) and ``peephole``: with it each layer
+    and direction has a ``weight_ch_l{k}`` of shape ``(3, hidden_size)`` whose rows weight
+    the cell state into the input, forget and output gates (c_{t-1} for i and f, c_t for
+    o). Torch has no peephole weights, so such a model has no torch counterpart. Returns
+    ``(output, (h_n, c_n))``.
     """
 
     cells = ("lstm",)
