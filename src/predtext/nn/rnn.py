@@ -195,12 +195,14 @@ class RNNBase(Module):
                 inp = layer_input
                 if direction == 1:
                     inp = ops.reverse_sequences(layer_input, lengths)
-                # The cache keeps the recurrent mask for backward.
-                recurrent_mask = (self._dropout_mask((inp.shape[1], H), recurrent_drop)
-                                  if recurrent_drop else None)
+                # The cache keeps the recurrent mask for backward. Passed only when there
+                # is one, so a backend written before the argument still runs the rest.
+                masking = {}
+                if recurrent_drop:
+                    masking["recurrent_mask"] = self._dropout_mask((inp.shape[1], H),
+                                                                   recurrent_drop)
                 out, h, c, cache = ops.rnn_forward(self.cell, inp, w_ih, w_hh, b_ih, b_hh, h0,
-                                                   c0, lengths, peep, keep_cache,
-                                                   recurrent_mask=recurrent_mask)
+                                                   c0, lengths, peep, keep_cache, **masking)
                 if direction == 1:
                     out = ops.reverse_sequences(out, lengths)
                 if D == 2:
