@@ -28,11 +28,12 @@ def make_params(cell, I, H, dtype=np.float64, seed=0, bias=True):
     return {k: v.astype(dtype) for k, v in p.items()}
 
 
-def forward(cell, x, params, h0=None, c0=None, lengths=None, training=False):
+def forward(cell, x, params, h0=None, c0=None, lengths=None, training=False,
+            recurrent_mask=None):
     return _core.sequence_forward(
         core_cell(cell), x, params["w_ih"], params["w_hh"], params.get("b_ih"),
         params.get("b_hh"), h0, c0, lengths=lengths, peephole=params.get("peephole"),
-        training=training)
+        training=training, recurrent_mask=recurrent_mask)
 
 
 def backward(cache, params, d_out, d_hn=None, d_cn=None):

@@ -24,10 +24,11 @@ def close(ours, theirs, name, tol=1e-10):
     assert err <= tol * scale, f"{name}: max error {err:.3g} > {tol} x scale {scale:.3g}"
 
 
-def run_ops(ops, cell, x, params, h0, c0, lengths, d_out, d_hn, d_cn):
+def run_ops(ops, cell, x, params, h0, c0, lengths, d_out, d_hn, d_cn, recurrent_mask=None):
     out, h_n, c_n, cache = ops.rnn_forward(core_cell(cell), x, params["w_ih"], params["w_hh"],
                                            params.get("b_ih"), params.get("b_hh"), h0, c0,
-                                           lengths, params.get("peephole"), training=True)
+                                           lengths, params.get("peephole"), training=True,
+                                           recurrent_mask=recurrent_mask)
     grads = {k: ops.xp.zeros_like(v) for k, v in params.items()}
     dx, dh0, dc0 = ops.rnn_backward(cache, d_out, d_hn, d_cn, grad_w_ih=grads["w_ih"],
                                     grad_w_hh=grads["w_hh"], grad_b_ih=grads.get("b_ih"),
@@ -51,11 +52,14 @@ def test_the_cupy_path_on_numpy_matches_the_core_on_random_configurations(cell, 
     d_out = rng.normal(size=(T, B, H))
     d_hn = rng.normal(size=(B, H)) if seed != 1 else None
     d_cn = rng.normal(size=(B, H)) if lstm and seed != 1 else None
+    # Recurrent dropout on half the configurations.
+    mask = (rng.random((B, H)) >= 0.4) / 0.6 if seed % 2 else None
 
-    out, h_n, c_n, cache = forward(cell, x, params, h0, c0, lengths, training=True)
+    out, h_n, c_n, cache = forward(cell, x, params, h0, c0, lengths, training=True,
+                                   recurrent_mask=mask)
     dx, dh0, dc0, grads = backward(cache, params, d_out, d_hn, d_cn)
     ours, d_ours, our_grads = run_ops(ON_CPU, cell, x, params, h0, c0, lengths, d_out, d_hn,
-                                      d_cn)
+                                      d_cn, mask)
     for name, a, b in (("out", ours[0], out), ("h_n", ours[1], h_n), ("dx", d_ours[0], dx),
                        ("dh0", d_ours[1], dh0)):
         close(a, b, name)
@@ -78,10 +82,18 @@ def layers():
                        rng=rng()),
         lambda: nn.RNN(3, 5, num_layers=2, nonlinearity="relu", bidirectional=True,
                        dropout=0.1, dtype=np.float64, rng=rng()),
+        lambda: nn.LSTM(3, 5, num_layers=2, bidirectional=True, peephole=True, dropout=0.2,
+                        recurrent_dropout=0.3, dtype=np.float64, rng=rng()),
+        lambda: nn.GRU(3, 5, num_layers=2, bidirectional=True, recurrent_dropout=0.4,
+                       dtype=np.float64, rng=rng()),
+        lambda: nn.RNN(3, 5, num_layers=2, recurrent_dropout=0.25, dtype=np.float64, rng=rng()),
     ]
 
 
-@pytest.mark.parametrize("make", layers(), ids=["lstm-bi", "lstm-peephole", "gru-bi", "relu-bi"])
+@pytest.mark.parametrize("make", layers(), ids=["lstm-bi", "lstm-peephole", "gru-bi", "relu-bi",
+                                                "lstm-recurrent-dropout",
+                                                "gru-recurrent-dropout",
+                                                "tanh-recurrent-dropout"])
 def test_stacked_bidirectional_layers_with_dropout_masks_match_the_cpu_ones(make):
     rng = np.random.default_rng(4)
     cpu, ours = make(), make().to(ON_CPU)
@@ -181,8 +193,10 @@ def test_without_cupy_or_a_device_asking_for_the_gpu_says_what_is_missing():
 
 
 @needs_gpu
+@pytest.mark.parametrize("recurrent_dropout", [False, True], ids=["plain", "recurrent-dropout"])
 @pytest.mark.parametrize("cell", CELLS)
-def test_on_the_gpu_outputs_states_and_gradients_match_the_core_in_float32(cell):
+def test_on_the_gpu_outputs_states_and_gradients_match_the_core_in_float32(cell,
+                                                                           recurrent_dropout):
     gpu = get_ops("cupy")
     rng = np.random.default_rng(1)
     T, B, I, H = 12, 8, 16, 32
@@ -195,13 +209,17 @@ def test_on_the_gpu_outputs_states_and_gradients_match_the_core_in_float32(cell)
     d_out = rng.normal(size=(T, B, H)).astype(np.float32)
     d_hn = rng.normal(size=(B, H)).astype(np.float32)
     d_cn = d_hn.copy() if lstm else None
-    out, h_n, _, cache = forward(cell, x, params, h0, c0, lengths, training=True)
+    mask = ((rng.random((B, H)) >= 0.3) / np.float32(0.7)).astype(np.float32)
+    mask = mask if recurrent_dropout else None
+    out, h_n, _, cache = forward(cell, x, params, h0, c0, lengths, training=True,
+                                 recurrent_mask=mask)
     dx, dh0, _, grads = backward(cache, params, d_out, d_hn, d_cn)
     up = gpu.asarray
     g_params = {k: up(v) for k, v in params.items()}
     ours, d_ours, our_grads = run_ops(gpu, cell, up(x), g_params, up(h0),
                                       None if c0 is None else up(c0), lengths, up(d_out),
-                                      up(d_hn), None if d_cn is None else up(d_cn))
+                                      up(d_hn), None if d_cn is None else up(d_cn),
+                                      None if mask is None else up(mask))
     close(ours[0], out, "out", 1e-5)
     close(ours[1], h_n, "h_n", 1e-5)
     close(d_ours[0], dx, "dx", 1e-5)

@@ -126,3 +126,58 @@ def test_the_reference_backend_runs_whole_layers_and_models_as_the_cpu_one_does(
     for ours, theirs in zip(ref_probs, cpu_probs):
         close(ours, theirs, "log_probs")
     assert get_ops("reference").name == "reference"
+
+
+def masked_case(cell, seed, T, B, I, H):
+    params, x, lens, h0, c0, rng = case(cell, seed, T=T, B=B, I=I, H=H)
+    keep = rng.random((B, H)) >= 0.3
+    return params, x, lens, h0, c0, rng, keep / 0.7
+
+
+@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("threads,shape", [(1, (7, 5, 4, 6)), (3, (4, 24, 5, 400))],
+                         ids=["small", "three-threads"])
+def test_recurrent_dropout_in_the_core_is_the_references(cell, threads, shape):
+    """One mask, the same at every step, on h_{t-1} in the recurrent product only; in a
+    training forward, an inference forward and backward; on a team of three threads
+    (B = 24, H = 400: enough work per step for three, even for a one-gate cell)."""
+    params, x, lens, h0, c0, rng, mask = masked_case(cell, 8, *shape)
+    before = _core.get_num_threads()
+    try:
+        _core.set_num_threads(threads)
+        args = (core_cell(cell), x, params["w_ih"], params["w_hh"], params["b_ih"],
+                params["b_hh"], h0, c0, lens, params.get("peephole"))
+        out, h_n, c_n, cache = _core.sequence_forward(*args, training=True,
+                                                      recurrent_mask=mask)
+        inference = _core.sequence_forward(*args, recurrent_mask=mask)
+        d_out, d_hn = rng.normal(size=out.shape), rng.normal(size=h_n.shape)
+        dx, dh0, dc0, grads = backward(cache, params, d_out, d_hn)
+    finally:
+        _core.set_num_threads(before)
+    r_out, r_h, r_c, r_cache = reference.forward(*args, training=True, recurrent_mask=mask)
+    for ours, name in ((out, "out"), (inference[0], "inference out")):
+        close(r_out, ours, name)
+    close(r_h, h_n, "h_n")
+    close(r_h, inference[1], "inference h_n")
+    if c_n is not None:
+        close(r_c, c_n, "c_n")
+    r = reference.backward(r_cache, d_out, d_hn)
+    close(r["dx"], dx, "dx")
+    close(r["dh0"], dh0, "dh0")
+    if dc0 is not None:
+        close(r["dc0"], dc0, "dc0")
+    for name, grad in grads.items():
+        close(r[name], grad, name)
+    # Without the mask the numbers are others: the test above could not pass by ignoring it.
+    assert np.abs(ref_forward(cell, x, params, h0, c0, lens)[0] - out).max() > 1e-3
+
+
+def test_the_core_refuses_a_bad_recurrent_mask():
+    params, x, lens, h0, c0, rng = case("gru", 9)
+    args = ("gru", x, params["w_ih"], params["w_hh"])
+    with pytest.raises(ValueError, match=r"recurrent_mask: expected shape \(5, 6\)"):
+        _core.sequence_forward(*args, recurrent_mask=np.ones((6, 5)))
+    with pytest.raises(TypeError, match="recurrent_mask: expected dtype float64"):
+        _core.sequence_forward(*args, recurrent_mask=np.ones((5, 6), np.float32))
+    with pytest.raises(ValueError, match="recurrent_mask: expected a C-contiguous"):
+        _core.sequence_forward(*args, recurrent_mask=np.ones((6, 5)).T)

@@ -107,3 +107,53 @@ def test_gradients_accumulate_into_buffers():
                             grad_b_ih=twice["b_ih"], grad_b_hh=twice["b_hh"])
     for name in once:
         np.testing.assert_allclose(twice[name], once[name] + 0.5, rtol=1e-12)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_gradients_with_a_recurrent_dropout_mask_match_finite_differences(cell):
+    """The mask is fixed, so the loss is a smooth function of everything else; real-valued
+    mask entries (not only 0 and 1/(1-p)) check that it multiplies the right things."""
+    rng = np.random.default_rng(5)
+    params = make_params(cell, I, H)
+    x = rng.standard_normal((T, B, I))
+    h0 = rng.standard_normal((B, H)) * 0.5
+    c0 = rng.standard_normal((B, H)) * 0.5 if core_cell(cell) == "lstm" else None
+    mask = rng.uniform(0, 2, (B, H))
+    mask[0, 1] = mask[2, 3] = 0.0
+    r_out, r_h, r_c = (rng.standard_normal(s) for s in [(T, B, H), (B, H), (B, H)])
+
+    def run(training=False):
+        return forward(cell, x, params, h0, c0, LENGTHS, training, recurrent_mask=mask)
+
+    def f():
+        out, h_n, c_n, _ = run()
+        return np.sum(out * r_out) + np.sum(h_n * r_h) + (0 if c_n is None else np.sum(c_n * r_c))
+
+    out, h_n, c_n, cache = run(training=True)
+    dx, dh0, dc0, grads = backward(cache, params, r_out, r_h, r_c if c0 is not None else None)
+    checks = {"x": (x, dx), "h0": (h0, dh0), **{n: (params[n], grads[n]) for n in params}}
+    if c0 is not None:
+        checks["c0"] = (c0, dc0)
+    for name, (array, analytic) in checks.items():
+        np.testing.assert_allclose(analytic, numeric_gradient(f, array), rtol=1e-6, atol=1e-8,
+                                   err_msg=name)
+    # Gradients of a function that ignored the mask would pass too: it must matter.
+    before = f()
+    mask[1] += 0.5
+    assert abs(f() - before) > 1e-6
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_a_mask_of_ones_is_bit_for_bit_no_mask(cell):
+    rng = np.random.default_rng(6)
+    params = make_params(cell, I, H)
+    x = rng.standard_normal((T, B, I))
+    d_out = rng.standard_normal((T, B, H))
+    results = []
+    for mask in (None, np.ones((B, H))):
+        out, h_n, _, cache = forward(cell, x, params, lengths=LENGTHS, training=True,
+                                     recurrent_mask=mask)
+        dx, dh0, _, grads = backward(cache, params, d_out)
+        results.append([out, h_n, dx, dh0, *grads.values()])
+    for ours, theirs in zip(*results):
+        np.testing.assert_array_equal(ours, theirs)

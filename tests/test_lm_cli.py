@@ -69,7 +69,7 @@ def test_sample_is_reproducible_with_a_seed(trained, capsys):
 
 
 @pytest.mark.parametrize("option", [["--seq-len", "0"], ["--batch-size", "-3"], ["--lr", "0"],
-                                    ["--dropout", "1.5"]])
+                                    ["--dropout", "1.5"], ["--recurrent-dropout", "1"]])
 def test_impossible_settings(corpus, tmp_path, capsys, option):
     status = run_main(["train", str(corpus), "--out", str(tmp_path / "m.st")] + option)
     assert_one_line_error(capsys, status, option[0])
@@ -90,6 +90,19 @@ def test_bad_training_input(corpus, tmp_path, capsys):
     assert_one_line_error(capsys, run_main(["train", str(bad), "--out", out] + SMALL),
                           "invalid UTF-8", "bad.txt")
     assert not (tmp_path / "m.st").exists()
+
+
+def test_recurrent_dropout_is_kept_in_the_model_and_locked_on_resume(corpus, tmp_path, capsys):
+    from predtext.lm.model import LanguageModel
+
+    out = tmp_path / "m.safetensors"
+    argv = ["train", str(corpus), "--out", str(out), "--max-steps", "3"] + SMALL
+    assert main(argv + ["--recurrent-dropout", "0.3"]) == 0
+    model = LanguageModel.load(out)
+    assert model.config["recurrent_dropout"] == 0.3 and model.rnn.recurrent_dropout == 0.3
+    capsys.readouterr()
+    status = run_main(argv + ["--resume", "--recurrent-dropout", "0.2"])
+    assert_one_line_error(capsys, status, "recurrent_dropout=0.3")
 
 
 def test_incompatible_resume_keeps_what_was_saved(trained, corpus, capsys):

@@ -35,6 +35,7 @@ def tiny_model(cell="lstm", dtype=numpy.float32, **options):
     ("gru", {}),
     ("rnn", {"nonlinearity": "tanh"}),
     ("lstm", {"tie_weights": True, "embed_size": 4, "peephole": True}),
+    ("gru", {"dropout": 0.2, "recurrent_dropout": 0.3}),
 ])
 def test_gradients_match_finite_differences(cell, options):
     model = tiny_model(cell, numpy.float64, **options)
@@ -45,12 +46,15 @@ def test_gradients_match_finite_differences(cell, options):
     h0 = rng.normal(size=(2, 2, 4)) * 0.5
     c0 = rng.normal(size=(2, 2, 4)) * 0.5 if cell == "lstm" else None
     state0 = LMState(h0, c0)
+    masks = model.rng.bit_generator.state   # every call draws the same dropout masks
 
     def loss():
+        model.rng.bit_generator.state = masks
         (value, _), _ = model.begin_update_loss(ids, targets, state0)
         return value
 
     model.zero_grad()
+    model.rng.bit_generator.state = masks
     (_, _), backprop = model.begin_update_loss(ids, targets, state0)
     dh0, dc0 = backprop()
     for name, param in model.named_parameters():
@@ -82,6 +86,8 @@ def test_config_is_checked():
         check_config({"vocab_size": 5, "bidirectional": True})
     with pytest.raises(ValueError, match="peephole"):
         check_config({"vocab_size": 5, "cell": "gru", "peephole": True})
+    with pytest.raises(ValueError, match="recurrent_dropout: expected a probability"):
+        check_config({"vocab_size": 5, "recurrent_dropout": 1.0})
 
 
 # ---------------------------------------------------------------- files
@@ -90,7 +96,7 @@ def test_config_is_checked():
 def test_save_load_round_trip_gives_identical_outputs(tmp_path):
     from predtext.engine.ngram import NGramModel
 
-    model = tiny_model("gru", dropout=0.2)
+    model = tiny_model("gru", dropout=0.2, recurrent_dropout=0.1)
     model.eval()
     ngram = NGramModel.from_text(TEXT * 3)
     path = tmp_path / "m.safetensors"

@@ -507,3 +507,115 @@ def test_many_to_one_gru_learns_the_adding_problem(single_thread):
     x, target = batch(1000)
     mse = float(((head(gru(x)[1][-1]) - target) ** 2).mean())
     assert mse < 0.01  # predicting 1 always scores 1/6
+
+
+# -- recurrent dropout -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name,options", [
+    ("RNN", dict(nonlinearity="relu")), ("RNN", dict()), ("LSTM", dict(peephole=True)),
+    ("LSTM", dict()), ("GRU", dict())])
+def test_gradients_with_recurrent_dropout(name, options, single_thread):
+    """Stacked, bidirectional, with lengths and inter-layer dropout: the masks of each
+    call come from the same generator state, so the loss is a fixed smooth function."""
+    rng = numpy.random.default_rng(14)
+    layer = CLASSES[name](3, 4, num_layers=2, bidirectional=True, dropout=0.2,
+                          recurrent_dropout=0.4, dtype=numpy.float64, rng=rng, **options)
+
+    def same_masks():
+        layer.rng = numpy.random.default_rng(98)
+
+    x = rng.normal(size=(5, 3, 3))
+    h0 = rng.normal(size=(4, 3, 4))
+    state0 = (h0, rng.normal(size=h0.shape)) if name == "LSTM" else h0
+    check_gradients(layer, x, state0, [5, 2, 4], rng, before_each_call=same_masks)
+
+
+def identity_relu_rnn(H, p, seed=0):
+    """h_t = relu(x_t + m * h_{t-1}): with positive inputs the mask m each step applied can
+    be read back from the outputs."""
+    layer = nn.RNN(H, H, nonlinearity="relu", recurrent_dropout=p, dtype=numpy.float64,
+                   rng=numpy.random.default_rng(seed))
+    layer.load_state_dict({"weight_ih_l0": numpy.eye(H), "weight_hh_l0": numpy.eye(H),
+                           "bias_ih_l0": numpy.zeros(H), "bias_hh_l0": numpy.zeros(H)})
+    return layer
+
+
+def masks_applied(out, x):
+    """(T - 1, B, H): the mask on h_{t-1} at steps 1..T-1, from h_t = x_t + m * h_{t-1}."""
+    return (out[1:] - x[1:]) / out[:-1]
+
+
+def test_recurrent_dropout_is_one_mask_per_sequence_and_unit_fixed_across_time():
+    T, B, H, p = 6, 32, 48, 0.25
+    layer = identity_relu_rnn(H, p)
+    x = numpy.random.default_rng(1).uniform(0.5, 1.5, size=(T, B, H))
+    first = masks_applied(layer(x)[0], x)
+    # The same mask at every step ...
+    numpy.testing.assert_allclose(first, numpy.broadcast_to(first[0], first.shape), atol=1e-12)
+    # ... of zeros and 1/(1-p) (inverted dropout), about a fraction p of zeros ...
+    mask = first[0]
+    assert numpy.all(numpy.isclose(mask, 0) | numpy.isclose(mask, 1 / (1 - p)))
+    assert abs((mask == 0).mean() - p) < 0.05
+    # ... differing between sequences of a batch ...
+    assert not numpy.array_equal(mask[0], mask[1])
+    # ... and drawn anew at each call; begin_update's mask is also one per sequence.
+    second = masks_applied(layer(x)[0], x)
+    assert not numpy.allclose(second[0], mask)
+    (out, _), _ = layer.begin_update(x)
+    third = masks_applied(out, x)
+    numpy.testing.assert_allclose(third, numpy.broadcast_to(third[0], third.shape), atol=1e-12)
+
+
+def test_recurrent_dropout_acts_in_training_mode_only_and_p_zero_is_none():
+    rng = numpy.random.default_rng(2)
+    x = rng.normal(size=(5, 3, 4))
+    for cls in (nn.LSTM, nn.GRU, nn.RNN):
+        plain = cls(4, 6, num_layers=2, bidirectional=True, dtype=numpy.float64,
+                    rng=numpy.random.default_rng(3))
+        zero = cls(4, 6, num_layers=2, bidirectional=True, recurrent_dropout=0.0,
+                   dtype=numpy.float64, rng=numpy.random.default_rng(3))
+        dropped = cls(4, 6, num_layers=2, bidirectional=True, recurrent_dropout=0.5,
+                      dtype=numpy.float64, rng=numpy.random.default_rng(3))
+        d_out = rng.normal(size=(5, 3, 12))
+        results = []
+        for layer in (plain, zero, dropped):
+            (out, _), backprop = layer.begin_update(x)
+            layer.zero_grad()
+            dx, _ = backprop(d_out)
+            results.append([out, dx] + [p.grad.copy() for p in layer.parameters()])
+        for a, b in zip(results[0], results[1]):      # p = 0: bit for bit no dropout
+            numpy.testing.assert_array_equal(a, b)
+        assert not numpy.allclose(results[2][0], results[0][0])   # training: it acts
+        dropped.eval()                                             # eval: it does not
+        numpy.testing.assert_array_equal(dropped(x)[0], plain(x)[0])
+        numpy.testing.assert_array_equal(dropped.begin_update(x)[0][0], plain(x)[0])
+
+
+@pytest.mark.parametrize("value", [1.0, -0.1, 1.5, True, "0.2", None])
+def test_bad_recurrent_dropout_names_the_argument(value):
+    for cls in (nn.LSTM, nn.GRU, nn.RNN):
+        with pytest.raises(ValueError, match="recurrent_dropout: expected a probability"):
+            cls(3, 4, recurrent_dropout=value)
+
+
+def test_repr_shows_recurrent_dropout():
+    assert repr(nn.GRU(3, 4, recurrent_dropout=0.25)) == "GRU(3, 4, recurrent_dropout=0.25)"
+
+
+@pytest.mark.parametrize("name", ["RNN", "LSTM", "GRU"])
+def test_recurrent_dropout_reaches_h_only_through_the_recurrent_weights(name):
+    """With W_hh = 0 the mask has nothing left to act on: the state, the outputs and the
+    GRU's carry z * h_{t-1} are unmasked (Keras's choice)."""
+    rng = numpy.random.default_rng(4)
+    x = rng.normal(size=(6, 5, 3))
+    layers = [CLASSES[name](3, 4, recurrent_dropout=p, dtype=numpy.float64,
+                            rng=numpy.random.default_rng(5)) for p in (0.0, 0.6)]
+    outputs = []
+    for layer in layers:
+        layer.weight_hh_l0.data[...] = 0
+        outputs.append(layer(x)[0])
+    numpy.testing.assert_array_equal(outputs[0], outputs[1])
+    for layer in layers:                            # the control: with weights, it acts
+        layer.weight_hh_l0.data[...] = 0.3
+    assert not numpy.allclose(layers[1](x)[0], layers[0](x)[0])

@@ -35,6 +35,8 @@ cdef extern from "kernels.h" nogil:
         int T, B, n_in, H, G
         const int *lengths
         int nthreads
+        const void *hmask
+        void *hmasked
 
     ctypedef void (*pt_sgemv_fn)(char *, int *, int *, float *, float *, int *, float *, int *,
                                  float *, float *, int *)
@@ -439,7 +441,7 @@ cdef class SequenceCache:
     cdef readonly int code, T, B, n_in, H, G
     cdef readonly object dtype
     cdef readonly bint has_bias, has_peephole
-    cdef object x, w_ih, w_hh, peephole, lengths, xg, hs, cs, hn_cache
+    cdef object x, w_ih, w_hh, peephole, lengths, xg, hs, cs, hn_cache, hmask, hmasked
 
     # Where the caller's arrays were at forward time: backward refuses arrays that were
     # resized or reallocated since (ndarray.resize(refcheck=False) can do that).
@@ -452,12 +454,15 @@ cdef class SequenceCache:
 # ---- whole sequences ---------------------------------------------------------------
 
 def sequence_forward(str cell, x, w_ih, w_hh, b_ih=None, b_hh=None, h0=None, c0=None,
-                     lengths=None, peephole=None, bint training=False):
+                     lengths=None, peephole=None, bint training=False, recurrent_mask=None):
     """Run one layer in one direction over a whole sequence.
 
     x (T, B, I); w_ih (G*H, I); w_hh (G*H, H); b_ih, b_hh (G*H,) or None; h0, c0 (B, H)
     or None for zeros (c0: LSTM only); lengths (B,) ints in [1, T] or None; peephole (3, H)
-    (LSTM only: input, forget, output gate weights on the cell state).
+    (LSTM only: input, forget, output gate weights on the cell state); recurrent_mask
+    (B, H) or None: recurrent dropout, multiplying h_{t-1} where it enters the recurrent
+    product W_hh h_{t-1} at every step (the state itself, a GRU's carry z * h_{t-1} and
+    the output are not masked); it is copied, and backward uses the same mask.
 
     Returns (out (T, B, H), h_n (B, H), c_n (B, H) or None, cache or None).  Steps past a
     sequence's length leave its state unchanged and give zero output.  With training=True
@@ -487,6 +492,10 @@ def sequence_forward(str cell, x, w_ih, w_hh, b_ih=None, b_hh=None, h0=None, c0=
         ac0 = (_check(c0, "c0", dtype, (B, H)) if c0 is not None else np.zeros((B, H), dtype))
     cdef cnp.ndarray apeep = _opt(peephole, "peephole", dtype, (_extra_rows(code), H))
     cdef cnp.ndarray alen = _check_lengths(lengths, T, B)
+    cdef cnp.ndarray amask = None, hmasked = None
+    if recurrent_mask is not None:
+        amask = np.array(_check(recurrent_mask, "recurrent_mask", dtype, (B, H)))
+        hmasked = np.empty((T if training else 1, B, H), dtype)
 
     cdef cnp.ndarray out = np.empty((T, B, H), dtype)
     cdef cnp.ndarray h_n = np.empty((B, H), dtype)
@@ -506,6 +515,7 @@ def sequence_forward(str cell, x, w_ih, w_hh, b_ih=None, b_hh=None, h0=None, c0=
     d.cell = code; d.T = T; d.B = B; d.n_in = I; d.H = H; d.G = G
     d.lengths = <const int *>_ptr(alen)
     d.nthreads = _team_size(B, GH, H)
+    d.hmask = _ptr(amask); d.hmasked = _ptr(hmasked)
     cdef int train = training
     cdef bint single = dtype == np.float32
     with nogil:
@@ -538,6 +548,7 @@ def sequence_forward(str cell, x, w_ih, w_hh, b_ih=None, b_hh=None, h0=None, c0=
     cache.has_peephole = apeep is not None
     cache.x = ax; cache.w_ih = aw_ih; cache.w_hh = aw_hh; cache.peephole = apeep
     cache.lengths = alen; cache.xg = xg; cache.hs = hs; cache.cs = cs; cache.hn_cache = hn_cache
+    cache.hmask = amask; cache.hmasked = hmasked
     cache.layout = _layout((ax, aw_ih, aw_hh, apeep))
     cache.ready = True
     return out, h_n, c_n, cache
@@ -589,11 +600,13 @@ def sequence_backward(SequenceCache cache, d_out, d_hn=None, d_cn=None, *, grad_
     cdef cnp.ndarray ax = cache.x, aw_ih = cache.w_ih, aw_hh = cache.w_hh
     cdef cnp.ndarray apeep = cache.peephole, alen = cache.lengths, xg = cache.xg
     cdef cnp.ndarray hs = cache.hs, cs = cache.cs, hn_cache = cache.hn_cache
+    cdef cnp.ndarray amask = cache.hmask, hmasked = cache.hmasked
 
     cdef pt_dims d
     d.cell = code; d.T = T; d.B = B; d.n_in = I; d.H = H; d.G = G
     d.lengths = <const int *>_ptr(alen)
     d.nthreads = _team_size(B, GH, H)
+    d.hmask = _ptr(amask); d.hmasked = _ptr(hmasked)
     cdef bint single = dtype == np.float32
     with nogil:
         if _pins_blas(d.nthreads):

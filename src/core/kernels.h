@@ -46,6 +46,13 @@ typedef struct {
     int G;              /* the cell's gate blocks (cells.h) */
     const int *lengths; /* per-sequence lengths (B) or NULL for all T */
     int nthreads;
+    /* Recurrent dropout, NULL for none: hmask (B,H) of the call's type multiplies h_{t-1}
+     * where it enters the recurrent product (only there: a GRU's carry z*h_{t-1} and the
+     * row kernels see the state unmasked).  hmasked: those products' operands, (T,B,H) in
+     * training (backward's W_hh gradient reads them), (1,B,H) otherwise.  In backward
+     * hmask scales the recurrent part of dL/dh_{t-1} the same way. */
+    const void *hmask;
+    void *hmasked;
 } pt_dims;
 
 void pt_set_blas(pt_sgemm_fn sgemm, pt_dgemm_fn dgemm, pt_sgemv_fn sgemv, pt_dgemv_fn dgemv);

@@ -288,6 +288,19 @@ typedef struct {
 static const NAME(pt_cell_rows) NAME(pt_rows)[PT_NCELLS] = {PT_CELLS(PT_CELL_ROWS)};
 #undef PT_CELL_ROWS
 
+/* Recurrent dropout: dst = mask * src (added to dst with add) on this thread's units
+ * [j0, j0 + n) of each of the B rows of H. */
+static void NAME(mask_units)(int B, int H, int j0, int n, const REAL *mask, const REAL *src,
+                             REAL *dst, int add)
+{
+    for (int b = 0; b < B; b++) {
+        const size_t o = (size_t)b * H + j0;
+#pragma omp simd
+        for (int j = 0; j < n; j++)
+            dst[o + j] = (add ? dst[o + j] : 0) + mask[o + j] * src[o + j];
+    }
+}
+
 /* ---- whole-sequence forward ---- */
 
 void NAME(pt_forward)(const pt_dims *d, int training, const REAL *x, const REAL *w_ih,
@@ -300,6 +313,8 @@ void NAME(pt_forward)(const pt_dims *d, int training, const REAL *x, const REAL 
     const int has_c = flags & PT_CELL_STATE, apart = flags & PT_HIDDEN_APART;
     void (*const row_kernel)(const NAME(pt_fwd_row) *) = NAME(pt_rows)[d->cell].forward;
     const size_t BH = (size_t)B * H, BGH = (size_t)B * GH;
+    const REAL *hmask = d->hmask;
+    REAL *hm = d->hmasked;
 
 #pragma omp parallel num_threads(d->nthreads)
     {
@@ -323,6 +338,7 @@ void NAME(pt_forward)(const pt_dims *d, int training, const REAL *x, const REAL 
             if (has_c)
                 memcpy(cs + (size_t)b * H + j0, c0 + (size_t)b * H + j0, hp * sizeof(REAL));
         }
+        if (hmask) NAME(mask_units)(B, H, j0, hp, hmask, h0, hm, 0);
 #pragma omp barrier
 
         for (int t = 0; t < T; t++) {
@@ -339,7 +355,8 @@ void NAME(pt_forward)(const pt_dims *d, int training, const REAL *x, const REAL 
             /* Recurrent term: one GEMM per thread over a contiguous block of gate rows
              * (fewer, larger BLAS calls than one per gate), added into the gates or kept
              * apart; the gate math below then needs every block, hence the barrier. */
-            NAME(gemm_rows)('T', 'N', m1 - m0, B, H, 1, w_hh + (size_t)m0 * H, H, h_prev, H,
+            NAME(gemm_rows)('T', 'N', m1 - m0, B, H, 1, w_hh + (size_t)m0 * H, H,
+                            hmask ? hm + (training ? (size_t)t * BH : 0) : h_prev, H,
                             apart ? 0 : 1, (apart ? hh_work : xg_t) + m0, GH);
 #pragma omp barrier
             for (int b = 0; b < B; b++) {
@@ -363,6 +380,10 @@ void NAME(pt_forward)(const pt_dims *d, int training, const REAL *x, const REAL 
                 };
                 row_kernel(&row);
             }
+            /* The next product's operand; this step's was read before the barrier above. */
+            if (hmask && t + 1 < T)
+                NAME(mask_units)(B, H, j0, hp, hmask, h_next,
+                                 hm + (training ? (size_t)(t + 1) * BH : 0), 0);
 #pragma omp barrier
         }
         const REAL *h_last = hs + (training ? (size_t)T : (size_t)(T & 1)) * BH;
@@ -388,6 +409,7 @@ void NAME(pt_backward)(const pt_dims *d, const REAL *x, const REAL *w_ih, const 
     const int TB = d->T * d->B, has_c = pt_cell(d->cell)->flags & PT_CELL_STATE;
     void (*const row_kernel)(const NAME(pt_bwd_row) *) = NAME(pt_rows)[d->cell].backward;
     const size_t BH = (size_t)B * H, BGH = (size_t)B * GH;
+    const REAL *hmask = d->hmask, *hm = d->hmasked;
 
 #pragma omp parallel num_threads(d->nthreads)
     {
@@ -433,8 +455,11 @@ void NAME(pt_backward)(const pt_dims *d, const REAL *x, const REAL *w_ih, const 
                 row_kernel(&row);
             }
 #pragma omp barrier
-            /* dh_{t-1}[:, own units] += dgates_t @ W_hh[:, own units] */
-            NAME(gemm_rows)('N', 'N', hp, B, GH, 1, w_hh + j0, H, dgh_t, GH, 1, dh + j0, H);
+            /* dh_{t-1}[:, own units] += dgates_t @ W_hh[:, own units], times the recurrent
+             * dropout mask when there is one (the product goes to dh0, free until the end). */
+            NAME(gemm_rows)('N', 'N', hp, B, GH, 1, w_hh + j0, H, dgh_t, GH, hmask ? 0 : 1,
+                            (hmask ? dh0 : dh) + j0, H);
+            if (hmask) NAME(mask_units)(B, H, j0, hp, hmask, dh0, dh, 1);
         }
         for (int b = 0; b < B; b++) {
             const size_t sb = (size_t)b * H + j0;
@@ -444,8 +469,8 @@ void NAME(pt_backward)(const pt_dims *d, const REAL *x, const REAL *w_ih, const 
         /* Parameter gradients over all steps at once, one GEMM per weight and thread over
          * a contiguous block of gate rows (one call, so the states are packed once). */
         if (m1 > m0) {
-            NAME(gemm)('N', 'T', H, m1 - m0, TB, 1, hs, H, dgh + m0, GH, 1, dw_hh + (size_t)m0 * H,
-                       H);
+            NAME(gemm)('N', 'T', H, m1 - m0, TB, 1, hmask ? hm : hs, H, dgh + m0, GH, 1,
+                       dw_hh + (size_t)m0 * H, H);
             NAME(gemm)('N', 'T', I, m1 - m0, TB, 1, x, I, dgx + m0, GH, 1, dw_ih + (size_t)m0 * I,
                        I);
             for (int r = 0; r < TB; r++) {

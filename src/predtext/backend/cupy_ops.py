@@ -154,10 +154,11 @@ class CupyOps(Ops):
     # -- sequences ---------------------------------------------------------------------------
 
     def rnn_forward(self, cell, x_tbi, w_ih, w_hh, b_ih=None, b_hh=None, h0_bh=None,
-                    c0_bh=None, lengths=None, peephole=None, training=False):
+                    c0_bh=None, lengths=None, peephole=None, training=False,
+                    recurrent_mask=None):
         spec = get_cell(cell)
         self._check_arrays(x=x_tbi, w_ih=w_ih, w_hh=w_hh, b_ih=b_ih, b_hh=b_hh, h0=h0_bh,
-                           c0=c0_bh, peephole=peephole)
+                           c0=c0_bh, peephole=peephole, recurrent_mask=recurrent_mask)
         if (b_ih is None) != (b_hh is None):
             raise ValueError("b_ih, b_hh: pass both biases or neither")
         if peephole is not None and not spec.has_cell_state:
@@ -187,12 +188,21 @@ class CupyOps(Ops):
         rh = xp.empty((B, GH), dtype)
         peep = xp.zeros((3, H), dtype) if peephole is None else peephole
         kernel = self._kernels[f"{spec.name}_forward"]
+        # Recurrent dropout: the recurrent products' operands, h_{t-1} times the mask
+        # (kept for the weight gradient; the state itself stays unmasked).
+        hm = None
+        if recurrent_mask is not None:
+            if tuple(recurrent_mask.shape) != (B, H):
+                raise ValueError(f"recurrent_mask: expected shape {(B, H)} (batch, hidden), "
+                                 f"got {tuple(recurrent_mask.shape)}")
+            hm = xp.empty((T, B, H), dtype)
 
         def blocks(a, n):
             return [a[:, k * H:(k + 1) * H] for k in range(n)]
 
         for t in range(T):
-            self._gemm(hs[t], w_hh, rh, trans_b=True)        # the recurrent term
+            h_in = hs[t] if hm is None else xp.multiply(hs[t], recurrent_mask, out=hm[t])
+            self._gemm(h_in, w_hh, rh, trans_b=True)         # the recurrent term
             m = masks[t]
             if G == 1:
                 kernel(xg[t], rh, hs[t], m, hs[t + 1], out[t], acts[t])
@@ -208,7 +218,8 @@ class CupyOps(Ops):
         if training:
             cache = CupyCache(cell=spec.name, G=G, H=H, x=x_tbi, w_ih=w_ih, w_hh=w_hh,
                               has_bias=b_ih is not None, peephole=peephole, peep=peep,
-                              masks=masks, hs=hs, cs=cs, acts=acts)
+                              masks=masks, hs=hs, cs=cs, acts=acts,
+                              recurrent_mask=recurrent_mask, hm=hm)
         return out, h_n, c_n, cache
 
     def rnn_backward(self, cache, d_out_tbh, d_hn_bh=None, d_cn_bh=None, *, grad_w_ih,
@@ -240,6 +251,8 @@ class CupyOps(Ops):
             dc_prev = xp.empty((B, H), dtype)
         peep = cache.peep
         kernel = self._kernels[f"{cache.cell}_backward"]
+        mask = cache.recurrent_mask
+        dh_in = None if mask is None else xp.empty((B, H), dtype)
 
         def blocks(a, n):
             return [a[:, k * H:(k + 1) * H] for k in range(n)]
@@ -256,14 +269,18 @@ class CupyOps(Ops):
                 r, z, n, hb = blocks(acts[t], 4)
                 kernel(dh, d_out_tbh[t], r, z, n, hb, hs[t], m, *blocks(dgx[t], 3),
                        *blocks(dgh[t], 3), dh_prev)
-            self._gemm(dgh[t], cache.w_hh, dh_prev, beta=1.0)   # back through W_hh
+            if mask is None:
+                self._gemm(dgh[t], cache.w_hh, dh_prev, beta=1.0)   # back through W_hh
+            else:
+                dh_prev += mask * self._gemm(dgh[t], cache.w_hh, dh_in)
             dh, dh_prev = dh_prev, dh
         # The whole sequence's products at once: one GEMM each.
         dgx_n = dgx.reshape(T * B, GH)
         dgh_n = dgh.reshape(T * B, GH)
         dx = self._gemm(dgx_n, cache.w_ih, xp.empty((T * B, I), dtype)).reshape(T, B, I)
         self._gemm(dgx_n, x.reshape(T * B, I), grad_w_ih, trans_a=True, beta=1.0)
-        self._gemm(dgh_n, hs[:T].reshape(T * B, H), grad_w_hh, trans_a=True, beta=1.0)
+        h_in = hs[:T] if mask is None else cache.hm
+        self._gemm(dgh_n, h_in.reshape(T * B, H), grad_w_hh, trans_a=True, beta=1.0)
         if cache.has_bias:
             grad_b_ih += dgx_n.sum(axis=0)
             grad_b_hh += dgh_n.sum(axis=0)

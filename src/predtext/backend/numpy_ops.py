@@ -46,9 +46,10 @@ class NumpyOps(Ops):
     # -- recurrent kernels -------------------------------------------------------------
 
     def rnn_forward(self, cell, x_tbi, w_ih, w_hh, b_ih=None, b_hh=None, h0_bh=None,
-                    c0_bh=None, lengths=None, peephole=None, training=False):
+                    c0_bh=None, lengths=None, peephole=None, training=False,
+                    recurrent_mask=None):
         return _core.sequence_forward(cell, x_tbi, w_ih, w_hh, b_ih, b_hh, h0_bh, c0_bh,
-                                      lengths, peephole, training)
+                                      lengths, peephole, training, recurrent_mask)
 
     def rnn_backward(self, cache, d_out_tbh, d_hn_bh=None, d_cn_bh=None, *, grad_w_ih,
                      grad_w_hh, grad_b_ih=None, grad_b_hh=None, grad_peephole=None):

@@ -145,12 +145,16 @@ class Ops:
     # -- recurrent kernels --------------------------------------------------------------------
 
     def rnn_forward(self, cell, x_tbi, w_ih, w_hh, b_ih=None, b_hh=None, h0_bh=None,
-                    c0_bh=None, lengths=None, peephole=None, training=False):
+                    c0_bh=None, lengths=None, peephole=None, training=False,
+                    recurrent_mask=None):
         """One layer, one direction, over whole sequences.
 
         Returns ``(out_tbh, h_n_bh, c_n_bh or None, cache or None)``; the cache (training only)
         is what ``rnn_backward`` needs. Steps past a sequence's length give zero output and
-        leave its state unchanged.
+        leave its state unchanged. ``recurrent_mask`` ``(B, H)`` (recurrent dropout, None
+        for none) multiplies ``h_{t-1}`` where it enters the recurrent product ``W_hh
+        h_{t-1}``, the same at every step, and nowhere else (not in the state, the output,
+        or a GRU's carry ``z * h_{t-1}``); ``rnn_backward`` uses it again.
         """
         raise NotImplementedError(f"backend {self.name!r} has no rnn_forward")
 

@@ -10,7 +10,9 @@ the first thing a GPU backend is compared with on its own device.
 ``ReferenceOps`` offers it as a backend ("reference"), so a whole model can run on it.
 Gate order and parameters are PyTorch's (LSTM i, f, g, o; GRU r, z, n with ``b_hn``
 inside the reset product); the LSTM's optional peepholes weight ``c_{t-1}`` into i and f
-and ``c_t`` into o.
+and ``c_t`` into o. A recurrent dropout mask ``(B, H)`` multiplies ``h_{t-1}`` where it
+enters the recurrent product ``W_hh h_{t-1}``, and only there (a GRU's carry
+``z * h_{t-1}`` takes the state unmasked, as Keras's ``recurrent_dropout`` does).
 """
 
 from __future__ import annotations
@@ -48,12 +50,12 @@ class ReferenceCache:
 
 
 def forward(cell, x_tbi, w_ih, w_hh, b_ih=None, b_hh=None, h0_bh=None, c0_bh=None,
-            lengths=None, peephole=None, reverse=False, training=False):
+            lengths=None, peephole=None, reverse=False, training=False, recurrent_mask=None):
     """One layer over whole sequences: ``(out_tbh, h_n, c_n or None, cache or None)``.
 
     ``reverse`` runs each sequence from its last valid step to its first (outputs stay at
     their own time positions). Steps past a sequence's length give zero output and leave
-    its state unchanged.
+    its state unchanged. ``recurrent_mask`` ``(B, H)``: recurrent dropout (module doc).
     """
     spec = get_cell(cell)
     xp = namespace(x_tbi)
@@ -70,10 +72,11 @@ def forward(cell, x_tbi, w_ih, w_hh, b_ih=None, b_hh=None, h0_bh=None, c0_bh=Non
     for t in (range(T - 1, -1, -1) if reverse else range(T)):
         x_t, m = x_tbi[t], masks[t]
         gx = xp.matmul(x_t, w_ih.T) + (0 if b_ih is None else b_ih)
-        gh = xp.matmul(h, w_hh.T) + (0 if b_hh is None else b_hh)
+        h_in = h if recurrent_mask is None else h * recurrent_mask
+        gh = xp.matmul(h_in, w_hh.T) + (0 if b_hh is None else b_hh)
         values = _STEP[spec.name](xp, gx, gh, h, c, peephole)
         h_new, c_new = values["h"], values.get("c")
-        steps.append(dict(values, t=t, x=x_t, h_prev=h, c_prev=c, m=m, gh=gh))
+        steps.append(dict(values, t=t, x=x_t, h_prev=h, h_in=h_in, c_prev=c, m=m, gh=gh))
         outs[t] = m * h_new
         h = m * h_new + (1 - m) * h
         if c is not None:
@@ -83,7 +86,8 @@ def forward(cell, x_tbi, w_ih, w_hh, b_ih=None, b_hh=None, h0_bh=None, c0_bh=Non
     if training:
         cache = ReferenceCache(cell=spec.name, steps=steps, w_ih=w_ih, w_hh=w_hh,
                                has_bias=b_ih is not None, peephole=peephole, shape=(T, B, H),
-                               n_in=x_tbi.shape[2], dtype=dtype, xp=xp)
+                               n_in=x_tbi.shape[2], dtype=dtype, xp=xp,
+                               recurrent_mask=recurrent_mask)
     return out, h, c, cache
 
 
@@ -114,14 +118,17 @@ def backward(cache, d_out_tbh, d_hn=None, d_cn=None):
         dgx, dgh, dh_prev, dc_prev, dpeep = _BACK[cache.cell](xp, step, dh_new, dc_new,
                                                               cache.peephole)
         grads["w_ih"] = grads["w_ih"] + xp.matmul(dgx.T, step["x"])
-        grads["w_hh"] = grads["w_hh"] + xp.matmul(dgh.T, step["h_prev"])
+        grads["w_hh"] = grads["w_hh"] + xp.matmul(dgh.T, step["h_in"])
         if cache.has_bias:
             grads["b_ih"] = grads["b_ih"] + xp.sum(dgx, axis=0)
             grads["b_hh"] = grads["b_hh"] + xp.sum(dgh, axis=0)
         if dpeep is not None:
             grads["peephole"] = grads["peephole"] + dpeep
         dxs[step["t"]] = xp.matmul(dgx, cache.w_ih)
-        dh = dh_prev + xp.matmul(dgh, cache.w_hh) + (1 - m) * dh
+        dh_in = xp.matmul(dgh, cache.w_hh)
+        if cache.recurrent_mask is not None:
+            dh_in = dh_in * cache.recurrent_mask
+        dh = dh_prev + dh_in + (1 - m) * dh
         if dc is not None:
             dc = dc_prev + (1 - m) * dc
     grads.update(dx=xp.stack(dxs), dh0=dh, dc0=dc)
@@ -221,9 +228,10 @@ class ReferenceOps(Ops):
     xp = numpy
 
     def rnn_forward(self, cell, x_tbi, w_ih, w_hh, b_ih=None, b_hh=None, h0_bh=None,
-                    c0_bh=None, lengths=None, peephole=None, training=False):
+                    c0_bh=None, lengths=None, peephole=None, training=False,
+                    recurrent_mask=None):
         return forward(cell, x_tbi, w_ih, w_hh, b_ih, b_hh, h0_bh, c0_bh, lengths, peephole,
-                       training=training)
+                       training=training, recurrent_mask=recurrent_mask)
 
     def rnn_backward(self, cache, d_out_tbh, d_hn_bh=None, d_cn_bh=None, *, grad_w_ih,
                      grad_w_hh, grad_b_ih=None, grad_b_hh=None, grad_peephole=None):

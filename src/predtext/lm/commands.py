@@ -106,7 +106,8 @@ def _number(low=None, high=None, low_open=False, high_open=False):
 # option dest -> TrainConfig field
 _TRAIN_FIELDS = {
     "level": "level", "cell": "cell", "layers": "num_layers", "hidden": "hidden_size",
-    "embed": "embed_size", "dropout": "dropout", "tie_weights": "tie_weights",
+    "embed": "embed_size", "dropout": "dropout", "recurrent_dropout": "recurrent_dropout",
+    "tie_weights": "tie_weights",
     "forget_bias": "forget_bias", "seq_len": "seq_len", "batch_size": "batch_size",
     "max_vocab": "max_vocab", "min_count": "min_count", "vocab_limit": "vocab_limit",
     "valid_fraction": "valid_fraction", "lr": "lr", "min_lr_ratio": "min_lr_ratio",
@@ -149,6 +150,9 @@ def _train_arguments(parser):
     model.add_argument("--dropout", type=_number(0, 1, high_open=True), metavar="P",
                        help=f"dropout on embeddings, between layers and before the output "
                             f"(default {char['dropout']} char, {word['dropout']} word)")
+    model.add_argument("--recurrent-dropout", type=_number(0, 1, high_open=True), metavar="P",
+                       help="variational dropout on the recurrent state where it enters each "
+                            "step's recurrent product: one mask per sequence (default 0)")
     model.add_argument("--tie-weights", action=argparse.BooleanOptionalAction, default=None,
                        help="share the embedding and output weights (needs --embed = --hidden; "
                             "default on for word level)")

@@ -69,6 +69,7 @@ DEFAULT_CONFIG = {
     "bias": True,
     "peephole": False,       # LSTM only
     "dropout": 0.0,          # on the embedding output, between layers and before the decoder
+    "recurrent_dropout": 0.0,  # on h_{t-1} inside the recurrence, one mask per sequence
     "tie_weights": False,    # decoder.weight is embedding.weight (needs embed_size == hidden_size)
     "forget_bias": 0.0,      # LSTM: initial forget-gate bias (added to bias_ih)
 }
@@ -165,10 +166,11 @@ def check_config(config):
         raise ValueError(f"nonlinearity: expected 'tanh' or 'relu', got {full['nonlinearity']!r}")
     if full["peephole"] and not model_cell(full["cell"], full["nonlinearity"]).extra_parameters:
         raise ValueError(f"peephole: only an LSTM has peephole weights (cell={full['cell']!r})")
-    dropout = full["dropout"]
-    if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
-        raise ValueError(f"dropout: expected a probability in [0, 1), got {dropout!r}")
-    full["dropout"] = float(dropout)
+    for key in ("dropout", "recurrent_dropout"):
+        p = full[key]
+        if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 <= p < 1:
+            raise ValueError(f"{key}: expected a probability in [0, 1), got {p!r}")
+        full[key] = float(p)
     if full["tie_weights"] and full["embed_size"] != full["hidden_size"]:
         raise ValueError(
             f"tie_weights: needs embed_size == hidden_size, got {full['embed_size']} and "
@@ -216,6 +218,7 @@ class LanguageModel(Module):
         self.embedding = Embedding(V, E, dtype=self.dtype, rng=self.rng)
         self.embedding_dropout = Dropout(p, rng=self.rng)
         layer_options = dict(bias=config["bias"], dropout=p if L > 1 else 0.0,
+                             recurrent_dropout=config["recurrent_dropout"],
                              dtype=self.dtype, rng=self.rng)
         cell = model_cell(config["cell"], config["nonlinearity"])
         if config["peephole"]:
@@ -594,7 +597,9 @@ class LanguageModel(Module):
         c = self.config
         return (f"vocab_size={c['vocab_size']}, cell={c['cell']!r}, layers={c['num_layers']}, "
                 f"hidden={c['hidden_size']}, embed={c['embed_size']}, dropout={c['dropout']}, "
-                f"tie_weights={c['tie_weights']}" + (", int8" if self._int8 else ""))
+                + (f"recurrent_dropout={c['recurrent_dropout']}, "
+                   if c['recurrent_dropout'] else "")
+                + f"tie_weights={c['tie_weights']}" + (", int8" if self._int8 else ""))
 
     # -- 8-bit weights --------------------------------------------------------------------
 

@@ -66,9 +66,9 @@ LEVEL_DEFAULTS = {
 #: Settings that shape the model, the data layout or the optimisation path: a resumed
 #: run must use the checkpoint's values (giving a different one is an error).
 LOCKED_ON_RESUME = ("level", "cell", "num_layers", "hidden_size", "embed_size", "dropout",
-                    "tie_weights", "forget_bias", "seq_len", "batch_size", "lr", "min_lr_ratio",
-                    "warmup_steps", "weight_decay", "clip", "seed", "max_vocab", "min_count",
-                    "valid_fraction")
+                    "recurrent_dropout", "tie_weights", "forget_bias", "seq_len", "batch_size",
+                    "lr", "min_lr_ratio", "warmup_steps", "weight_decay", "clip", "seed",
+                    "max_vocab", "min_count", "valid_fraction")
 
 
 @dataclass
@@ -90,6 +90,7 @@ class TrainConfig:
     hidden_size: int | None = None
     embed_size: int | None = None
     dropout: float | None = None
+    recurrent_dropout: float = 0.0        # on h_{t-1} inside the recurrence (nn.RNNBase)
     tie_weights: bool | None = None
     forget_bias: float = 0.0
     # data
@@ -163,8 +164,10 @@ class TrainConfig:
             positive(name, integer=False, allow_none=True)
         if self.cell not in CELLS:
             raise ValueError(f"cell: expected one of {CELLS}, got {self.cell!r}")
-        if not 0 <= self.dropout < 1:
-            raise ValueError(f"dropout: expected a probability in [0, 1), got {self.dropout!r}")
+        for name in ("dropout", "recurrent_dropout"):
+            if not 0 <= getattr(self, name) < 1:
+                raise ValueError(f"{name}: expected a probability in [0, 1), "
+                                 f"got {getattr(self, name)!r}")
         if not 0 <= self.valid_fraction < 1:
             raise ValueError("valid_fraction: expected a number in [0, 1), "
                              f"got {self.valid_fraction!r}")
@@ -194,8 +197,8 @@ class TrainConfig:
     def model_config(self, vocab_size):
         return dict(vocab_size=vocab_size, cell=self.cell, num_layers=self.num_layers,
                     hidden_size=self.hidden_size, embed_size=self.embed_size,
-                    dropout=self.dropout, tie_weights=self.tie_weights,
-                    forget_bias=self.forget_bias)
+                    dropout=self.dropout, recurrent_dropout=self.recurrent_dropout,
+                    tie_weights=self.tie_weights, forget_bias=self.forget_bias)
 
 
 DEFAULT_EPOCHS = 10

@@ -5,6 +5,16 @@ torch state dict loads unchanged and gives the same numbers. The work of each la
 direction is one call into the backend's compiled kernels; the Python here only checks
 arguments, routes arrays between layers and directions, and applies inter-layer dropout.
 
+Recurrent dropout (``recurrent_dropout=p``, Keras's name; torch has no such argument) is
+the variational dropout of Gal and Ghahramani on the recurrent connection: in training
+mode each forward call draws one mask per layer and direction, per sequence and hidden
+unit (zero with probability p, else 1/(1-p)), and it multiplies h_{t-1} where it enters
+the recurrent product W_hh h_{t-1} at every step of that call. The state itself, the
+outputs and a GRU's carry z * h_{t-1} are not masked (as in Keras, which applies the mask
+to the matrix products' input only): dropping units of the carried state would erase the
+GRU's memory, which is what its update gate is there to keep. The kernels take the mask
+(``Ops.rnn_forward(recurrent_mask=...)``); the random numbers are drawn here.
+
 Two things torch spells differently:
 
 * Variable-length batches take a ``lengths`` argument (one int per sequence) instead of a
@@ -58,7 +68,7 @@ class RNNBase(Module):
 
     def __init__(self, cell, input_size, hidden_size, num_layers=1, bias=True,
                  batch_first=False, dropout=0.0, bidirectional=False, peephole=False,
-                 dtype=numpy.float32, rng=None):
+                 dtype=numpy.float32, rng=None, recurrent_dropout=0.0):
         super().__init__()
         spec = get_cell(cell)
         if peephole and not spec.extra_parameters:
@@ -66,9 +76,8 @@ class RNNBase(Module):
         _check_positive_int("input_size", input_size)
         _check_positive_int("hidden_size", hidden_size)
         _check_positive_int("num_layers", num_layers)
-        if (isinstance(dropout, bool) or not isinstance(dropout, (int, float, numpy.floating))
-                or not 0 <= dropout < 1):
-            raise ValueError(f"dropout: expected a probability in [0, 1), got {dropout!r}")
+        _check_probability("dropout", dropout)
+        _check_probability("recurrent_dropout", recurrent_dropout)
         if dropout > 0 and num_layers == 1:
             warnings.warn("dropout acts between recurrent layers only, so it has no effect "
                           f"with num_layers=1 (got dropout={dropout})", stacklevel=3)
@@ -80,6 +89,7 @@ class RNNBase(Module):
         self.bias = bool(bias)
         self.batch_first = bool(batch_first)
         self.dropout = float(dropout)
+        self.recurrent_dropout = float(recurrent_dropout)
         self.bidirectional = bool(bidirectional)
         self.num_directions = 2 if bidirectional else 1
         self.peephole = bool(peephole)
@@ -168,6 +178,7 @@ class RNNBase(Module):
         ops, xp = self.ops, self.ops.xp
         H, D = self.hidden_size, self.num_directions
         drop = self.dropout if self.training else 0.0
+        recurrent_drop = self.recurrent_dropout if self.training else 0.0
         h_n, c_n, caches, masks = [], [], [], []
         layer_input = x_tbi
         for layer in range(self.num_layers):
@@ -184,8 +195,14 @@ class RNNBase(Module):
                 inp = layer_input
                 if direction == 1:
                     inp = ops.reverse_sequences(layer_input, lengths)
+                # The cache keeps the recurrent mask for backward. Passed only when there
+                # is one, so a backend written before the argument still runs the rest.
+                masking = {}
+                if recurrent_drop:
+                    masking["recurrent_mask"] = self._dropout_mask((inp.shape[1], H),
+                                                                   recurrent_drop)
                 out, h, c, cache = ops.rnn_forward(self.cell, inp, w_ih, w_hh, b_ih, b_hh, h0,
-                                                   c0, lengths, peep, keep_cache)
+                                                   c0, lengths, peep, keep_cache, **masking)
                 if direction == 1:
                     out = ops.reverse_sequences(out, lengths)
                 if D == 2:
@@ -362,7 +379,8 @@ class RNNBase(Module):
         if nonlinearity not in (None, "tanh"):  # torch's default
             text += f", nonlinearity={nonlinearity!r}"
         for name, default in (("bias", True), ("batch_first", False), ("dropout", 0.0),
-                              ("bidirectional", False), ("peephole", False)):
+                              ("bidirectional", False), ("peephole", False),
+                              ("recurrent_dropout", 0.0)):
             if getattr(self, name) != default:
                 text += f", {name}={getattr(self, name)}"
         if self.dtype != numpy.float32:
@@ -373,55 +391,67 @@ class RNNBase(Module):
 class RNN(RNNBase):
     """Elman RNN: ``h_t = act(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh)``, act tanh or relu.
 
-    Same arguments as ``torch.nn.RNN`` (plus ``dtype`` and a seedable ``rng`` for the
-    initial weights and dropout masks). Returns ``(output, h_n)``; see
-    ``RNNBase.forward`` and ``RNNBase.begin_update``.
+    Same arguments as ``torch.nn.RNN`` (plus ``dtype``, a seedable ``rng`` for the
+    initial weights and dropout masks, and ``recurrent_dropout``: see the module doc).
+    Returns ``(output, h_n)``; see ``RNNBase.forward`` and ``RNNBase.begin_update``.
     """
 
     cells = ("rnn_tanh", "rnn_relu")
 
     def __init__(self, input_size, hidden_size, num_layers=1, nonlinearity="tanh", bias=True,
                  batch_first=False, dropout=0.0, bidirectional=False, dtype=numpy.float32,
-                 rng=None):
+                 rng=None, recurrent_dropout=0.0):
         if nonlinearity not in ("tanh", "relu"):
             raise ValueError(f"nonlinearity: expected 'tanh' or 'relu', got {nonlinearity!r}")
         self.nonlinearity = nonlinearity
         super().__init__(f"rnn_{nonlinearity}", input_size, hidden_size, num_layers, bias,
-                         batch_first, dropout, bidirectional, dtype=dtype, rng=rng)
+                         batch_first, dropout, bidirectional, dtype=dtype, rng=rng,
+                         recurrent_dropout=recurrent_dropout)
 
 
 class LSTM(RNNBase):
     """Long short-term memory, gates i, f, g, o stacked in that order as in torch.
 
     Same arguments as ``torch.nn.LSTM`` (no ``proj_size``), plus ``dtype``, a seedable
-    ``rng``, and ``peephole``: with it each layer and direction has a ``weight_ch_l{k}``
-    of shape ``(3, hidden_size)`` whose rows weight the cell state into the input, forget
-    and output gates (c_{t-1} for i and f, c_t for o). Torch has no peephole weights, so
-    such a model has no torch counterpart. Returns ``(output, (h_n, c_n))``.
+    ``rng``, ``recurrent_dropout`` (see the module doc) and ``peephole``: with it each layer
+    and direction has a ``weight_ch_l{k}`` of shape ``(3, hidden_size)`` whose rows weight
+    the cell state into the input, forget and output gates (c_{t-1} for i and f, c_t for
+    o). Torch has no peephole weights, so such a model has no torch counterpart. Returns
+    ``(output, (h_n, c_n))``.
     """
 
     cells = ("lstm",)
 
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
                  dropout=0.0, bidirectional=False, peephole=False, dtype=numpy.float32,
-                 rng=None):
+                 rng=None, recurrent_dropout=0.0):
         super().__init__("lstm", input_size, hidden_size, num_layers, bias, batch_first,
-                         dropout, bidirectional, peephole=peephole, dtype=dtype, rng=rng)
+                         dropout, bidirectional, peephole=peephole, dtype=dtype, rng=rng,
+                         recurrent_dropout=recurrent_dropout)
 
 
 class GRU(RNNBase):
     """Gated recurrent unit, gates r, z, n as in torch (``b_hn`` inside the reset product).
 
-    Same arguments as ``torch.nn.GRU`` plus ``dtype`` and a seedable ``rng``.
+    Same arguments as ``torch.nn.GRU`` plus ``dtype``, a seedable ``rng`` and
+    ``recurrent_dropout`` (see the module doc; the carry z * h_{t-1} is not masked).
     Returns ``(output, h_n)``.
     """
 
     cells = ("gru",)
 
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
-                 dropout=0.0, bidirectional=False, dtype=numpy.float32, rng=None):
+                 dropout=0.0, bidirectional=False, dtype=numpy.float32, rng=None,
+                 recurrent_dropout=0.0):
         super().__init__("gru", input_size, hidden_size, num_layers, bias, batch_first,
-                         dropout, bidirectional, dtype=dtype, rng=rng)
+                         dropout, bidirectional, dtype=dtype, rng=rng,
+                         recurrent_dropout=recurrent_dropout)
+
+
+def _check_probability(name, value):
+    if (isinstance(value, bool) or not isinstance(value, (int, float, numpy.floating))
+            or not 0 <= value < 1):
+        raise ValueError(f"{name}: expected a probability in [0, 1), got {value!r}")
 
 
 def _check_positive_int(name, value):
