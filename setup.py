@@ -66,10 +66,11 @@ if no_clones:
 
 core = Extension(
     "predtext._core",
-    sources=["src/core/_core.pyx", "src/core/kernels.c"],
+    sources=["src/core/_core.pyx", "src/core/kernels.c", "src/core/smallgemm.c",
+             "src/core/smallstep.c"],
     include_dirs=["src/core", numpy.get_include()],
     depends=["src/core/kernels.h", "src/core/kernels_impl.h", "src/core/cells.h",
-             "src/core/fastmath.h"],
+             "src/core/fastmath.h", "src/core/parallel.h", "src/core/smallgemm.h"],
     extra_compile_args=compile_args,
     extra_link_args=link_args,
     define_macros=define_macros,
