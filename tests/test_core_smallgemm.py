@@ -3,10 +3,9 @@ in float64 (and the BLAS step), float32 and 8-bit weights, every batch size from
 
 import numpy as np
 import pytest
+from test_core_network_step import network
 
 from predtext import _core
-
-from test_core_network_step import network
 
 
 def quantize(w):
