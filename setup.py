@@ -6,8 +6,9 @@ compiled core"):
 
 * PREDTEXT_NO_OPENMP=1: no OpenMP even where the compiler has it (the single-threaded
   build a compiler without OpenMP gives, to test that path);
-* PREDTEXT_NO_CLONES=1: the gate loops compiled once, for the baseline of the target
-  (x86-64: SSE2), instead of AVX-512, AVX2 and baseline clones chosen at load time;
+* PREDTEXT_NO_CLONES=1: the gate loops and the small-batch products compiled once, for
+  the baseline of the target (x86-64: SSE2), instead of AVX-512, AVX2 and baseline clones
+  chosen at load time;
 * PREDTEXT_SANITIZE=1: AddressSanitizer and UBSan (see README, "Sanitizer run").
 """
 
