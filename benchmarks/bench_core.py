@@ -43,8 +43,9 @@ def median_time(fn, repeats):
     return statistics.median(times)
 
 
-def alternate(fns, repeats):
-    """Time several functions round-robin and return each one's median."""
+def alternate(fns, repeats, best=False):
+    """Time several functions round-robin and return each one's median (with ``best``:
+    (median, fastest), the fastest being the figure a busy machine disturbs least)."""
     for fn in fns:
         fn()  # warm-up: page in weights, start thread pools
     samples = [[] for _ in fns]
@@ -53,6 +54,8 @@ def alternate(fns, repeats):
             t0 = time.perf_counter()
             fn()
             samples[k].append(time.perf_counter() - t0)
+    if best:
+        return [(statistics.median(s), min(s)) for s in samples]
     return [statistics.median(s) for s in samples]
 
 
@@ -316,7 +319,7 @@ def _steps(step, ids, h, out, n=100):
 def bench_model_steps(repeats, hidden, batch):
     """_core.NetworkStep of a GRU 2 x hidden model (embedding, both layers, decoder,
     log-softmax): float32 on the small-batch products, the same on BLAS (the step before
-    them), and 8-bit weights.  Returns {kind: (us per step, weight bytes)}."""
+    them), and 8-bit weights.  Returns {kind: (median us per step, fastest, weight bytes)}."""
     kinds = {}
     for kind, int8, small in (("float32", False, True), ("float32 BLAS", False, False),
                               ("int8", True, True)):
@@ -331,8 +334,9 @@ def bench_model_steps(repeats, hidden, batch):
         out = np.empty((batch, STEP_VOCAB), np.float32)
         kinds[kind] = (functools.partial(_steps, step, np.arange(batch) % STEP_VOCAB, h, out),
                        nbytes)
-    times = alternate([fn for fn, _ in kinds.values()], repeats)
-    return {kind: (t / 100 * 1e6, kinds[kind][1]) for kind, t in zip(kinds, times)}
+    times = alternate([fn for fn, _ in kinds.values()], repeats, best=True)
+    return {kind: (t / 100 * 1e6, fast / 100 * 1e6, kinds[kind][1])
+            for kind, (t, fast) in zip(kinds, times)}
 
 
 def bench_model_step(torch, repeats, batch):
@@ -392,8 +396,9 @@ def bench_products(repeats, quick):
             if blis_gemm is not None:
                 fns["BLIS gemm"] = p(blis_gemm, x, w, out=out, trans2=True, beta=0.0)
             reps = [functools.partial(_repeat, fn, 20) for fn in fns.values()]
-            times = alternate(reps, repeats)
-            rows.append((f"N{N} K{K}", B, {k: t / 20 * 1e6 for k, t in zip(fns, times)}))
+            times = alternate(reps, repeats, best=True)
+            rows.append((f"N{N} K{K}", B, {k: (t / 20 * 1e6, fast / 20 * 1e6)
+                                             for k, (t, fast) in zip(fns, times)}))
     return rows
 
 
@@ -411,6 +416,8 @@ def main():
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--threads", type=int, default=_core.get_num_threads())
     ap.add_argument("--quick", action="store_true", help="first shape only, 3 repeats")
+    ap.add_argument("--steps", action="store_true",
+                    help="the model steps and their products only (no sequence table)")
     args = ap.parse_args()
     repeats = 3 if args.quick else args.repeats
     _core.set_num_threads(args.threads)
@@ -432,13 +439,19 @@ def main():
           f"NumPy's {numpy_peak:.0f} GFLOP/s; memory bandwidth (256 MB copy, read + "
           f"written) {bandwidth / 1e9:.1f} GB/s; last-level cache "
           f"{'unknown' if cache is None else f'{cache / 2**20:.0f} MiB'}")
-    peak = max(scipy_peak, numpy_peak)
+    if not args.steps:
+        bench_tables(torch, repeats, args.quick, max(scipy_peak, numpy_peak))
+    bench_step_tables(torch, repeats, args.quick, bandwidth, cache)
+
+
+def bench_tables(torch, repeats, quick, peak):
+    """The sequence kernels beside torch, and a 2-layer LSTM's single step."""
     print()
     header = (f"{'cell':5} {'shape':24} {'pass':17} {'predtext tok/s':>14} {'GFLOP/s':>8} "
               f"{'%sgemm':>7} {'torch tok/s':>12} {'GFLOP/s':>8} {'ratio':>6}")
     print(header)
     print("-" * len(header))
-    for r in bench_sequences(torch, repeats, args.quick):
+    for r in bench_sequences(torch, repeats, quick):
         name, shape, what, tok, gf, ttok, tgf, ratio = r[:8]
         extra = f"  (layer/core {r[8]:.2f})" if len(r) > 8 else ""
         print(f"{name:5} {shape:24} {what:17} {tok:14,.0f} {gf:8.1f} {100 * gf / peak:6.0f}% "
@@ -447,6 +460,12 @@ def main():
     print()
     print(f"single step, 2-layer LSTM B=1 I=64 H=512: predtext cell_step {ours_us:.0f} us, "
           f"torch 2x LSTMCell {fmt(theirs[0] if theirs else None, '.0f')} us")
+
+
+def bench_step_tables(torch, repeats, quick, bandwidth, cache):
+    """The model steps (LanguageModel.step beside torch, then the compiled step's kinds with
+    their share of the bandwidth) and their largest product beside OpenBLAS and BLIS."""
+    print()
     for batch in (1, 6):
         ours_us, *theirs = bench_model_step(torch, repeats, batch)
         their_us = fmt(theirs[0] if theirs else None, ".0f")
@@ -455,34 +474,36 @@ def main():
     print()
     print(f"model step (_core.NetworkStep), GRU 2 x H, embedding {STEP_EMBED}, {STEP_VOCAB} "
           f"tokens; weights/s as a share of the {bandwidth / 1e9:.1f} GB/s measured:")
-    header = (f"{'model':8} {'weights':9} {'B':>3} {'us/step':>8} {'x B=1':>6} {'GB/s':>6} "
-              f"{'%bw':>5} {'1 pass from memory':>19}")
+    header = (f"{'model':8} {'weights':12} {'B':>3} {'us/step':>8} {'x B=1':>6} {'GB/s':>6} "
+              f"{'%bw':>5} {'fastest':>8} {'GB/s':>6} {'%bw':>5} {'1 pass from memory':>19}")
     print(header)
     print("-" * len(header))
-    for hidden in (256,) if args.quick else (256, 512):
+    for hidden in (256, 512):
         by_batch = {batch: bench_model_steps(repeats, hidden, batch) for batch in (1, 6)}
         for kind in by_batch[1]:
             for batch, kinds in by_batch.items():
-                us, nbytes = kinds[kind]
-                rate = nbytes / (us * 1e-6)
+                us, fast, nbytes = kinds[kind]
+                rate, fast_rate = nbytes / (us * 1e-6), nbytes / (fast * 1e-6)
                 fits = cache is not None and nbytes <= cache
                 print(f"2x{hidden:<6} {kind:12} {batch:>3} {us:8.1f} "
                       f"{us / by_batch[1][kind][0]:6.2f} {rate / 1e9:6.1f} "
-                      f"{100 * rate / bandwidth:4.0f}% {nbytes / bandwidth * 1e6:9.1f} us"
+                      f"{100 * rate / bandwidth:4.0f}% {fast:8.1f} {fast_rate / 1e9:6.1f} "
+                      f"{100 * fast_rate / bandwidth:4.0f}% {nbytes / bandwidth * 1e6:9.1f} us"
                       f"{' (in cache)' if fits else ''}  [{nbytes / 2**20:.2f} MiB]")
     print()
-    print("one product (B, K) x (N, K)^T on one thread, us (each weight read once per call):")
+    print("one product (B, K) x (N, K)^T on one thread, median / fastest us:")
     try:
         from threadpoolctl import threadpool_limits
     except ImportError:
-        rows = bench_products(repeats, args.quick)
+        rows = bench_products(repeats, quick)
     else:
         with threadpool_limits(1):
-            rows = bench_products(repeats, args.quick)
+            rows = bench_products(repeats, quick)
     names = list(rows[0][2])
     print(f"{'shape':12} {'B':>3} " + " ".join(f"{n:>15}" for n in names))
     for shape, batch, times in rows:
-        print(f"{shape:12} {batch:>3} " + " ".join(f"{times[n]:15.1f}" for n in names))
+        cells = (f"{times[n][0]:.0f} / {times[n][1]:.0f}" for n in names)
+        print(f"{shape:12} {batch:>3} " + " ".join(f"{c:>15}" for c in cells))
 
 
 if __name__ == "__main__":
