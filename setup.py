@@ -6,8 +6,9 @@ compiled core"):
 
 * PREDTEXT_NO_OPENMP=1: no OpenMP even where the compiler has it (the single-threaded
   build a compiler without OpenMP gives, to test that path);
-* PREDTEXT_NO_CLONES=1: the gate loops compiled once, for the baseline of the target
-  (x86-64: SSE2), instead of AVX-512, AVX2 and baseline clones chosen at load time;
+* PREDTEXT_NO_CLONES=1: the gate loops and the small-batch products compiled once, for
+  the baseline of the target (x86-64: SSE2), instead of AVX-512, AVX2 and baseline clones
+  chosen at load time;
 * PREDTEXT_SANITIZE=1: AddressSanitizer and UBSan (see README, "Sanitizer run").
 """
 
@@ -66,10 +67,11 @@ if no_clones:
 
 core = Extension(
     "predtext._core",
-    sources=["src/core/_core.pyx", "src/core/kernels.c"],
+    sources=["src/core/_core.pyx", "src/core/kernels.c", "src/core/smallgemm.c",
+             "src/core/smallstep.c"],
     include_dirs=["src/core", numpy.get_include()],
     depends=["src/core/kernels.h", "src/core/kernels_impl.h", "src/core/cells.h",
-             "src/core/fastmath.h"],
+             "src/core/fastmath.h", "src/core/parallel.h", "src/core/smallgemm.h"],
     extra_compile_args=compile_args,
     extra_link_args=link_args,
     define_macros=define_macros,

@@ -117,6 +117,22 @@ cdef extern from "kernels.h" nogil:
     void pt_reverse_d(int T, int B, int F, const int *lengths, const double *src, double *dst)
 
 
+cdef extern from "smallgemm.h" nogil:
+    ctypedef struct pt_weights:
+        const float *w
+        const signed char *q
+        const float *scale
+    void pt_small_gemm(const pt_weights *w, int B, int K, int n0, int n1, const float *x,
+                       int ldx, float *y, int ldy, int accumulate)
+    void pt_small_network_step(int cell, int B, int E, int H, int V, int L,
+                               const long long *ids, const float *embedding,
+                               const pt_weights *w_ih, const pt_weights *w_hh,
+                               const float *const *b_ih, const float *const *b_hh,
+                               const float *const *peep, const pt_weights *dec,
+                               const float *dec_b, float *h, float *c, float *log_probs,
+                               float *embedded, float *work, int nthreads)
+
+
 pt_set_blas(sgemm, dgemm, sgemv, dgemv)
 
 
@@ -693,6 +709,91 @@ def cell_step(str cell, x, h, c, w_ih, w_hh, b_ih, b_hh, h_out, c_out, work, pee
             pt_blas_single_exit()
 
 
+# ---- small-batch products ---------------------------------------------------------
+
+#: The batch sizes up to which a float32 NetworkStep uses the small-batch products
+#: (smallgemm.c) instead of BLAS; int8 weights always use them.
+SMALL_BATCH = 16
+
+
+cdef tuple _weight_shape(object w, str name, str axes):
+    """The shape of a weight argument: a float array, or (q_int8, scales) (see _weight)."""
+    if isinstance(w, tuple) and len(w) == 2 and isinstance(w[0], np.ndarray):
+        shape = _shape(<cnp.ndarray>w[0])
+        if len(shape) != 2:
+            raise ValueError(f"{name}: expected 2 dimensions {axes}, got shape {shape}")
+        return shape
+    if isinstance(w, tuple):
+        raise TypeError(f"{name}: expected an array or a tuple (q_int8, scales_float32)")
+    return _array_shape(w, name, 2, axes)
+
+
+cdef tuple _weight(object w, str name, object dtype, tuple shape):
+    """A weight matrix argument: a float array of ``shape``, or 8-bit weights as a tuple
+    ``(q, scales)`` of an int8 array of ``shape`` and float32 per-row scales (row n is
+    ``scales[n] * q[n]``), for float32 networks only.  Returns (w, q, scales), the unused
+    ones None."""
+    if not isinstance(w, tuple):
+        return _check(w, name, dtype, shape), None, None
+    if len(w) != 2:
+        raise TypeError(f"{name}: expected (q_int8, scales_float32), got a tuple of {len(w)}")
+    q, scales = w
+    if not isinstance(q, np.ndarray) or cnp.PyArray_TYPE(<cnp.ndarray>q) != cnp.NPY_INT8:
+        got = q.dtype if isinstance(q, np.ndarray) else type(q).__name__
+        raise TypeError(f"{name}: expected int8 weights first in (q, scales), got {got}")
+    if _shape(<cnp.ndarray>q) != shape:
+        raise ValueError(f"{name}: expected int8 weights of shape {shape}, got "
+                         f"{_shape(<cnp.ndarray>q)}")
+    if not cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>q):
+        raise ValueError(f"{name}: expected C-contiguous int8 weights")
+    if dtype != np.float32:
+        raise TypeError(f"{name}: int8 weights need a float32 network, got {np.dtype(dtype)}")
+    if not isinstance(scales, np.ndarray):
+        raise TypeError(f"{name}: expected a numpy.ndarray of scales second in (q, scales), "
+                        f"got {type(scales).__name__}")
+    sc = _check(scales, name + " scales", np.float32, (shape[0],))
+    if not np.isfinite(sc).all():
+        raise ValueError(f"{name}: scales must be finite")
+    return None, q, sc
+
+
+cdef pt_weights _weights_of(tuple parts):
+    """The kernels' view of a checked weight (see _weight)."""
+    cdef pt_weights w
+    w.w = <const float *>_ptr(parts[0])
+    w.q = <const signed char *>_ptr(parts[1])
+    w.scale = <const float *>_ptr(parts[2])
+    return w
+
+
+def small_matmul(x, weight, out=None, bint accumulate=False):
+    """``out = x @ W.T`` (``+=`` with ``accumulate``) by the small-batch products, for a
+    float32 x (B, K) and W (N, K) given as a float32 array or as 8-bit weights ``(q,
+    scales)`` (see NetworkStep).  One thread; the engine's steps use these products."""
+    xs = _array_shape(x, "x", 2, "(B, K)")
+    cdef cnp.ndarray ax = _check(x, "x", np.float32, xs)
+    ws = _weight_shape(weight, "weight", "(N, K)")
+    if ws[1] != xs[1]:
+        raise ValueError(f"weight: expected {xs[1]} columns (x's), got shape {ws}")
+    if max(xs[0], ws[0], ws[1]) > _INT_MAX:
+        raise ValueError("x, weight: sizes exceed 32-bit")
+    parts = _weight(weight, "weight", np.float32, ws)
+    cdef cnp.ndarray aout
+    if out is None:
+        if accumulate:
+            raise ValueError("out: accumulate needs an output array")
+        aout = np.empty((xs[0], ws[0]), np.float32)
+    else:
+        aout = _check(out, "out", np.float32, (xs[0], ws[0]), True)
+        if any(a is not None and np.shares_memory(aout, a) for a in (ax,) + parts):
+            raise ValueError("out: must not overlap x or weight")
+    cdef pt_weights w = _weights_of(parts)
+    cdef int B = xs[0], K = xs[1], N = ws[0], acc = accumulate
+    with nogil:
+        pt_small_gemm(&w, B, K, 0, N, <float *>_ptr(ax), K, <float *>_ptr(aout), N, acc)
+    return aout
+
+
 # ---- a whole network, one token per text --------------------------------------------
 
 @cython.final
@@ -706,6 +807,13 @@ cdef class NetworkStep:
     b_hh, peephole)`` per layer (PyTorch's layout; biases both or neither; peephole for an
     LSTM or None); ``decoder_bias`` may be None.
 
+    ``w_ih``, ``w_hh`` and ``decoder_weight`` may each be 8-bit weights instead of a float
+    array: a tuple ``(q, scales)`` of int8 ``q`` of the weight's shape (N, K) and float32
+    ``scales`` (N,), row n standing for ``scales[n] * q[n]`` (float32 networks only).  A
+    float32 step of at most ``SMALL_BATCH`` texts, and any step with 8-bit weights, runs on
+    the small-batch products (smallgemm.c: each weight read once for the whole batch);
+    others on BLAS.
+
     The weights are read in place, not copied, so updates made to them in place are seen;
     ``arrays`` lists them for callers that check whether a parameter was replaced.  A call
     refuses weights that were reallocated since construction.  One call at a time: the
@@ -717,7 +825,12 @@ cdef class NetworkStep:
     cdef readonly tuple arrays          # every weight, in a fixed order (kept alive here)
     cdef int code
     cdef bint single, pin_blas          # float32; some team has several threads
-    cdef Py_ssize_t decoder_index      # where the decoder's weight is in `arrays`
+    cdef readonly bint small_batch      # on the small-batch products (pt_small_network_step)
+    cdef readonly bint quantized        # some weight is 8-bit
+    cdef int small_threads              # that step's team size
+    cdef void *dec_w                    # the decoder's float weight (BLAS path), bias or NULL
+    cdef void *dec_b
+    cdef pt_weights *small_w            # per layer w_ih, then per layer w_hh, then the decoder
     cdef cnp.ndarray embedded, work
     cdef void **pointers                # per weight in `arrays`: where its data was
     cdef Py_ssize_t *sizes              # and its element count
@@ -731,6 +844,7 @@ cdef class NetworkStep:
         self.layer_ptrs = NULL
         self.threads = NULL
         self.limited = NULL
+        self.small_w = NULL
 
     def __dealloc__(self):
         free(self.pointers)
@@ -738,6 +852,7 @@ cdef class NetworkStep:
         free(self.layer_ptrs)
         free(self.threads)
         free(self.limited)
+        free(self.small_w)
 
     def __init__(self, str cell, embedding, layers, decoder_weight, decoder_bias, batch):
         cdef int code = _cell_code(cell)
@@ -756,13 +871,14 @@ cdef class NetworkStep:
             raise ValueError("layers: expected at least one layer")
         kept = [_check(embedding, "embedding", dtype, es)]
         per_layer = []
+        weights = []   # (w, q, scales) of w_ih and w_hh per layer, then the decoder's
         inputs, H = es[1], None
         for k, layer in enumerate(layers):
             if not isinstance(layer, (tuple, list)) or len(layer) != 5:
                 raise TypeError(f"layers[{k}]: expected (w_ih, w_hh, b_ih, b_hh, peephole)")
             w_ih, w_hh, b_ih, b_hh, peephole = layer
             name = f"layers[{k}]."
-            ws = _array_shape(w_hh, name + "w_hh", 2, f"({G}*hidden, hidden)")
+            ws = _weight_shape(w_hh, name + "w_hh", f"({G}*hidden, hidden)")
             if ws[0] != G * ws[1] or (H is not None and ws[1] != H):
                 raise ValueError(f"{name}w_hh: expected shape ({G}*hidden, hidden) with the "
                                  f"hidden size of every layer, got {ws}")
@@ -770,8 +886,10 @@ cdef class NetworkStep:
             _check_sizes(f"layers[{k}]", 1, B, inputs, H, 2 * G)
             if (b_ih is None) != (b_hh is None):
                 raise ValueError(f"{name}b_ih, {name}b_hh: expected both or neither")
-            arrays = [_check(w_ih, name + "w_ih", dtype, (G * H, inputs)),
-                      _check(w_hh, name + "w_hh", dtype, (G * H, H)),
+            ih = _weight(w_ih, name + "w_ih", dtype, (G * H, inputs))
+            hh = _weight(w_hh, name + "w_hh", dtype, (G * H, H))
+            weights += [ih, hh]
+            arrays = [ih[0], hh[0],
                       _opt(b_ih, name + "b_ih", dtype, (G * H,)),
                       _opt(b_hh, name + "b_hh", dtype, (G * H,))]
             if not _extra_rows(code) and peephole is not None:
@@ -779,24 +897,29 @@ cdef class NetworkStep:
             arrays.append(_opt(peephole, f"layers[{k}].peephole", dtype,
                                (_extra_rows(code), H)))
             per_layer.append(arrays)
-            kept += [a for a in arrays if a is not None]
+            kept += [a for a in ih + hh + tuple(arrays[2:]) if a is not None]
             inputs = H
-        ds = _array_shape(decoder_weight, "decoder_weight", 2, "(vocab, hidden)")
+        ds = _weight_shape(decoder_weight, "decoder_weight", "(vocab, hidden)")
         if ds[1] != H:
             raise ValueError(f"decoder_weight: expected shape (vocab, {H}), got {ds}")
         if ds[0] > _INT_MAX:
             raise ValueError(f"decoder_weight: {ds[0]} rows exceed 32-bit sizes")
-        decoder_index = len(kept)
-        kept.append(_check(decoder_weight, "decoder_weight", dtype, ds))
-        if decoder_bias is not None:
-            kept.append(_check(decoder_bias, "decoder_bias", dtype, (ds[0],)))
+        dec = _weight(decoder_weight, "decoder_weight", dtype, ds)
+        weights.append(dec)
+        kept += [a for a in dec if a is not None]
+        dec_b = _opt(decoder_bias, "decoder_bias", dtype, (ds[0],))
+        if dec_b is not None:
+            kept.append(dec_b)
 
         cdef int L = len(layers)
         self.cell, self.code, self.dtype = cell, code, dtype
         self.batch, self.embed_size, self.hidden_size = B, es[1], H
         self.vocab_size, self.num_layers, self.num_tokens = ds[0], L, es[0]
         self.arrays = tuple(kept)
-        self.decoder_index = decoder_index
+        self.dec_w = _ptr(dec[0])
+        self.dec_b = _ptr(dec_b)
+        self.quantized = any(w[1] is not None for w in weights)
+        self.small_batch = self.quantized or (dtype == np.float32 and B <= SMALL_BATCH)
         self.embedded = np.empty((B, es[1]), dtype)
         self.work = np.empty(step_workspace_shape(cell, B, H), dtype)
         self.pointers = <void **>malloc(len(kept) * sizeof(void *))
@@ -804,8 +927,14 @@ cdef class NetworkStep:
         self.layer_ptrs = <void **>malloc(5 * L * sizeof(void *))
         self.threads = <int *>malloc((L + 1) * sizeof(int))
         self.limited = <int *>malloc((L + 1) * sizeof(int))
-        if not (self.pointers and self.sizes and self.layer_ptrs and self.threads and self.limited):
+        self.small_w = <pt_weights *>malloc((2 * L + 1) * sizeof(pt_weights))
+        if not (self.pointers and self.sizes and self.layer_ptrs and self.threads and self.limited
+                and self.small_w):
             raise MemoryError()
+        for k in range(L):
+            self.small_w[k] = _weights_of(weights[2 * k])
+            self.small_w[L + k] = _weights_of(weights[2 * k + 1])
+        self.small_w[2 * L] = _weights_of(dec)
         cdef Py_ssize_t i
         for i in range(len(kept)):
             self.pointers[i] = cnp.PyArray_DATA(<cnp.ndarray>kept[i])
@@ -821,8 +950,15 @@ cdef class NetworkStep:
         self.threads[L] = _team_for(B, ds[0], H)
         self.single = dtype == np.float32
         self.pin_blas = False
+        self.small_threads = 1
         for k in range(L + 1):
             self.pin_blas = self.pin_blas or self.threads[k] > 1
+            self.small_threads = max(self.small_threads, self.threads[k])
+        if self.small_batch:
+            # One team for the whole step (the layers' products are its phases).
+            for k in range(L + 1):
+                self.threads[k] = self.small_threads
+            self.pin_blas = False
 
     def teams(self):
         """The threads each layer's step (and, last, the decoder) uses when called from this
@@ -878,16 +1014,16 @@ cdef class NetworkStep:
                 raise ValueError("the network's weights were reallocated since this "
                                  "NetworkStep was built; build a new one")
         cdef void *emb = self.pointers[0]
-        cdef void *dec_w = self.pointers[self.decoder_index]
-        cdef void *dec_b = (self.pointers[self.decoder_index + 1]
-                            if self.decoder_index + 1 < len(self.arrays) else NULL)
-        cdef bint single = self.single, many = self.pin_blas
+        cdef void *dec_w = self.dec_w
+        cdef void *dec_b = self.dec_b
+        cdef bint single = self.single, many = self.pin_blas, small = self.small_batch
+        cdef pt_weights *sw = self.small_w
         cdef int E = self.embed_size, V = self.vocab_size, code = self.code
         cdef void **lp = self.layer_ptrs
         # Team sizes are fixed when the step is built; the calling thread's limit (see
         # set_thread_limit) applies to each call, BLAS included.
         cdef int *threads = self._teams_here()
-        many = many or pt_thread_limit > 0
+        many = not small and (many or pt_thread_limit > 0)   # the small path calls no BLAS
         cdef void *embedded = cnp.PyArray_DATA(self.embedded)
         cdef void *work = cnp.PyArray_DATA(self.work)
         cdef void *ph = cnp.PyArray_DATA(ah)
@@ -896,7 +1032,14 @@ cdef class NetworkStep:
         with nogil:
             if many:
                 pt_blas_single_enter()
-            if single:
+            if small:
+                pt_small_network_step(code, B, E, H, V, L, pid, <float *>emb, sw, sw + L,
+                                      <const float *const *>(lp + 2 * L),
+                                      <const float *const *>(lp + 3 * L),
+                                      <const float *const *>(lp + 4 * L), sw + 2 * L,
+                                      <float *>dec_b, <float *>ph, <float *>pc, <float *>po,
+                                      <float *>embedded, <float *>work, threads[0])
+            elif single:
                 pt_network_step_f(code, B, E, H, V, L, pid, <float *>emb,
                                   <const float *const *>lp, <const float *const *>(lp + L),
                                   <const float *const *>(lp + 2 * L),

@@ -4,28 +4,17 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "parallel.h"
+
 #ifdef _OPENMP
-#include <omp.h>
-static inline int pt_thread_num(void) { return omp_get_thread_num(); }
-static inline int pt_num_threads(void) { return omp_get_num_threads(); }
 int pt_max_threads(void) { return omp_get_num_procs(); }
 int pt_have_openmp(void) { return 1; }
 #else
-static inline int pt_thread_num(void) { return 0; }
-static inline int pt_num_threads(void) { return 1; }
 int pt_max_threads(void) { return 1; }
 int pt_have_openmp(void) { return 0; }
 #endif
 
 #include "fastmath.h"
-
-/* Compile the fused gate loops for AVX-512, AVX2 and baseline x86-64 and pick one at load
- * time, so one build is fast on the machine it lands on without -march=native. */
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && !defined(PT_NO_CLONES)
-#define PT_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-#else
-#define PT_CLONES
-#endif
 
 static pt_sgemm_fn pt_sgemm;
 static pt_dgemm_fn pt_dgemm;
@@ -58,18 +47,6 @@ static const pt_cell_info pt_cells[PT_NCELLS] = {PT_CELLS(PT_CELL_INFO)};
 
 const pt_cell_info *pt_cell(int cell) { return &pt_cells[cell]; }
 int pt_gate_count(int cell) { return pt_cells[cell].gates; }
-
-/* Split n items among np threads in chunks that are multiples of align (SIMD width),
- * the last thread taking the remainder. */
-static void pt_slice(int n, int np, int p, int align, int *lo, int *hi)
-{
-    int chunks = (n + align - 1) / align;
-    int per = chunks / np, extra = chunks % np;
-    int c0 = p * per + (p < extra ? p : extra);
-    int c1 = c0 + per + (p < extra ? 1 : 0);
-    *lo = c0 * align < n ? c0 * align : n;
-    *hi = c1 * align < n ? c1 * align : n;
-}
 
 /* This thread's share of a kernel's work: hidden units [j0, j1) for the gate math (SIMD
  * aligned), rows [r0, r1) of the T*B sequence rows, and gate rows [m0, m1) of G*H. */

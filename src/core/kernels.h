@@ -85,6 +85,10 @@ int pt_have_openmp(void);
                        const REAL *h, const REAL *c, const REAL *w_ih, const REAL *w_hh,    \
                        const REAL *b_ih, const REAL *b_hh, const REAL *peep, REAL *h_out,   \
                        REAL *c_out, REAL *work);                                             \
+    void pt_step_gates_##SFX(int cell, int B, int H, int j0, int j1, REAL *work,             \
+                             const REAL *b_hh, const REAL *peep, const REAL *h, const REAL *c, \
+                             REAL *h_out, REAL *c_out);                                      \
+    void pt_log_softmax_rows_##SFX(int b0, int b1, int V, const REAL *bias, REAL *logits);  \
     void pt_reverse_##SFX(int T, int B, int F, const int *lengths, const REAL *src, REAL *dst); \
     void pt_matmul_##SFX(int ta, int tb, int M, int N, int K, const REAL *a, int lda,          \
                          const REAL *b, int ldb, REAL beta, REAL *c, int ldc, int nthreads);  \

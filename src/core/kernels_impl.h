@@ -496,8 +496,6 @@ void NAME(pt_step)(int cell, int B, int I, int H, int nthreads, const REAL *x, c
 {
     const pt_cell_info *info = pt_cell(cell);
     const int GH = info->gates * H, apart = info->flags & PT_HIDDEN_APART;
-    const int has_c = info->flags & PT_CELL_STATE;
-    void (*const row_kernel)(const NAME(pt_fwd_row) *) = NAME(pt_rows)[cell].step;
     REAL *pre = work, *hh = work + (size_t)B * GH; /* hh: a hidden product kept apart */
 
 #pragma omp parallel num_threads(nthreads)
@@ -505,7 +503,7 @@ void NAME(pt_step)(int cell, int B, int I, int H, int nthreads, const REAL *x, c
         pt_share s;
         pt_thread_share(H, B, GH, &s);
         const int j0 = s.j0, m0 = s.m0, m1 = s.m1;
-        const int hp = s.j1 - s.j0, mp = m1 - m0;
+        const int mp = m1 - m0;
         for (int b = 0; b < B; b++)
             for (int k = m0; k < m1; k++)
                 pre[(size_t)b * GH + k] = (b_ih ? b_ih[k] : 0) + (b_hh && !apart ? b_hh[k] : 0);
@@ -515,18 +513,32 @@ void NAME(pt_step)(int cell, int B, int I, int H, int nthreads, const REAL *x, c
         /* Every thread has read all of h, and the gate math needs every thread's block of
          * gate rows: only now may h_out (possibly h itself) change. */
 #pragma omp barrier
-        for (int b = 0; b < B; b++) {
-            const size_t sb = (size_t)b * H + j0, gb = (size_t)b * GH + j0;
-            NAME(pt_fwd_row) row = {
-                .n = hp, .H = H, .g = pre + gb,
-                .hh = apart ? hh + gb : NULL,
-                .b_hh = apart && b_hh ? b_hh + j0 : NULL,
-                .extra = peep ? peep + j0 : NULL,
-                .h_prev = h + sb, .c_prev = has_c ? c + sb : NULL,
-                .h_new = h_out + sb, .c_new = has_c ? c_out + sb : NULL,
-            };
-            row_kernel(&row);
-        }
+        NAME(pt_step_gates)(cell, B, H, j0, s.j1, work, b_hh, peep, h, c, h_out, c_out);
+    }
+}
+
+/* A step's gate math for hidden units [j0, j1) of every batch row, from the products in
+ * work (laid out as pt_step's); the small-batch network step (smallstep.c) shares it. */
+void NAME(pt_step_gates)(int cell, int B, int H, int j0, int j1, REAL *work, const REAL *b_hh,
+                         const REAL *peep, const REAL *h, const REAL *c, REAL *h_out,
+                         REAL *c_out)
+{
+    const pt_cell_info *info = pt_cell(cell);
+    const int GH = info->gates * H, apart = info->flags & PT_HIDDEN_APART;
+    const int has_c = info->flags & PT_CELL_STATE;
+    void (*const row_kernel)(const NAME(pt_fwd_row) *) = NAME(pt_rows)[cell].step;
+    REAL *pre = work, *hh = work + (size_t)B * GH;
+    for (int b = 0; b < B; b++) {
+        const size_t sb = (size_t)b * H + j0, gb = (size_t)b * GH + j0;
+        NAME(pt_fwd_row) row = {
+            .n = j1 - j0, .H = H, .g = pre + gb,
+            .hh = apart ? hh + gb : NULL,
+            .b_hh = apart && b_hh ? b_hh + j0 : NULL,
+            .extra = peep ? peep + j0 : NULL,
+            .h_prev = h + sb, .c_prev = has_c ? c + sb : NULL,
+            .h_new = h_out + sb, .c_new = has_c ? c_out + sb : NULL,
+        };
+        row_kernel(&row);
     }
 }
 
@@ -555,10 +567,16 @@ void NAME(pt_network_step)(int cell, int B, int E, int H, int V, int L, const lo
         in = H;
     }
     NAME(pt_matmul)(0, 1, B, V, H, x, H, dec_w, H, 0, log_probs, V, threads[L]);
-    for (int b = 0; b < B; b++) {
-        REAL *z = log_probs + (size_t)b * V, top, sum = 0;
-        if (dec_b)
-            for (int v = 0; v < V; v++) z[v] += dec_b[v];
+    NAME(pt_log_softmax_rows)(0, B, V, dec_b, log_probs);
+}
+
+/* Rows [b0, b1) of logits (B, V): the decoder bias (or NULL) added, then a log-softmax. */
+void NAME(pt_log_softmax_rows)(int b0, int b1, int V, const REAL *bias, REAL *logits)
+{
+    for (int b = b0; b < b1; b++) {
+        REAL *z = logits + (size_t)b * V, top, sum = 0;
+        if (bias)
+            for (int v = 0; v < V; v++) z[v] += bias[v];
         top = z[0];
         for (int v = 1; v < V; v++) top = z[v] > top ? z[v] : top;
         for (int v = 0; v < V; v++) sum += EXP(z[v] - top);
