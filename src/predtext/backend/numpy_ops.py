@@ -12,6 +12,7 @@ class NumpyOps(Ops):
     name = "cpu"
     device = "cpu"
     xp = numpy
+    int8_step = True     # _core.NetworkStep's small-batch kernels read int8 rows directly
 
     def asarray(self, a, dtype=None):
         return numpy.ascontiguousarray(a, dtype=dtype)

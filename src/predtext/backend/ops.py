@@ -31,6 +31,9 @@ class Ops:
     name = "abstract"
     device = "cpu"
     xp = numpy
+    #: Whether ``network_step`` takes an 8-bit weight as ``(q int8 (N, K), scale (N,))`` in
+    #: place of a float matrix (and reads it as such); others are given the float weights.
+    int8_step = False
 
     # -- arrays: creation, conversion, ownership -------------------------------------------
 

@@ -122,20 +122,28 @@ class _StepBuffers:
     """A state's compiled whole-network step (it owns its scratch arrays) and the parameter
     arrays it was built on, to notice when one was replaced."""
 
-    __slots__ = ("network", "params", "array_ids")
+    __slots__ = ("network", "params", "arrays", "array_ids")
 
     def __init__(self, model, batch):
         rnn, decoder = model.rnn, model.decoder
         layers = [rnn.layer_parameters(k) for k in range(model.num_layers)]
+
+        def matrix(param):
+            # An 8-bit model's step reads its int8 rows and scales where the backend can.
+            pair = model._int8_pair(param) if model.ops.int8_step else None
+            return pair or param.data
+
         self.network = model.ops.network_step(
-            rnn.cell, model.embedding.weight.data, [[_data(p) for p in layer] for layer in layers],
-            decoder.weight.data, _data(decoder.bias), batch)
-        # The parameters in the order of the network's `arrays`, which it holds: no other
-        # array can take one of their ids while we compare.
+            rnn.cell, model.embedding.weight.data,
+            [[matrix(w_ih), matrix(w_hh)] + [_data(p) for p in rest]
+             for w_ih, w_hh, *rest in layers],
+            matrix(decoder.weight), _data(decoder.bias), batch)
         self.params = [model.embedding.weight] + [p for layer in layers for p in layer
                                                   if p is not None]
         self.params += [p for p in (decoder.weight, decoder.bias) if p is not None]
-        self.array_ids = [id(array) for array in self.network.arrays]
+        # Held, so that no other array can take one of their ids while we compare.
+        self.arrays = [param.data for param in self.params]
+        self.array_ids = [id(array) for array in self.arrays]
 
     def current(self):
         # Once per model step: ids compared as one list (~1 us), not array by array.
