@@ -333,6 +333,13 @@ class _NodePool:
     def clear(self) -> None:
         self.free = list(range(self.capacity - 1, 0, -1))
 
+    def free_all_but(self, used) -> None:
+        """Every node but the root and ``used`` is free (lowest first out, as ``clear``)."""
+        free = np.ones(self.capacity, dtype=bool)
+        free[0] = False
+        free[np.fromiter(used, dtype=np.intp)] = False
+        self.free = np.flatnonzero(free)[::-1].tolist()
+
     def set_root(self, rows, row: int, log_probs: np.ndarray) -> None:
         self.h[:, 0] = rows.h[:, row]
         if self.c is not None:
@@ -425,9 +432,8 @@ class CompletionSearch:
                 if below:
                     children[0 if node == kept else node] = below
                     frontier.extend(below.values())
-            used = {child for below in children.values() for child in below.values()}
             self._children = children
-            pool.free = [i for i in range(pool.capacity - 1, 0, -1) if i not in used]
+            pool.free_all_but(child for below in children.values() for child in below.values())
         pool.set_root(reader.state, 0, reader.log_probs)
         self._root = root
 
@@ -453,13 +459,18 @@ class CompletionSearch:
             open_nodes = self._nodes_for([open_nodes[row] for row in rows], next_tokens)
             return pool.log_probs[open_nodes]
 
+        words: dict[tuple, str | None] = {}    # a hypothesis ends at several stop characters
+
         def on_stop(ids, token, score):
-            word = "".join(tokens[i] for i in ids)
-            # A word ends in a letter: "don'" or "rock-" before a space is no word.
-            if not word or word[-1] in JOINERS:
+            word = words.get(ids, "")
+            if word == "":
+                word = "".join(tokens[i] for i in ids)
+                # A word ends in a letter: "don'" or "rock-" before a space is no word.
+                word = words[ids] = word if word and word[-1] not in JOINERS else None
+            if word is None:
                 return False
             previous = ended.get(word)
-            ended[word] = score if previous is None else np.logaddexp(previous, score)
+            ended[word] = score if previous is None else _logaddexp(previous, score)
             return True
 
         beam_steps(pool.log_probs[open_nodes], expand, beam_width=self.beam_width,
@@ -484,12 +495,23 @@ class CompletionSearch:
 
     def _forget_all_but(self, keep: set) -> None:
         """The memo is full: keep only the nodes this search still stands on."""
-        keep = set(keep) | {0}
         self._children = {}
-        self._pool.free = [i for i in range(self._pool.capacity - 1, 0, -1) if i not in keep]
+        self._pool.free_all_but(keep)
 
 
 # ---------------------------------------------------------------------------- the predictor
+
+
+def _logaddexp(x: float, y: float) -> float:
+    """``numpy.logaddexp`` of two floats, to the bit (its formula), without a NumPy scalar."""
+    if x == y:
+        return x + _LOG2
+    if x > y:
+        return x + math.log1p(math.exp(y - x))
+    return y + math.log1p(math.exp(x - y))
+
+
+_LOG2 = math.log(2.0)
 
 
 def _joined_twice(word: str) -> bool:
