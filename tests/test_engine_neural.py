@@ -259,7 +259,7 @@ def test_a_keystroke_the_memo_knows_costs_no_step_and_the_state_still_follows_th
                  truth.log_probs.copy())
         before = lm.steps
         # Two keystrokes in three come with their state known (as from the search's memo).
-        reader.read(ids[:end], 0, (lambda token: known) if end % 3 else None)
+        reader.read(ids[:end], 0, (lambda token, known=known: known) if end % 3 else None)
         free += end % 3 != 0 and lm.steps == before
         np.testing.assert_allclose(reader.log_probs, truth.log_probs, atol=1e-5)
     assert free > len(ids) // 2      # all but anchor switches and the lagging row's catch-ups
