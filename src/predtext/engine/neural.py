@@ -643,11 +643,9 @@ class NeuralPredictor:
     multiplied by ``unknown_weight``.
     """
 
-    # Bounded work (at most ``max_length`` batched steps a keystroke): run in the caller's
-    # thread (see PredictorRunner). On its own lane it cost two thread wake-ups a keystroke
-    # and fought the other predictors for the GIL: measured on the loaded 2-core AVX2
-    # machine, suggest() p50 35 -> 31 ms, p99 74 -> 66 ms, the same suggestions.
-    inline = True
+    # Not ``inline``: on its own lane a keystroke waits for it no longer than the budget.
+    # (Inline, on the loaded 2-core AVX2 machine, p50 went down 10-15% with no thread
+    # hand-offs, but p99 went from 54 to 78 ms: an overrunning search was awaited in full.)
 
     def __init__(self, model, name: str = "neural", beam_width: int = 6, max_length: int = 12,
                  span: int = 128, normalize: bool = False, n_best: int = 12,
