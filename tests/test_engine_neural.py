@@ -247,6 +247,53 @@ def test_reader_rewinds_to_a_checkpoint_on_backspace_and_edits(model):
     np.testing.assert_allclose(reader.log_probs, fresh.log_probs, atol=1e-5)
 
 
+def test_a_keystroke_the_memo_knows_costs_no_step_and_the_state_still_follows_the_text(model):
+    lm = ModelAdapter(model)
+    ids = lm.encode("\n".join(LINES * 3))          # ~350 tokens: many anchors of 32
+    truth, reader = TextReader(lm, span=32), TextReader(lm, span=32)
+    free = 0
+    for end in range(1, len(ids) + 1):
+        truth.read(ids[:end], 0)
+        state = truth.state
+        known = (state.h[:, 0].copy(), None if state.c is None else state.c[:, 0].copy(),
+                 truth.log_probs.copy())
+        before = lm.steps
+        # Two keystrokes in three come with their state known (as from the search's memo).
+        reader.read(ids[:end], 0, (lambda token, known=known: known) if end % 3 else None)
+        free += end % 3 != 0 and lm.steps == before
+        np.testing.assert_allclose(reader.log_probs, truth.log_probs, atol=1e-5)
+    assert free > len(ids) // 2      # all but anchor switches and the lagging row's catch-ups
+    fresh = TextReader(lm, span=32)
+    fresh.read(ids, 0)
+    np.testing.assert_allclose(reader.state.h[:, 0], fresh.state.h[:, 0], atol=1e-5)
+    # Backspaces restore a checkpoint with the second row behind; typing on and crossing
+    # the next anchor (where that row takes over) still gives the fresh reader's state.
+    reader.read(ids[:-2], 0)
+    more = ids[:-2] + lm.encode("\n" + LINES[1] * 3)
+    for end in range(len(ids) - 1, len(more) + 1):
+        reader.read(more[:end], 0)
+        truth.read(more[:end], 0)
+        np.testing.assert_allclose(reader.log_probs, truth.log_probs, atol=1e-5)
+
+
+def test_the_search_steps_the_readers_lagging_row_in_its_own_batches(model):
+    lm = ModelAdapter(model)
+    predictor = NeuralPredictor(lm)
+    text = "the cat sat on the mat.\nthe d"
+    suggest(predictor, text)
+    explored = predictor.search.follower(predictor.reader)
+    reader = predictor.reader
+    token = next(t for t in range(lm.vocab_size) if t and explored(t) is not None)
+    before = lm.steps
+    reader.read(lm.encode(text + lm.tokens[token]), 0, predictor.search.follower(reader))
+    assert lm.steps == before and reader.lend_row_one() is not None
+    predictor.search.search(reader, word_start=False)
+    assert lm.steps > before and reader.lend_row_one() is None     # caught up in a batch
+    cold = NeuralPredictor(model)
+    assert words(suggest(cold, text + lm.tokens[token])) == \
+        words(suggest(predictor, text + lm.tokens[token]))
+
+
 def test_typing_char_by_char_gives_what_a_fresh_predictor_gives(model):
     text = "\n".join(LINES[::-1] * 3) + "\nthe dog sat on the l"
     typed = NeuralPredictor(model, span=64)

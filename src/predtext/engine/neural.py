@@ -143,6 +143,13 @@ class TextReader:
     ``generation`` changes whenever the state stops being a plain continuation of the
     previous one (a rewind, a fresh read, or the switch to a new anchor), which tells
     :class:`CompletionSearch` when its memo no longer applies.
+
+    A keystroke the search already looked at costs no step of its own: ``read(..., follow=)``
+    takes the predicting row's next state from the search's memo, and the second row, which
+    only matters once it takes over, falls behind by that token. It catches up one token
+    per batch of the next search (:meth:`lend_row_one`: a row more in a batch the search
+    steps anyway), or by itself when it must be current (before it takes over, or when it
+    falls ``recent`` tokens behind).
     """
 
     def __init__(self, lm: ModelAdapter, span: int = 128, checkpoint_every: int = 16,
@@ -160,6 +167,8 @@ class TextReader:
         self._tokens: list[int] = []         # the tokens read, from absolute position _start
         self._start = 0
         self._checkpoints: dict[int, tuple] = {}
+        self._behind: list[int] = []         # tokens row 1 has yet to read, oldest first
+        self._single = None                  # a batch of one, for row 1 catching up alone
 
     def anchor(self, length: int) -> int:
         """Where the predicting row starts reading, for a text of ``length`` tokens."""
@@ -187,16 +196,20 @@ class TextReader:
     def clear(self) -> None:
         """Forget everything read (the next ``read`` starts afresh)."""
         self._length = -1
-        self._tokens, self._checkpoints = [], {}
+        self._tokens, self._checkpoints, self._behind = [], {}, []
         self.generation += 1
 
     # -- reading
 
-    def read(self, tokens: Sequence[int], offset: int = 0) -> np.ndarray:
+    def read(self, tokens: Sequence[int], offset: int = 0, follow=None) -> np.ndarray:
         """Bring the state to the stream whose tokens from ``offset`` on are ``tokens``.
 
         ``tokens`` must reach back ``2 * span`` tokens before its end (or to the start of
         the stream): a fresh read needs that much. Returns ``log_probs``.
+
+        ``follow(token)``, when given, is the predicting row's state after ``token`` read
+        from its present state, ``(h, c, log_probs)``, when known without a step (else
+        None); it is asked for the tokens that extend the text, in order, until it says None.
         """
         if isinstance(tokens, np.ndarray):
             tokens = tokens.tolist()
@@ -207,7 +220,7 @@ class TextReader:
         same = self._common_length(tokens, offset)
         if same == self._length and length >= self._length:
             if length - self._length <= 2 * self.span + 1:
-                self._extend(tokens[self._length - offset:])
+                self._extend(tokens[self._length - offset:], follow)
             else:
                 self._reset(tokens, offset, length)
             return self.log_probs
@@ -250,13 +263,13 @@ class TextReader:
         rows = self._rows
         _zero_rows(rows, slice(None))
         self._length = self._start = anchor
-        self._tokens, self._checkpoints = [], {}
+        self._tokens, self._checkpoints, self._behind = [], {}, []
         self._ids[:] = self.lm.start_id
         rows.log_probs = self.lm.step(self._ids, rows)
         self._extend(tokens[anchor - offset:])
 
-    def _extend(self, tokens: Sequence[int]) -> None:
-        rows, ids, span = self._rows, self._ids, self.span
+    def _extend(self, tokens: Sequence[int], follow=None) -> None:
+        rows, ids, span, behind = self._rows, self._ids, self.span, self._behind
         for token in tokens:
             after = self._length + 1
             ids[0] = token
@@ -264,24 +277,74 @@ class TextReader:
                 # A new anchor begins: the second row becomes the predicting one (except at
                 # the first anchor, where row 0 keeps reading from the start of the text),
                 # and a fresh second row reads the start token.
+                follow = None          # row 0 changes: the memo's path ends here
                 if after // span >= 2:
+                    self._catch_up()
                     rows.h[:, 0] = rows.h[:, 1]
                     if rows.c is not None:
                         rows.c[:, 0] = rows.c[:, 1]
                     self.generation += 1
+                behind.clear()
                 _zero_rows(rows, 1)
                 ids[1] = self.lm.start_id
+                rows.log_probs = self.lm.step(ids, rows)
             else:
-                ids[1] = token     # row 1 reads along (its anchor may not have begun yet)
-            rows.log_probs = self.lm.step(ids, rows)
+                known = follow(token) if follow is not None else None
+                if known is None:
+                    follow = None
+                    # Row 1 reads along (its anchor may not have begun yet), where it is.
+                    behind.append(token)
+                    ids[1] = behind.pop(0)
+                    rows.log_probs = self.lm.step(ids, rows)
+                else:
+                    h, c, log_probs = known
+                    rows.h[:, 0] = h
+                    if rows.c is not None:
+                        rows.c[:, 0] = c
+                    rows.log_probs = rows.log_probs.copy()     # checkpoints hold the old one
+                    rows.log_probs[0] = log_probs
+                    behind.append(token)
+                    if len(behind) > self.recent:
+                        self._catch_up()
             self._length = after
             self._tokens.append(token)
             self._checkpoint()
 
+    def lend_row_one(self):
+        """``(token, h, c)``: the next token row 1 has to read and its state (views, ``c``
+        None for cells without one), for a caller that steps it in a batch of its own and
+        then calls :meth:`row_one_read`; None when row 1 is current."""
+        if not self._behind:
+            return None
+        rows = self._rows
+        return self._behind[0], rows.h[:, 1], None if rows.c is None else rows.c[:, 1]
+
+    def row_one_read(self) -> None:
+        """Row 1's state, written by the borrower, now includes its next token."""
+        self._behind.pop(0)
+
+    def _catch_up(self) -> None:
+        """Step row 1 alone through the tokens it is behind."""
+        if not self._behind:
+            return
+        rows = self._rows
+        if self._single is None:
+            self._single = self.lm.initial_state(1)
+        single = self._single
+        single.h[:, 0] = rows.h[:, 1]
+        if rows.c is not None:
+            single.c[:, 0] = rows.c[:, 1]
+        for token in self._behind:
+            self.lm.step(np.array([token], dtype=np.int64), single)
+        rows.h[:, 1] = single.h[:, 0]
+        if rows.c is not None:
+            rows.c[:, 1] = single.c[:, 0]
+        self._behind.clear()
+
     def _checkpoint(self) -> None:
         position, rows, checkpoints = self._length, self._rows, self._checkpoints
         checkpoints[position] = (rows.h.copy(), None if rows.c is None else rows.c.copy(),
-                                 rows.log_probs.copy())
+                                 rows.log_probs.copy(), tuple(self._behind))
         # Keep the last few positions (backspaces) and a sparse trail (edits further back),
         # and nothing from before the predicting row's anchor.
         stale = position - self.recent - 1
@@ -295,7 +358,8 @@ class TextReader:
             self._start = floor
 
     def _restore(self, position: int) -> None:
-        h, c, log_probs = self._checkpoints[position]
+        h, c, log_probs, behind = self._checkpoints[position]
+        self._behind = list(behind)
         rows = self._rows
         rows.h[...] = h
         if c is not None:
@@ -333,29 +397,57 @@ class _NodePool:
     def clear(self) -> None:
         self.free = list(range(self.capacity - 1, 0, -1))
 
+    def free_all_but(self, used) -> None:
+        """Every node but the root and ``used`` is free (lowest first out, as ``clear``)."""
+        free = np.ones(self.capacity, dtype=bool)
+        free[0] = False
+        free[np.fromiter(used, dtype=np.intp)] = False
+        self.free = np.flatnonzero(free)[::-1].tolist()
+
     def set_root(self, rows, row: int, log_probs: np.ndarray) -> None:
         self.h[:, 0] = rows.h[:, row]
         if self.c is not None:
             self.c[:, 0] = rows.c[:, row]
         self.log_probs[0] = log_probs
 
-    def expand(self, parents: list[int], tokens: list[int]) -> list[int]:
-        """Step each parent node by its token, all in one call; the new nodes' indices."""
+    def expand(self, parents: list[int], tokens: list[int], reader=None) -> list[int]:
+        """Step each parent node by its token, all in one call; the new nodes' indices.
+
+        ``reader``: a :class:`TextReader` whose second row is behind rides along as one
+        more row of the batch (a row costs far less than a step call).
+        """
         size = len(parents)
-        state = self._batches.get(size)
+        lent = reader.lend_row_one() if reader is not None else None
+        rows = size + (lent is not None)
+        state = self._batches.get(rows)
         if state is None:
-            state = self._batches[size] = self._lm.initial_state(size)
+            state = self._batches[rows] = self._lm.initial_state(rows)
         index = np.asarray(parents, dtype=np.intp)
-        np.take(self.h, index, axis=1, out=state.h)
-        if self.c is not None:
-            np.take(self.c, index, axis=1, out=state.c)
-        log_probs = self._lm.step(np.asarray(tokens, dtype=np.int64), state)
+        ids = np.empty(rows, dtype=np.int64)
+        ids[:size] = tokens
+        if lent is None:
+            np.take(self.h, index, axis=1, out=state.h)
+            if self.c is not None:
+                np.take(self.c, index, axis=1, out=state.c)
+        else:
+            ids[size], h, c = lent
+            state.h[:, :size] = self.h[:, index]
+            state.h[:, size] = h
+            if self.c is not None:
+                state.c[:, :size] = self.c[:, index]
+                state.c[:, size] = c
+        log_probs = self._lm.step(ids, state)
         nodes = [self.free.pop() for _ in range(size)]
         where = np.asarray(nodes, dtype=np.intp)
-        self.h[:, where] = state.h
+        if lent is not None:
+            h[...] = state.h[:, size]
+            if c is not None:
+                c[...] = state.c[:, size]
+            reader.row_one_read()
+        self.h[:, where] = state.h[:, :size]
         if self.c is not None:
-            self.c[:, where] = state.c
-        self.log_probs[where] = log_probs
+            self.c[:, where] = state.c[:, :size]
+        self.log_probs[where] = log_probs[:size]
         return nodes
 
 
@@ -425,11 +517,27 @@ class CompletionSearch:
                 if below:
                     children[0 if node == kept else node] = below
                     frontier.extend(below.values())
-            used = {child for below in children.values() for child in below.values()}
             self._children = children
-            pool.free = [i for i in range(pool.capacity - 1, 0, -1) if i not in used]
+            pool.free_all_but(child for below in children.values() for child in below.values())
         pool.set_root(reader.state, 0, reader.log_probs)
         self._root = root
+
+    def follower(self, reader: TextReader):
+        """For ``reader.read(..., follow=)``: the states the memo holds below the reader's
+        present state, token by token (None when the tree is rooted elsewhere)."""
+        if self._root != (reader.generation, reader.length):
+            return None
+        pool, children, node = self._pool, self._children, 0
+
+        def follow(token):
+            nonlocal node
+            child = children.get(node, {}).get(token, -1)
+            if child < 0:
+                return None
+            node = child
+            return pool.h[:, child], None if pool.c is None else pool.c[:, child], \
+                pool.log_probs[child]
+        return follow
 
     # -- searching
 
@@ -450,16 +558,21 @@ class CompletionSearch:
 
         def expand(rows, next_tokens):
             nonlocal open_nodes
-            open_nodes = self._nodes_for([open_nodes[row] for row in rows], next_tokens)
+            open_nodes = self._nodes_for([open_nodes[row] for row in rows], next_tokens, reader)
             return pool.log_probs[open_nodes]
 
+        words: dict[tuple, str | None] = {}    # a hypothesis ends at several stop characters
+
         def on_stop(ids, token, score):
-            word = "".join(tokens[i] for i in ids)
-            # A word ends in a letter: "don'" or "rock-" before a space is no word.
-            if not word or word[-1] in JOINERS:
+            word = words.get(ids, "")
+            if word == "":
+                word = "".join(tokens[i] for i in ids)
+                # A word ends in a letter: "don'" or "rock-" before a space is no word.
+                word = words[ids] = word if word and word[-1] not in JOINERS else None
+            if word is None:
                 return False
             previous = ended.get(word)
-            ended[word] = score if previous is None else np.logaddexp(previous, score)
+            ended[word] = score if previous is None else _logaddexp(previous, score)
             return True
 
         beam_steps(pool.log_probs[open_nodes], expand, beam_width=self.beam_width,
@@ -468,15 +581,17 @@ class CompletionSearch:
                    on_stop=on_stop)
         return sorted(ended.items(), key=lambda item: -item[1])
 
-    def _nodes_for(self, parents: list[int], tokens: list[int]) -> list[int]:
-        """The child nodes, from the memo where known; the others stepped in one batch."""
+    def _nodes_for(self, parents: list[int], tokens: list[int], reader=None) -> list[int]:
+        """The child nodes, from the memo where known; the others stepped in one batch (with
+        ``reader``'s lagging row, see :meth:`_NodePool.expand`)."""
         children = self._children
         nodes = [children.get(p, {}).get(t, -1) for p, t in zip(parents, tokens)]
         missing = [i for i, node in enumerate(nodes) if node < 0]
         if missing:
             if len(self._pool.free) < len(missing):
                 self._forget_all_but(set(parents))
-            new = self._pool.expand([parents[i] for i in missing], [tokens[i] for i in missing])
+            new = self._pool.expand([parents[i] for i in missing], [tokens[i] for i in missing],
+                                    reader)
             for i, node in zip(missing, new):
                 nodes[i] = node
                 self._children.setdefault(parents[i], {})[tokens[i]] = node
@@ -484,12 +599,23 @@ class CompletionSearch:
 
     def _forget_all_but(self, keep: set) -> None:
         """The memo is full: keep only the nodes this search still stands on."""
-        keep = set(keep) | {0}
         self._children = {}
-        self._pool.free = [i for i in range(self._pool.capacity - 1, 0, -1) if i not in keep]
+        self._pool.free_all_but(keep)
 
 
 # ---------------------------------------------------------------------------- the predictor
+
+
+def _logaddexp(x: float, y: float) -> float:
+    """``numpy.logaddexp`` of two floats, to the bit (its formula), without a NumPy scalar."""
+    if x == y:
+        return x + _LOG2
+    if x > y:
+        return x + math.log1p(math.exp(y - x))
+    return y + math.log1p(math.exp(x - y))
+
+
+_LOG2 = math.log(2.0)
 
 
 def _joined_twice(word: str) -> bool:
@@ -516,6 +642,10 @@ class NeuralPredictor:
     it less than ``unknown_min`` ("soonly" after "soon"), and otherwise has its probability
     multiplied by ``unknown_weight``.
     """
+
+    # Not ``inline``: on its own lane a keystroke waits for it no longer than the budget.
+    # (Inline, on the loaded 2-core AVX2 machine, p50 went down 10-15% with no thread
+    # hand-offs, but p99 went from 54 to 78 ms: an overrunning search was awaited in full.)
 
     def __init__(self, model, name: str = "neural", beam_width: int = 6, max_length: int = 12,
                  span: int = 128, normalize: bool = False, n_best: int = 12,
@@ -593,7 +723,8 @@ class NeuralPredictor:
             # its own letters to a prefix it cannot read.
             return []
         tail = text[-(2 * self.reader.span + 1):]
-        self.reader.read(self.lm.encode(tail), context.offset + len(text) - len(tail))
+        self.reader.read(self.lm.encode(tail), context.offset + len(text) - len(tail),
+                         self.search.follower(self.reader))
         found = self.search.search(self.reader, word_start=not prefix, n_best=k)
         candidates = []
         for continuation, log_prob in found:

@@ -200,28 +200,32 @@ def beam_steps(log_probs, expand, *, beam_width, max_length, n_best, stop, banne
     open_scores = numpy.zeros(1)
     counted = []                          # the n_best best counted ended scores, a min-heap
     vocab = log_probs.shape[-1]
+    # The bans as terms to add (0 or -inf): one add of the (n, V) scores, not a masked store.
+    ban = numpy.where(banned, -math.inf, 0.0)
+    first_ban = ban if first_banned is None else numpy.where(first_banned, -math.inf, 0.0)
     for length in range(1, max_length + 1):
         scores = open_scores[:, None] + log_probs
-        scores[:, banned if first_banned is None or length > 1 else first_banned] = -numpy.inf
+        scores += first_ban if length == 1 else ban
         flat_scores = scores.ravel()
         # Enough candidates to refill the beam even if many of them end here.
         n_candidates = min(flat_scores.size, 2 * beam_width + n_best)
         top = numpy.argpartition(-flat_scores, n_candidates - 1)[:n_candidates]
         top = top[numpy.argsort(-flat_scores[top], kind="stable")]
-        next_rows, next_tokens, next_scores = [], [], []
-        for flat, score in zip(top.tolist(), flat_scores[top].tolist()):
-            if score == -math.inf:
-                break
-            row, token = divmod(flat, vocab)
-            if stop[token]:
-                if on_stop(open_ids[row], token, score):
-                    _push(counted, n_best, (score,))
-            elif len(next_rows) < beam_width:
-                next_rows.append(row)
-                next_tokens.append(token)
-                next_scores.append(score)
-        if not next_rows:
+        top_scores = flat_scores[top]
+        top = top[:int(numpy.count_nonzero(top_scores > -math.inf))]   # best first: -inf last
+        rows, tokens = numpy.divmod(top, vocab)
+        ends = stop[tokens]
+        top_scores = top_scores[:len(top)].tolist()
+        rows_list, tokens_list = rows.tolist(), tokens.tolist()
+        for i in numpy.flatnonzero(ends).tolist():       # in score order, as they end
+            if on_stop(open_ids[rows_list[i]], tokens_list[i], top_scores[i]):
+                _push(counted, n_best, (top_scores[i],))
+        kept = numpy.flatnonzero(~ends)[:beam_width].tolist()
+        if not kept:
             break
+        next_rows = [rows_list[i] for i in kept]
+        next_tokens = [tokens_list[i] for i in kept]
+        next_scores = [top_scores[i] for i in kept]
         open_ids = [open_ids[row] + (token,) for row, token in zip(next_rows, next_tokens)]
         open_scores = numpy.array(next_scores)
         worst_kept = counted[0][0] if len(counted) >= n_best else -math.inf

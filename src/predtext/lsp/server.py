@@ -209,12 +209,11 @@ class PredtextServer(LanguageServer):
 
     # ------------------------------------------------------------------ completion
 
-    def request_completion(self, msg_id, params: types.CompletionParams) -> None:
+    def request_completion(self, msg_id, uri: str, position: types.Position) -> None:
         """Take a completion request as it is read (on the loop): answer it at once when no
         engine is needed, else stamp it (see the module doc) and queue it for the worker,
         which writes the answer itself -- one thread hop fewer per keystroke than handing the
         answer back to the loop."""
-        uri = params.text_document.uri
         state = self.documents.get(uri)
         if state is None:
             self._error(msg_id, INVALID_PARAMS, f"Invalid params: document not open: {uri}")
@@ -226,7 +225,7 @@ class PredtextServer(LanguageServer):
         self._latest[uri] = sequence
         job: Future = Future()
         self._jobs[msg_id] = job
-        args = (msg_id, uri, sequence, state.document.version, params.position)
+        args = (msg_id, uri, sequence, state.document.version, position)
         if self._ready.done():
             # Once the loop has handled what it has already read (an edit, a newer request,
             # a cancellation that came with this one), so that the worker finds it handled.
@@ -434,6 +433,10 @@ class PredtextServer(LanguageServer):
             except Exception:
                 log.exception("handling %s failed", method)
             return
+        if method == types.TEXT_DOCUMENT_COMPLETION and is_request and msg_id is not None and (
+                plain := _plain_position(data.get("params"))) is not None:
+            self.request_completion(msg_id, *plain)
+            return
         try:
             message = self.protocol.structure_message(data)
         except Exception as error:
@@ -448,7 +451,8 @@ class PredtextServer(LanguageServer):
         elif method == types.SHUTDOWN:
             self._shut_down = True
         elif method == types.TEXT_DOCUMENT_COMPLETION and is_request:
-            self.request_completion(message.id, message.params)
+            params = message.params
+            self.request_completion(message.id, params.text_document.uri, params.position)
             return
         elif method == types.CANCEL_REQUEST and self.cancel(getattr(message.params, "id", None)):
             return
@@ -581,6 +585,32 @@ def _plain_changes(params):
             or not all(isinstance(text, str) for _, _, text in changes)):
         return None
     return uri, version, changes
+
+
+def _plain_position(params):
+    """``(uri, position)`` of a completion request of the usual shape, read straight from the
+    JSON; None for any other, which lsprotocol then checks (its objects cost some 30-80 us of
+    the message loop a keystroke)."""
+    try:
+        document, position = params["textDocument"], params["position"]
+        uri, line, character = document["uri"], position["line"], position["character"]
+        context = params.get("context")
+    except (KeyError, TypeError, AttributeError):
+        return None
+    if (not isinstance(uri, str) or len(document) != 1 or len(position) != 2
+            or not all(type(n) is int and 0 <= n < 2**31 for n in (line, character))
+            or not set(params) <= {"textDocument", "position", "context"}
+            or (context is not None and not _plain_context(context))):
+        return None
+    return uri, types.Position(line=line, character=character)
+
+
+def _plain_context(context) -> bool:
+    """Whether a completion ``context`` is one lsprotocol would take (the server reads none
+    of it)."""
+    return (isinstance(context, dict) and set(context) <= {"triggerKind", "triggerCharacter"}
+            and context.get("triggerKind") in (1, 2, 3) and type(context["triggerKind"]) is int
+            and isinstance(context.get("triggerCharacter", ""), str))
 
 
 def _EMPTY() -> dict:
