@@ -338,19 +338,28 @@ PT_BODY void NAME(tile)(int K, const REAL *a, int lda, const REAL *b0, const REA
 PT_BODY void NAME(tile_rows)(int B, int K, const REAL *a, int lda, const REAL *b0,
                              const REAL *b1, REAL *c0, REAL *c1, int ldc, const int nv)
 {
+    /* A tile of one to three rows is bound by its loads; such a remainder is merged with
+     * the last full tile and split evenly (32 rows: 6 6 6 6 4 4, not 6 6 6 6 6 2). */
+    int full = B / PT_TILE_ROWS, rest = B % PT_TILE_ROWS;
+    if (full > 0 && rest > 0 && rest < 4) full--, rest += PT_TILE_ROWS;
     int b = 0;
-    for (; b + PT_TILE_ROWS <= B; b += PT_TILE_ROWS)
+    for (int t = 0; t < full; t++, b += PT_TILE_ROWS)
         NAME(tile)(K, a + (size_t)b * lda, lda, b0, b1, c0 + (size_t)b * ldc,
                    c1 + (size_t)b * ldc, ldc, nv, PT_TILE_ROWS);
-    const REAL *ab = a + (size_t)b * lda;
-    REAL *cb0 = c0 + (size_t)b * ldc, *cb1 = c1 + (size_t)b * ldc;
-    switch (B - b) {
-    case 5: NAME(tile)(K, ab, lda, b0, b1, cb0, cb1, ldc, nv, 5); break;
-    case 4: NAME(tile)(K, ab, lda, b0, b1, cb0, cb1, ldc, nv, 4); break;
-    case 3: NAME(tile)(K, ab, lda, b0, b1, cb0, cb1, ldc, nv, 3); break;
-    case 2: NAME(tile)(K, ab, lda, b0, b1, cb0, cb1, ldc, nv, 2); break;
-    case 1: NAME(tile)(K, ab, lda, b0, b1, cb0, cb1, ldc, nv, 1); break;
-    default: break;
+    while (rest > 0) {
+        const int R = rest > PT_TILE_ROWS ? rest - rest / 2 : rest;
+        const REAL *ab = a + (size_t)b * lda;
+        REAL *cb0 = c0 + (size_t)b * ldc, *cb1 = c1 + (size_t)b * ldc;
+        switch (R) {
+        case 6: NAME(tile)(K, ab, lda, b0, b1, cb0, cb1, ldc, nv, 6); break;
+        case 5: NAME(tile)(K, ab, lda, b0, b1, cb0, cb1, ldc, nv, 5); break;
+        case 4: NAME(tile)(K, ab, lda, b0, b1, cb0, cb1, ldc, nv, 4); break;
+        case 3: NAME(tile)(K, ab, lda, b0, b1, cb0, cb1, ldc, nv, 3); break;
+        case 2: NAME(tile)(K, ab, lda, b0, b1, cb0, cb1, ldc, nv, 2); break;
+        default: NAME(tile)(K, ab, lda, b0, b1, cb0, cb1, ldc, nv, 1); break;
+        }
+        b += R;
+        rest -= R;
     }
 }
 
