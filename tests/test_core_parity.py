@@ -111,3 +111,38 @@ def test_float32_gate_functions_are_accurate():
     assert np.max(np.abs(_core.tanh_f32(x) - exact_tanh)[nz] / np.abs(exact_tanh[nz])) < 5e-7
     tiny = np.float32([1e-30, -1e-20, 1e-8])
     np.testing.assert_allclose(_core.tanh_f32(tiny), tiny, rtol=1e-7)
+
+
+@pytest.fixture
+def blas_step_rows():
+    """Restores the core's choice of per-step product path after a test changes it."""
+    before = _core._get_step_rows()
+    yield
+    _core._set_step_rows(*before)
+
+
+@pytest.mark.parametrize("dtype,tol", [(np.float32, 2e-5), (np.float64, 1e-12)])
+@pytest.mark.parametrize("cell", ["rnn_tanh", "lstm", "lstm_peephole", "gru"])
+def test_packed_step_products_match_blas(cell, dtype, tol, blas_step_rows):
+    """The per-step products on weights packed once per call (where OpenBLAS has no small
+    kernels) against BLAS in blocks of rows, at sizes that leave partial columns of units
+    (H = 13, 21, 203) and every remainder of the six-row tile; the largest are shared by two
+    threads (the second one's units end in the partial column)."""
+    threads = _core.get_num_threads()
+    rng = np.random.default_rng(5)
+    _core.set_num_threads(2)
+    try:
+        for H_, B_ in [(13, 1), (13, 7), (21, 9), (21, 13), (203, 13), (203, 51)]:
+            params = make_params(cell, 7, H_, dtype, seed=B_)
+            x = rng.standard_normal((4, B_, 7)).astype(dtype)
+            d_out = rng.standard_normal((4, B_, H_)).astype(dtype)
+            results = []
+            for rows in (0, 16):
+                _core._set_step_rows(rows, rows)
+                out, h_n, _, cache = forward(cell, x, params, training=True)
+                dx, dh0, _, grads = backward(cache, params, d_out)
+                results.append([out, h_n, dx, dh0, *grads.values()])
+            for k, (ours, blas) in enumerate(zip(*results)):
+                assert_close(ours, blas, tol, f"H={H_} B={B_} result {k}")
+    finally:
+        _core.set_num_threads(threads)

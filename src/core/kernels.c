@@ -2,6 +2,7 @@
 #include "kernels.h"
 
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "parallel.h"

@@ -2,13 +2,16 @@
  *
  * Layout (PyTorch's): gate blocks stacked along the first weight axis, LSTM i,f,g,o,
  * GRU r,z,n with b_hn inside the reset product.  Arrays are C-contiguous, time-major:
- * x (T,B,I), gates (T,B,G*H), states (B,H).  Every matrix product goes through BLAS;
- * the gate nonlinearities are fused into one loop per step.
+ * x (T,B,I), gates (T,B,G*H), states (B,H).  Every matrix product goes through BLAS but
+ * the per-step ones where BLAS would pack the weights on every call (kernels_impl.h); the
+ * gate nonlinearities are fused into one loop per step.
  *
  * Threading: one OpenMP team per call.  In each step thread p computes a contiguous block
  * of gate rows of the recurrent product, then, after a barrier (the gate math needs every
  * block), the gate math of its own slice of hidden units [j0,j1); a second barrier ends
- * the step.  BLAS is called single-threaded from inside the team (the Python shim pins
+ * the step.  Where the per-step products run on W_hh packed once per sequence (BLAS
+ * without small-matrix kernels, see kernels_impl.h), thread p multiplies the gate rows of
+ * its own units, and the first barrier goes.  BLAS is called single-threaded from inside the team (the Python shim pins
  * BLAS to one thread while a kernel runs), so the two thread pools never fight over the
  * cores.  The per-cell gate math is in row kernels, found through the cell table
  * (cells.h).

@@ -289,7 +289,7 @@ static const NAME(pt_cell_rows) NAME(pt_rows)[PT_NCELLS] = {PT_CELLS(PT_CELL_ROW
 #undef PT_CELL_ROWS
 
 /* Recurrent dropout: dst = mask * src (added to dst with add) on this thread's units
- * [j0, j0 + n) of each of the B rows of H. */
+ * [j0, j0 + n) of each of the B rows of H; no mask is a mask of ones. */
 static void NAME(mask_units)(int B, int H, int j0, int n, const REAL *mask, const REAL *src,
                              REAL *dst, int add)
 {
@@ -297,8 +297,164 @@ static void NAME(mask_units)(int B, int H, int j0, int n, const REAL *mask, cons
         const size_t o = (size_t)b * H + j0;
 #pragma omp simd
         for (int j = 0; j < n; j++)
-            dst[o + j] = (add ? dst[o + j] : 0) + mask[o + j] * src[o + j];
+            dst[o + j] = (add ? dst[o + j] : 0) + (mask ? mask[o + j] * src[o + j] : src[o + j]);
     }
+}
+
+/* ---- the per-step products on weights packed once per sequence ---- */
+
+/* Where OpenBLAS has no unpacked small-matrix kernels (its AVX2 and older targets), every
+ * per-step product packs the weights again, and a step's product ran at half the sgemm
+ * rate.  A sequence multiplies by the same W_hh T times, so pt_forward and pt_backward pack
+ * it once into columns of PT_VL units, each column PT_VL-wide and K deep, contiguous, and
+ * multiply with the register-blocked tile below (two columns by six batch rows: 12
+ * accumulators, the most a 16-register AVX2 file holds beside the operands). */
+#define PT_VL (32 / (int)sizeof(REAL))
+#define PT_TILE_ROWS 6
+typedef REAL NAME(vec) __attribute__((vector_size(32)));
+
+#pragma GCC push_options
+#pragma GCC optimize("fp-contract=fast")
+
+/* C rows [0, R), ldc apart, columns c0 (and c1 when nv == 2) += A (R x K, lda apart)
+ * times the packed columns b0 (b1), each K vectors.  nv and R are constants after
+ * inlining, so the accumulators stay in registers. */
+PT_BODY void NAME(tile)(int K, const REAL *a, int lda, const REAL *b0, const REAL *b1,
+                        REAL *c0, REAL *c1, int ldc, const int nv, const int R)
+{
+    NAME(vec) acc0[PT_TILE_ROWS], acc1[PT_TILE_ROWS];
+    const REAL *ar[PT_TILE_ROWS];
+#pragma GCC unroll 6
+    for (int r = 0; r < R; r++) {
+        ar[r] = a + (size_t)r * lda;
+        memcpy(&acc0[r], c0 + (size_t)r * ldc, sizeof acc0[r]);
+        if (nv == 2) memcpy(&acc1[r], c1 + (size_t)r * ldc, sizeof acc1[r]);
+    }
+    for (int k = 0; k < K; k++) {
+        const NAME(vec) w0 = *(const NAME(vec) *)(b0 + (size_t)k * PT_VL);
+        const NAME(vec) w1 = nv == 2 ? *(const NAME(vec) *)(b1 + (size_t)k * PT_VL) : w0;
+#pragma GCC unroll 6
+        for (int r = 0; r < R; r++) {
+            const REAL x = ar[r][k];
+            acc0[r] += w0 * x;
+            if (nv == 2) acc1[r] += w1 * x;
+        }
+    }
+#pragma GCC unroll 6
+    for (int r = 0; r < R; r++) {
+        memcpy(c0 + (size_t)r * ldc, &acc0[r], sizeof acc0[r]);
+        if (nv == 2) memcpy(c1 + (size_t)r * ldc, &acc1[r], sizeof acc1[r]);
+    }
+}
+
+/* All B rows of C through the tile, R a constant in each case. */
+PT_BODY void NAME(tile_rows)(int B, int K, const REAL *a, int lda, const REAL *b0,
+                             const REAL *b1, REAL *c0, REAL *c1, int ldc, const int nv)
+{
+    /* A tile of one to three rows is bound by its loads; such a remainder is merged with
+     * the last full tile and split evenly (32 rows: 6 6 6 6 4 4, not 6 6 6 6 6 2). */
+    int full = B / PT_TILE_ROWS, rest = B % PT_TILE_ROWS;
+    if (full > 0 && rest > 0 && rest < 4) full--, rest += PT_TILE_ROWS;
+    int b = 0;
+    for (int t = 0; t < full; t++, b += PT_TILE_ROWS)
+        NAME(tile)(K, a + (size_t)b * lda, lda, b0, b1, c0 + (size_t)b * ldc,
+                   c1 + (size_t)b * ldc, ldc, nv, PT_TILE_ROWS);
+    while (rest > 0) {
+        const int R = rest > PT_TILE_ROWS ? rest - rest / 2 : rest;
+        const REAL *ab = a + (size_t)b * lda;
+        REAL *cb0 = c0 + (size_t)b * ldc, *cb1 = c1 + (size_t)b * ldc;
+        switch (R) {
+        case 6: NAME(tile)(K, ab, lda, b0, b1, cb0, cb1, ldc, nv, 6); break;
+        case 5: NAME(tile)(K, ab, lda, b0, b1, cb0, cb1, ldc, nv, 5); break;
+        case 4: NAME(tile)(K, ab, lda, b0, b1, cb0, cb1, ldc, nv, 4); break;
+        case 3: NAME(tile)(K, ab, lda, b0, b1, cb0, cb1, ldc, nv, 3); break;
+        case 2: NAME(tile)(K, ab, lda, b0, b1, cb0, cb1, ldc, nv, 2); break;
+        default: NAME(tile)(K, ab, lda, b0, b1, cb0, cb1, ldc, nv, 1); break;
+        }
+        b += R;
+        rest -= R;
+    }
+}
+
+/* C (B rows, ldc apart) += A (B x K, lda apart) times packed columns [q0, q1) of bp.
+ * Column q holds units [p VL, p VL + VL) of gate block g, p = q / G and g = q % G; its
+ * place in a row of C is g * H + p VL.  The last column of a gate block may hold fewer
+ * than PT_VL units (H not a multiple of PT_VL): it goes through a scratch tile. */
+PT_CLONES static void NAME(packed_product)(int B, int K, int G, int H, const REAL *a,
+                                           int lda, const REAL *bp, int q0, int q1, REAL *c,
+                                           int ldc)
+{
+    for (int q = q0; q < q1;) {
+        const int p = q / G, g = q % G, n = H - p * PT_VL < PT_VL ? H - p * PT_VL : PT_VL;
+        const REAL *b0 = bp + (size_t)q * K * PT_VL;
+        REAL *c0 = c + (size_t)g * H + (size_t)p * PT_VL;
+        if (n < PT_VL) {
+            REAL scratch[PT_TILE_ROWS * 8];
+            for (int b = 0; b < B; b += PT_TILE_ROWS) {
+                const int R = B - b < PT_TILE_ROWS ? B - b : PT_TILE_ROWS;
+                memset(scratch, 0, sizeof scratch);
+                for (int r = 0; r < R; r++)
+                    memcpy(scratch + r * PT_VL, c0 + (size_t)(b + r) * ldc, n * sizeof(REAL));
+                NAME(tile_rows)(R, K, a + (size_t)b * lda, lda, b0, b0, scratch, scratch,
+                                PT_VL, 1);
+                for (int r = 0; r < R; r++)
+                    memcpy(c0 + (size_t)(b + r) * ldc, scratch + r * PT_VL, n * sizeof(REAL));
+            }
+            q++;
+            continue;
+        }
+        const int p1 = (q + 1) / G, g1 = (q + 1) % G;
+        if (q + 1 < q1 && H - p1 * PT_VL >= PT_VL) {
+            NAME(tile_rows)(B, K, a, lda, b0, b0 + (size_t)K * PT_VL, c0,
+                            c + (size_t)g1 * H + (size_t)p1 * PT_VL, ldc, 2);
+            q += 2;
+        } else {
+            NAME(tile_rows)(B, K, a, lda, b0, b0, c0, c0, ldc, 1);
+            q++;
+        }
+    }
+}
+
+#pragma GCC pop_options
+
+/* The forward's packing of W_hh (G H x H): for the columns of units [j0, j1) (j0 a multiple
+ * of PT_VL), column q = p G + g holds rows g H + p VL + l of W_hh, k running over H. */
+static void NAME(pack_forward)(int G, int H, const REAL *w_hh, int j0, int j1, REAL *bp)
+{
+    for (int p = j0 / PT_VL; p * PT_VL < j1; p++)
+        for (int g = 0; g < G; g++) {
+            REAL *col = bp + (size_t)(p * G + g) * H * PT_VL;
+            for (int l = 0; l < PT_VL; l++) {
+                const int u = p * PT_VL + l;
+                const REAL *row = w_hh + ((size_t)g * H + u) * H;
+                for (int k = 0; k < H; k++) col[(size_t)k * PT_VL + l] = u < H ? row[k] : 0;
+            }
+        }
+}
+
+/* The backward's: dh = dG W_hh, so column p holds columns p VL + l of W_hh, k running over
+ * its G H rows. */
+static void NAME(pack_backward)(int GH, int H, const REAL *w_hh, int j0, int j1, REAL *bp)
+{
+    for (int p = j0 / PT_VL; p * PT_VL < j1; p++) {
+        REAL *col = bp + (size_t)p * GH * PT_VL;
+        for (int k = 0; k < GH; k++)
+            for (int l = 0; l < PT_VL; l++) {
+                const int u = p * PT_VL + l;
+                col[(size_t)k * PT_VL + l] = u < H ? w_hh[(size_t)k * H + u] : 0;
+            }
+    }
+}
+
+/* Room for either packing: the units rounded up to whole columns, 32-byte aligned.  NULL
+ * when the per-step products stay with BLAS: where it has small-matrix kernels (see
+ * gemm_rows), or when the memory is not there. */
+static REAL *NAME(packed_alloc)(int G, int H, int which)
+{
+    if (pt_step_rows[which] > 0) return NULL;
+    size_t cols = (size_t)(H + PT_VL - 1) / PT_VL * G;
+    size_t bytes = (cols * H * PT_VL * sizeof(REAL) + 31) / 32 * 32;
+    return aligned_alloc(32, bytes);
 }
 
 /* ---- whole-sequence forward ---- */
@@ -315,6 +471,10 @@ void NAME(pt_forward)(const pt_dims *d, int training, const REAL *x, const REAL 
     const size_t BH = (size_t)B * H, BGH = (size_t)B * GH;
     const REAL *hmask = d->hmask;
     REAL *hm = d->hmasked;
+    REAL *const packed = NAME(packed_alloc)(d->G, H, 1);
+    /* Inference keeps one masked copy of h, rewritten for the next step after the gate
+     * math: no thread may do that while another still reads it, hence a barrier between. */
+    const int product_barrier = !packed || (hmask && !training);
 
 #pragma omp parallel num_threads(d->nthreads)
     {
@@ -322,6 +482,10 @@ void NAME(pt_forward)(const pt_dims *d, int training, const REAL *x, const REAL 
         pt_thread_share(H, TB, GH, &s);
         const int j0 = s.j0, j1 = s.j1, r0 = s.r0, r1 = s.r1, m0 = s.m0, m1 = s.m1;
         const int hp = j1 - j0;
+        /* With packed weights a thread multiplies the gate rows of its own units, so its
+         * gate math needs no other thread's product: one barrier a step, not two. */
+        const int q0 = j0 / PT_VL * d->G, q1 = (j1 + PT_VL - 1) / PT_VL * d->G;
+        if (packed) NAME(pack_forward)(d->G, H, w_hh, j0, j1, packed);
 
         /* Input projection of every time step at once; the biases that are plain sums
          * (all but a hidden bias kept apart, as GRU's inside the reset product) go in
@@ -355,10 +519,22 @@ void NAME(pt_forward)(const pt_dims *d, int training, const REAL *x, const REAL 
             /* Recurrent term: one GEMM per thread over a contiguous block of gate rows
              * (fewer, larger BLAS calls than one per gate), added into the gates or kept
              * apart; the gate math below then needs every block, hence the barrier. */
-            NAME(gemm_rows)('T', 'N', m1 - m0, B, H, 1, w_hh + (size_t)m0 * H, H,
-                            hmask ? hm + (training ? (size_t)t * BH : 0) : h_prev, H,
-                            apart ? 0 : 1, (apart ? hh_work : xg_t) + m0, GH);
+            const REAL *h_in = hmask ? hm + (training ? (size_t)t * BH : 0) : h_prev;
+            if (packed) {
+                if (apart)
+                    for (int b = 0; b < B; b++)
+                        for (int g = 0; g < d->G; g++)
+                            memset(hh_work + (size_t)b * GH + (size_t)g * H + j0, 0,
+                                   hp * sizeof(REAL));
+                NAME(packed_product)(B, H, d->G, H, h_in, H, packed, q0, q1,
+                                     apart ? hh_work : xg_t, GH);
+            } else {
+                NAME(gemm_rows)('T', 'N', m1 - m0, B, H, 1, w_hh + (size_t)m0 * H, H, h_in,
+                                H, apart ? 0 : 1, (apart ? hh_work : xg_t) + m0, GH);
+            }
+            if (product_barrier) {
 #pragma omp barrier
+            }
             for (int b = 0; b < B; b++) {
                 const size_t sb = (size_t)b * H + j0, gb = (size_t)b * GH + j0;
                 int active = !d->lengths || t < d->lengths[b];
@@ -394,6 +570,7 @@ void NAME(pt_forward)(const pt_dims *d, int training, const REAL *x, const REAL 
                        (size_t)b * H + j0, hp * sizeof(REAL));
         }
     }
+    free(packed);
 }
 
 /* ---- backpropagation through time ---- */
@@ -410,6 +587,7 @@ void NAME(pt_backward)(const pt_dims *d, const REAL *x, const REAL *w_ih, const 
     void (*const row_kernel)(const NAME(pt_bwd_row) *) = NAME(pt_rows)[d->cell].backward;
     const size_t BH = (size_t)B * H, BGH = (size_t)B * GH;
     const REAL *hmask = d->hmask, *hm = d->hmasked;
+    REAL *const packed = NAME(packed_alloc)(G, H, 0);
 
 #pragma omp parallel num_threads(d->nthreads)
     {
@@ -417,6 +595,7 @@ void NAME(pt_backward)(const pt_dims *d, const REAL *x, const REAL *w_ih, const 
         pt_thread_share(H, TB, GH, &s);
         const int j0 = s.j0, j1 = s.j1, r0 = s.r0, r1 = s.r1, m0 = s.m0, m1 = s.m1;
         const int hp = j1 - j0;
+        if (packed) NAME(pack_backward)(GH, H, w_hh, j0, j1, packed);
 
         for (int b = 0; b < B; b++) {
             const size_t sb = (size_t)b * H + j0;
@@ -456,10 +635,20 @@ void NAME(pt_backward)(const pt_dims *d, const REAL *x, const REAL *w_ih, const 
             }
 #pragma omp barrier
             /* dh_{t-1}[:, own units] += dgates_t @ W_hh[:, own units], times the recurrent
-             * dropout mask when there is one (the product goes to dh0, free until the end). */
-            NAME(gemm_rows)('N', 'N', hp, B, GH, 1, w_hh + j0, H, dgh_t, GH, hmask ? 0 : 1,
-                            (hmask ? dh0 : dh) + j0, H);
-            if (hmask) NAME(mask_units)(B, H, j0, hp, hmask, dh0, dh, 1);
+             * dropout mask when there is one.  The product goes to dh0 (free until the end)
+             * first with a mask, and on the packed path in any case: its tiles accumulate
+             * into their output term by term, so a mask of ones gives the same bits only if
+             * both paths add one finished product to dh. */
+            const int apart_dh = hmask || packed;
+            if (packed) {
+                for (int b = 0; b < B; b++) memset(dh0 + (size_t)b * H + j0, 0, hp * sizeof(REAL));
+                NAME(packed_product)(B, GH, 1, H, dgh_t, GH, packed, j0 / PT_VL,
+                                     (j1 + PT_VL - 1) / PT_VL, dh0, H);
+            } else {
+                NAME(gemm_rows)('N', 'N', hp, B, GH, 1, w_hh + j0, H, dgh_t, GH, apart_dh ? 0 : 1,
+                                (apart_dh ? dh0 : dh) + j0, H);
+            }
+            if (apart_dh) NAME(mask_units)(B, H, j0, hp, hmask, dh0, dh, 1);
         }
         for (int b = 0; b < B; b++) {
             const size_t sb = (size_t)b * H + j0;
@@ -486,6 +675,7 @@ void NAME(pt_backward)(const pt_dims *d, const REAL *x, const REAL *w_ih, const 
         NAME(gemm)('N', 'N', I, r1 - r0, GH, 1, w_ih, I, dgx + (size_t)r0 * GH, GH, 0,
                    dx + (size_t)r0 * I, I);
     }
+    free(packed);
 }
 
 /* ---- one step for incremental inference: no allocation ---- */
@@ -621,5 +811,7 @@ void NAME(pt_reverse)(int T, int B, int F, const int *lengths, const REAL *src, 
 
 #undef NAME
 #undef PT_BODY
+#undef PT_VL
+#undef PT_TILE_ROWS
 #undef PT_CAT
 #undef PT_CAT2
