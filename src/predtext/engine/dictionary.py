@@ -160,12 +160,20 @@ def mix_frequencies(corpus: Mapping[str, float], modern: Mapping[str, float],
     """Each word's share of ``corpus`` (counts) and of ``modern`` (a frequency list), mixed:
     ``corpus_share`` x the one + the rest x the other. A word either source knows is ranked
     by how common it is in both (the model's corpora are old books; the list, today's text)."""
+    # The list is lower-case: a word the corpus knows keeps the corpus's capitals ("Monday").
+    written: dict[str, tuple[float, str]] = {}
+    for word, frequency in corpus.items():
+        key = normalize_word(word)
+        if frequency > written.get(key, (0.0, ""))[0]:
+            written[key] = (frequency, word)
     mixed: dict[str, float] = {}
     for words, share in ((corpus, corpus_share), (modern, 1.0 - corpus_share)):
         total = float(sum(f for f in words.values() if f > 0))
         if total > 0:
             for word, frequency in words.items():
                 if frequency > 0:
+                    if words is modern:
+                        word = written.get(normalize_word(word), (0.0, word))[1]
                     mixed[word] = mixed.get(word, 0.0) + share * frequency / total
     return mixed
 
