@@ -16,7 +16,8 @@ file from ``predtext train`` on that 90% (``--train`` makes one: ``predtext trai
 predtext rows have no neural model.
 
 ``--english``: the third target. The text is ``benchmarks/data/english_original.txt``, written
-for this benchmark (no corpus holds it). presage's n-gram database is built from every shared
+for this benchmark (no corpus holds it), or ``--text`` another one (``benchmarks/data/README.md``
+names them and their sources). presage's n-gram database is built from every shared
 corpus; predtext is the default engine: ``Engine.load()`` with the packaged default model (or
 ``--model``), and, when no model is installed, an n-gram of the same corpora.
 
@@ -151,9 +152,12 @@ def build_presage_database(train_path: Path, database: Path) -> None:
 def run_presage(workdir: Path, train: str, test: str, k: int, predictors: str = None):
     train_path = workdir / "train.txt"
     train_path.write_text(train, encoding="utf-8")
-    database = workdir / "presage_3gram.db"
+    database = workdir / f"presage_3gram_{len(train)}.db"
     if not database.exists():
-        build_presage_database(train_path, database)
+        building = database.with_suffix(".part")
+        building.unlink(missing_ok=True)
+        build_presage_database(train_path, building)
+        building.replace(database)
     user_database = workdir / f"presage_user_{predictors or 'default'}.db"
     if user_database.exists():
         user_database.unlink()
@@ -274,7 +278,7 @@ def all_corpora() -> list:
 
 
 def english_rows(args, tmp: Path):
-    test = ENGLISH_TEXT.read_text(encoding="utf-8")
+    test = args.text.read_text(encoding="utf-8")
     corpora = all_corpora()
     train = "\n\n".join(path.read_text(encoding="utf-8") for path in corpora)
     rows = []
@@ -299,7 +303,7 @@ def english_rows(args, tmp: Path):
         ngram = NGramModel.from_text([path.read_text(encoding="utf-8") for path in corpora])
         rows.append(("predtext (default, n-gram of the corpora)",
                      run_predtext(test, args.k, PREDTEXT_DEFAULT, ngram)))
-    title = (f"KSR on {ENGLISH_TEXT.name} ({len(test)} characters, in no corpus), k={args.k}, "
+    title = (f"KSR on {args.text.name} ({len(test)} characters, in no corpus), k={args.k}, "
              f"case-insensitive, {_who()}; trained on {len(corpora)} corpora"
              + (f"; model {Path(model).name}" if model else ""))
     return title, rows
@@ -365,20 +369,52 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="seed of the typos")
     parser.add_argument("--only", choices=("presage", "predtext"),
                         help="run only that engine's rows")
+    parser.add_argument("--text", type=Path, default=ENGLISH_TEXT,
+                        help="with --english: the text typed (default: %(default)s; "
+                             "benchmarks/data/README.md lists the others and their sources)")
+    parser.add_argument("--config", type=Path,
+                        help="a TOML file laid over predtext's default config for every row")
+    parser.add_argument("--budget-ms", type=float,
+                        help="predtext's per-keystroke time budget (default: the config's); a "
+                             "large one keeps the KSR figures deterministic on a loaded machine")
+    parser.add_argument("--workdir", type=Path,
+                        help="keep presage's databases here between runs (default: a "
+                             "temporary folder; the database is rebuilt when the training "
+                             "text's size changes)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     args = parser.parse_args(argv)
     SIMULATED.update(user=args.user, typos=args.typos, seed=args.seed)
+    if args.config is not None:
+        over = tomllib.loads(args.config.read_text(encoding="utf-8"))
+        for section, table in over.items():
+            for name, value in table.items():
+                target = PREDTEXT_DEFAULT.setdefault(section, {})
+                if isinstance(value, dict):
+                    target.setdefault(name, {}).update(value)
+                else:
+                    target[name] = value
+    if args.budget_ms is not None:
+        PREDTEXT_DEFAULT["engine"]["time_budget_ms"] = args.budget_ms
+    DEFAULT_WEIGHTS.update({name: table.get("weight", 1.0)
+                            for name, table in PREDTEXT_DEFAULT["predictors"].items()})
+    NO_NEURAL.clear()
+    NO_NEURAL.update({name: w for name, w in DEFAULT_WEIGHTS.items() if name != "neural"})
     # Nothing learned reaches the user's own history or config, whatever the rows do.
     os.environ["PREDTEXT_DATA_DIR"] = tempfile.mkdtemp(prefix="bench_ksr_data_")
     os.environ["PREDTEXT_CONFIG"] = os.path.join(os.environ["PREDTEXT_DATA_DIR"], "none.toml")
 
     with tempfile.TemporaryDirectory(prefix="bench_ksr_") as tmp:
+        work = Path(tmp)
+        if args.workdir is not None:
+            work = args.workdir / ("english" if args.english else "tune" if args.tune
+                                   else f"{args.corpus.stem}_{args.chars}")
+            work.mkdir(parents=True, exist_ok=True)
         if args.english:
-            title, rows = english_rows(args, Path(tmp))
+            title, rows = english_rows(args, work)
         elif args.tune:
-            title, rows = tuning_rows(args, Path(tmp))
+            title, rows = tuning_rows(args, work)
         else:
-            title, rows = shakespeare_rows(args, Path(tmp))
+            title, rows = shakespeare_rows(args, work)
 
     if args.json:
         print(json.dumps({name: report.summary() for name, report in rows}, indent=2))

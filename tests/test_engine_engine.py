@@ -374,7 +374,7 @@ def test_engines_loaded_on_several_threads_at_once_all_get_their_predictors(monk
     monkeypatch.setattr(predictor_module, "_builtins_registered", False)
     monkeypatch.setattr(predictor_module, "_entry_points_loaded", False)
     config = {"predictors": {"ngram": {}, "dictionary": {}, "history": {"persist": False},
-                             "abbreviations": {"enabled": False}}}
+                             "abbreviations": {"enabled": False}, "bigrams": {"enabled": False}}}
     model = NGramModel.from_text(TEXT)
     start, names = threading.Barrier(4), {}
 
@@ -608,6 +608,7 @@ def test_two_predictors_over_one_model_never_learn_at_once():
     config = {"engine": {"time_budget_ms": 1000},
               "predictors": {"neural": {"enabled": False}, "history": {"enabled": False},
                              "dictionary": {"enabled": False}, "abbreviations": {"enabled": False},
+                             "bigrams": {"enabled": False},
                              "ngram": {}, "words": {"type": "ngram", "phrase_words": 1}}}
     active, overlaps, errors = [0], [0], []
     learn = NGramModel.learn

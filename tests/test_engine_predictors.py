@@ -247,3 +247,13 @@ def test_a_unigram_history_still_offers_next_words():
     predictor.learn("please buy bananas")
     assert {c.text for c in predictor.predict(parse_context("She opened the "), 6)} == {
         "please", "buy", "bananas"}
+
+
+def test_a_modern_word_keeps_the_corpus_capitals():
+    from predtext.engine.dictionary import mix_frequencies
+
+    mixed = mix_frequencies({"Monday": 3, "the": 7}, {"monday": 1, "the": 8, "email": 1})
+    assert mixed == pytest.approx({"Monday": 0.5 * 0.3 + 0.5 * 0.1, "the": 0.5 * 0.7 + 0.5 * 0.8,
+                                   "email": 0.5 * 0.1})
+    assert Dictionary(mixed).form("monday") == "Monday"
+    assert Dictionary(mixed).form("zebra") == "zebra"

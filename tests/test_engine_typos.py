@@ -88,3 +88,40 @@ def test_the_default_engine_knows_todays_words_and_corrects_typos():
         assert "email" in [s.text for s in engine.suggest("send me an ema")]
         assert "website" in [s.text for s in engine.suggest("the websi")]
         assert "the" in [s.text for s in engine.suggest("on teh")]
+
+
+def test_the_previous_word_weighs_the_corrections(tmp_path):
+    from predtext.engine.bigrams import PairPrior
+    from predtext.engine.wordlist import english_bigrams
+
+    pairs_file = tmp_path / "pairs.txt"
+    pairs_file.write_text("in half 100\nin all 1\nof all 100\n", encoding="utf-8")
+    words = Dictionary({"all": 1000.0, "half": 100.0})
+    prior = PairPrior(english_bigrams(pairs_file), words)
+    plain, weighed = TypoCorrector(words), TypoCorrector(words, prior=prior)
+    assert [c.text for c in plain.predict(parse_context("cut in ahl"), 3)][0] == "all"
+    assert [c.text for c in weighed.predict(parse_context("cut in ahl"), 3)][0] == "half"
+    assert [c.text for c in weighed.predict(parse_context("most of ahl"), 3)][0] == "all"
+    # A previous word no pair begins with: all text, as without the pairs.
+    assert [c.text for c in weighed.predict(parse_context("cut on ahl"), 3)][0] == "all"
+
+
+def test_a_correction_passed_over_stays_offered():
+    # Typed on past "said" at "asi", below the best: at "asid" the correction is still
+    # offered (a completion passed over would give way).
+    from predtext.engine.protocol import Candidate
+
+    class Fixed:
+        def __init__(self, name, words):
+            self.name, self.words = name, words
+
+        def predict(self, context, k):
+            return [Candidate(w, p) for w, p in self.words.get(context.prefix, [])]
+
+    completions = Fixed("completions", {"asi": [("aside", 0.6), ("asia", 0.3)],
+                                        "asid": [("aside", 0.9), ("asides", 0.1)]})
+    typos = Fixed("typos", {"asi": [("said", 0.5)], "asid": [("said", 0.5)]})
+    with Engine([completions, typos], {"engine": {"time_budget_ms": 3_600_000}}) as engine:
+        assert [s.text for s in engine.suggest("she asi")] == ["aside", "said", "asia"]
+        assert [s.text for s in engine.suggest("she asid")] == ["aside", "said", "asides"]
+        assert [s.text for s in engine.suggest("she asides")] == []

@@ -43,6 +43,8 @@ enabled = false
 enabled = false
 [predictors.abbreviations]
 enabled = false
+[predictors.bigrams]
+enabled = false
 """
 
 

@@ -24,7 +24,8 @@ TEXT = ("the apple and the application of the apple pie. the apple tree. an appl
         "the application form. the cat sat on the mat. the cat ran.")
 # Only the n-gram: nothing read from the machine (no word list, no stored history). A config
 # changes the defaults, so the other predictors are switched off by name.
-_OFF = {name: {"enabled": False} for name in ("neural", "history", "dictionary", "abbreviations")}
+_OFF = {name: {"enabled": False}
+        for name in ("neural", "history", "dictionary", "abbreviations", "bigrams")}
 CONFIG = {"engine": {"time_budget_ms": 2000}, "predictors": {**_OFF, "ngram": {"weight": 1.0}}}
 TWO_PREDICTORS = {"engine": {"time_budget_ms": 2000},
                   "predictors": {**_OFF, "ngram": {"weight": 1.0}, "dictionary": {"weight": 0.5}}}

@@ -23,7 +23,7 @@ TEXT = ("the apple and the application of the apple pie. the apple tree. an appl
         "the application form. the cat sat on the mat. the cat ran.")
 CONFIG = ("[engine]\ntime_budget_ms = 2000\n[predictors.ngram]\nweight = 1.0\n"
           + "".join(f"[predictors.{name}]\nenabled = false\n"
-                    for name in ("neural", "history", "dictionary", "abbreviations")))
+                    for name in ("neural", "history", "dictionary", "abbreviations", "bigrams")))
 
 
 class Tmux:

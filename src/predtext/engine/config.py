@@ -53,6 +53,9 @@ phrase_threshold = 0.5    # ... when each word after the first is at least this 
 [predictors.history]      # what you have written: your own n-gram plus recency
 weight = 0.35
 
+[predictors.bigrams]      # which word follows the last one in today's English (word pairs
+weight = 0.5              # from Google Books Ngrams, shipped by symspellpy; `path` for others)
+
 [predictors.dictionary]   # word list: the model vocabulary, or `path`, or /usr/share/dict/words
 weight = 0.02
 
@@ -61,6 +64,7 @@ weight = 1.0
 
 [predictors.typos]        # corrections of a word typed with a slip ("teh" -> the), to take or leave
 weight = 1.0
+context = true            # weigh them by the word before (the word pairs), when installed
 """
 
 COMBINATION_POLICIES = ("linear", "max")

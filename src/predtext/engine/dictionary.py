@@ -45,9 +45,29 @@ class Dictionary:
             if frequency > best:
                 best, form = frequency, word
             merged[key] = (total + frequency, best, form)
-        self._keys: list[str] = sorted(merged)
-        self._forms = [merged[key][2] for key in self._keys]
-        self._frequencies = np.array([merged[key][0] for key in self._keys], dtype=np.float64)
+        keys = sorted(merged)
+        self._build(keys, [merged[key][2] for key in keys],
+                    np.array([merged[key][0] for key in keys], dtype=np.float64))
+
+    @classmethod
+    def of_keys(cls, keys: list[str], frequencies) -> Dictionary:
+        """A dictionary of ``keys`` that are already distinct and as :func:`normalize_word`
+        makes them, with ``frequencies`` (> 0) beside them: no per-word work in Python, for
+        a list of hundreds of thousands read at start-up."""
+        frequencies = np.asarray(frequencies, dtype=np.float64)
+        if len(keys) != len(frequencies):
+            raise ValueError(f"keys and frequencies differ in length: "
+                             f"{len(keys)} and {len(frequencies)}")
+        order = sorted(range(len(keys)), key=keys.__getitem__)
+        keys = [keys[i] for i in order]
+        self = cls.__new__(cls)
+        self._build(keys, keys, frequencies[order])
+        return self
+
+    def _build(self, keys: list[str], forms: list[str], frequencies: np.ndarray) -> None:
+        self._keys = keys
+        self._forms = forms
+        self._frequencies = frequencies
         # Running shares (a plain list: read thousands of times a keystroke by the typo
         # corrector, faster than NumPy scalars): a prefix's mass is one subtraction.
         total = float(self._frequencies.sum())
@@ -63,6 +83,12 @@ class Dictionary:
             return 0.0
         hi = bisect.bisect_left(keys, key + "\U0010ffff", lo)
         return self._cumulative[hi] - self._cumulative[lo]
+
+    def form(self, key: str) -> str:
+        """How the list writes ``key`` (lower-case, as :func:`normalize_word` makes it): its
+        most frequent written form ("I"), or ``key`` itself when the list lacks it."""
+        i = bisect.bisect_left(self._keys, key)
+        return self._forms[i] if i < len(self._keys) and self._keys[i] == key else key
 
     def __len__(self) -> int:
         return len(self._keys)
@@ -134,12 +160,20 @@ def mix_frequencies(corpus: Mapping[str, float], modern: Mapping[str, float],
     """Each word's share of ``corpus`` (counts) and of ``modern`` (a frequency list), mixed:
     ``corpus_share`` x the one + the rest x the other. A word either source knows is ranked
     by how common it is in both (the model's corpora are old books; the list, today's text)."""
+    # The list is lower-case: a word the corpus knows keeps the corpus's capitals ("Monday").
+    written: dict[str, tuple[float, str]] = {}
+    for word, frequency in corpus.items():
+        key = normalize_word(word)
+        if frequency > written.get(key, (0.0, ""))[0]:
+            written[key] = (frequency, word)
     mixed: dict[str, float] = {}
     for words, share in ((corpus, corpus_share), (modern, 1.0 - corpus_share)):
         total = float(sum(f for f in words.values() if f > 0))
         if total > 0:
             for word, frequency in words.items():
                 if frequency > 0:
+                    if words is modern:
+                        word = written.get(normalize_word(word), (0.0, word))[1]
                     mixed[word] = mixed.get(word, 0.0) + share * frequency / total
     return mixed
 

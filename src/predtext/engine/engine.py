@@ -241,7 +241,8 @@ class Engine:
             key = normalize_word(text)
             if not text or key == typed or key in MARKERS or key in seen:
                 continue
-            if key in excluded and len(shaped) >= keep_best:
+            # (A correction of a typo is no completion the user typed past: it stays.)
+            if key in excluded and len(shaped) >= keep_best and key.startswith(typed):
                 continue
             if shaped and suggestion.score < shaped[0].score * _NOISE_RATIO:
                 break          # ranked best first: the rest are noise too

@@ -107,8 +107,17 @@ def _register_builtins() -> None:
     with _setup_lock:
         if _builtins_registered:
             return
-        from predtext.engine import abbreviations, dictionary, history, neural, ngram, typos
+        from predtext.engine import (
+            abbreviations,
+            bigrams,
+            dictionary,
+            history,
+            neural,
+            ngram,
+            typos,
+        )
         for kind, factory in (("ngram", ngram.make_predictor),
+                              ("bigrams", bigrams.make_predictor),
                               ("typos", typos.make_predictor),
                               ("dictionary", dictionary.make_predictor),
                               ("history", history.make_predictor),

@@ -15,6 +15,11 @@ all is its probability; the likeliest words of the corrections that reach
 lookup; a rare beginning is checked for the commoner slips only, and one that begins no
 word at all for every kind, then for two. The text is never changed without the user taking a
 suggestion.
+
+With the modern word pairs installed (:mod:`predtext.engine.bigrams`), "as likely as" is read
+after the previous word: the share of the words that follow it (mixed with all words) that
+begin so, so that after "to" a typed "te" weighs "the" as today's text follows "to" with it,
+and the corrections of a hypothesis are its likeliest words there.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import threading
 from collections.abc import Mapping
 from typing import Any
 
+from predtext.engine.bigrams import Following, PairPrior, following, shared_prior
 from predtext.engine.context import Context, normalize_word, tokenize
 from predtext.engine.dictionary import Dictionary, shared_dictionary
 from predtext.engine.keyboard import NEIGHBOURS
@@ -93,51 +99,58 @@ class TypoCorrector:
 
     ``dictionary``: the words and how common they are; ``check_below``: the share of words
     a typed beginning must fall under before corrections are looked for; ``min_probability``:
-    the least probability of a correction offered. Words the user writes (:meth:`learn`) are
-    never taken for typos.
+    the least probability of a correction offered; ``prior``: the word pairs, to weigh
+    beginnings after the previous word (None: in all text). Words the user writes
+    (:meth:`learn`) are never taken for typos.
     """
 
     inline = True     # bounded work: run in the caller's thread (see PredictorRunner)
 
     def __init__(self, dictionary: Dictionary, name: str = "typos", check_below: float = 1e-4,
-                 min_probability: float = 0.1):
+                 min_probability: float = 0.1, prior: PairPrior | None = None):
         self.name = name
         self.dictionary = dictionary
+        self.prior = prior
         self.check_below = float(check_below)
         self.min_probability = float(min_probability)
         self._own: set = set()
         self._hopeless: set = set()     # beginnings no slip explained
         self._lock = threading.Lock()
-        self._last: tuple[str, int, list[Candidate]] = ("", 0, [])
+        self._last: tuple[tuple, list[Candidate]] = ((), [])
 
     def learn(self, text: str) -> None:
         with self._lock:
             self._own.update(normalize_word(w) for w in tokenize(text))
             self._hopeless = set()
-            self._last = ("", 0, [])
+            self._last = ((), [])
 
     def forget(self) -> None:
         with self._lock:
             self._own = set()
             self._hopeless = set()
-            self._last = ("", 0, [])
+            self._last = ((), [])
 
     def predict(self, context: Context, k: int) -> list[Candidate]:
         typed = normalize_word(context.prefix)
         if len(typed) < _MIN_TYPED or not typed.isalpha() or not typed.isascii():
             return []
+        after = following(self.prior, context)
+        question = (typed, k, context.words[-1:] if after is not None else ())
         with self._lock:
-            if self._last[:2] == (typed, k):
-                return list(self._last[2])
+            if self._last[0] == question:
+                return list(self._last[1])
             own = any(word.startswith(typed) for word in self._own)
-        found = [] if own else self.corrections(typed, k)
+        found = [] if own else self.corrections(typed, k, after)
         with self._lock:
-            self._last = (typed, k, found)
+            self._last = (question, found)
         return list(found)
 
-    def corrections(self, typed: str, k: int) -> list[Candidate]:
-        """Up to ``k`` corrections of ``typed`` (lower-case letters), likeliest first."""
-        share = self.dictionary.prefix_share
+    def corrections(self, typed: str, k: int, after: Following | None = None) -> list[Candidate]:
+        """Up to ``k`` corrections of ``typed`` (lower-case letters), likeliest first; with
+        ``after`` (the words that follow the previous one), weighed by how likely each
+        beginning is there rather than in all text."""
+        share = self.dictionary.prefix_share if after is None else after.share
+        complete = self.dictionary.complete if after is None else after.complete
         as_typed = share(typed)
         if as_typed >= self.check_below:
             return []
@@ -145,7 +158,7 @@ class TypoCorrector:
         # all for every kind (the leftmost slip is where the letters stop beginning words),
         # then for two, from a bounded number of first slips.
         strange = as_typed == 0
-        upto = _valid_length(share, typed) if strange else -1
+        upto = _valid_length(self.dictionary.prefix_share, typed) if strange else -1
         if strange and any(typed.startswith(h) for h in self._hopeless):
             return []      # a longer beginning of what nothing explained: nothing will
         hypotheses = {}
@@ -173,14 +186,15 @@ class TypoCorrector:
             probability = s / total
             if probability < self.min_probability:
                 break
-            for word, within in self.dictionary.complete(q, 3):
+            for word, within in complete(q, 3):
                 if normalize_word(word).startswith(typed):
                     continue       # a completion: the other predictors offer those
                 p = probability * within
                 if p >= self.min_probability / 2 and p > candidates.get(word, 0.0):
                     candidates[word] = p
         ranked = sorted(candidates.items(), key=lambda item: -item[1])[:k]
-        return [Candidate(word, min(p, 1.0)) for word, p in ranked]
+        written = self.dictionary.form if after is not None else str
+        return [Candidate(written(word), min(p, 1.0)) for word, p in ranked]
 
 
 def make_predictor(options: Mapping[str, Any], resources: Resources) -> TypoCorrector:
@@ -190,4 +204,6 @@ def make_predictor(options: Mapping[str, Any], resources: Resources) -> TypoCorr
     if dictionary is None:
         raise ValueError("the typo corrector has no words: no word list and no model vocabulary")
     settings = fraction_options(options, ("check_below", "min_probability"))
-    return TypoCorrector(dictionary, name=str(options.get("name", "typos")), **settings)
+    prior = shared_prior(resources) if options.get("context", True) else None
+    return TypoCorrector(dictionary, name=str(options.get("name", "typos")), prior=prior,
+                         **settings)
