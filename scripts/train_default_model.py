@@ -3,12 +3,15 @@
 A character-level GRU (two layers of 512 by default) trained on the training
 splits of the shared public-domain corpora (tinyshakespeare and the nine gutenberg novels,
 the first 90% of each file), with the word 3-gram counts of the same text embedded for the
-suggestion engine. Weights are stored as float16 so that the file stays under 20 MB.
+suggestion engine. Weights are stored as float16, and then the recurrent and decoder
+matrices as int8 with a float32 scale per row (`predtext quantize`: the engine's steps read
+them directly; `--float` keeps float16), so that the file stays under 20 MB.
 Everything is seeded, so the same budget on the same machine gives the same model (a time
 budget stops at a step count that depends on the machine's speed).
 
     python scripts/train_default_model.py [--budget SECONDS] [--out PATH] [--corpora DIR]
                                           [--cell gru] [--hidden-size 512] [--layers 2]
+                                          [--float]
 
 Prints the validation figures (loss in nats per character, perplexity, bits per character)
 on each corpus's held-out 10%, and the file size.
@@ -29,6 +32,8 @@ def main(argv=None):
     parser.add_argument("--cell", default="gru", help="rnn_tanh, rnn_relu, lstm or gru")
     parser.add_argument("--hidden-size", type=int, default=512)
     parser.add_argument("--layers", type=int, default=2)
+    parser.add_argument("--float", action="store_true",
+                        help="keep the float16 weights (default: 8-bit matrices, as shipped)")
     parser.add_argument("--out", type=Path, default=ROOT / "src" / "predtext" / "models" /
                         "default.safetensors")
     parser.add_argument("--corpora", type=Path, default=ROOT.parent / "shared" / "corpora")
@@ -39,7 +44,9 @@ def main(argv=None):
     parser.add_argument("--resume", action="store_true", help="continue an interrupted run")
     args = parser.parse_args(argv)
 
+    from predtext.cli import main as predtext_main
     from predtext.lm.corpus import resolve_paths
+    from predtext.lm.model import LanguageModel
     from predtext.lm.train import TrainConfig, evaluate, metrics, read_ids, train
 
     corpora = {"tinyshakespeare": [args.corpora / "tinyshakespeare.txt"],
@@ -52,10 +59,14 @@ def main(argv=None):
     config.checkpoint = str(args.checkpoint)  # never inside the package
     result = train(files, args.out, config, resume=args.resume or None)
 
-    model = result.model
-    print(f"\n{args.out}: {args.out.stat().st_size / 1e6:.1f} MB, "
-          f"{model.num_parameters():,} parameters, {result.record['steps']:,} steps, "
-          f"{result.record['seconds']:.0f} s of training (stopped: {result.stopped})")
+    print(f"\n{args.out}: {result.model.num_parameters():,} parameters, "
+          f"{result.record['steps']:,} steps, {result.record['seconds']:.0f} s of training "
+          f"(stopped: {result.stopped})")
+    if not args.float and predtext_main(["quantize", str(args.out), str(args.out)]) != 0:
+        return 1
+    model = LanguageModel.load(args.out)
+    print(f"{args.out}: {args.out.stat().st_size / 1e6:.1f} MB, weights "
+          f"{model.quantized or 'float16'}")
     print(f"{'held-out 10% of':<18}{'tokens':>10}{'loss':>9}{'ppl':>8}{'bpc':>8}")
     for name, paths in corpora.items():
         ids, n_chars = read_ids(resolve_paths(paths), model.tokenizer, "validation")
