@@ -16,6 +16,16 @@ def close(ours, theirs, name, tol=1e-10):
     assert err <= tol * scale, f"{name}: max error {err:.3g} > {tol} x scale {scale:.3g}"
 
 
+def close_gradients(r, dx, dh0, dc0, grads):
+    """The reference's gradients ``r`` against the core's."""
+    close(r["dx"], dx, "dx")
+    close(r["dh0"], dh0, "dh0")
+    if dc0 is not None:
+        close(r["dc0"], dc0, "dc0")
+    for name, grad in grads.items():
+        close(r[name], grad, name)
+
+
 def case(cell, seed, T=7, B=5, I=4, H=6, bias=True, lengths=True, states=True):
     rng = np.random.default_rng(seed)
     params = make_params(cell, I, H, seed=seed, bias=bias)
@@ -50,12 +60,7 @@ def test_reference_matches_the_core_forward_and_backward(cell, seed, bias, lengt
     d_cn = rng.normal(size=h_n.shape) if c_n is not None else None
     dx, dh0, dc0, grads = backward(cache, params, d_out, d_hn, d_cn)
     r = reference.backward(r_cache, d_out, d_hn, d_cn)
-    close(r["dx"], dx, "dx")
-    close(r["dh0"], dh0, "dh0")
-    if dc0 is not None:
-        close(r["dc0"], dc0, "dc0")
-    for name, grad in grads.items():
-        close(r[name], grad, name)
+    close_gradients(r, dx, dh0, dc0, grads)
 
 
 @pytest.mark.parametrize("cell", CELLS)
@@ -162,12 +167,7 @@ def test_recurrent_dropout_in_the_core_is_the_references(cell, threads, shape):
     if c_n is not None:
         close(r_c, c_n, "c_n")
     r = reference.backward(r_cache, d_out, d_hn)
-    close(r["dx"], dx, "dx")
-    close(r["dh0"], dh0, "dh0")
-    if dc0 is not None:
-        close(r["dc0"], dc0, "dc0")
-    for name, grad in grads.items():
-        close(r[name], grad, name)
+    close_gradients(r, dx, dh0, dc0, grads)
     # Without the mask the numbers are others: the test above could not pass by ignoring it.
     assert np.abs(ref_forward(cell, x, params, h0, c0, lens)[0] - out).max() > 1e-3
 
