@@ -148,6 +148,19 @@ def test_history_offers_the_users_own_phrases_once_written_twice():
         make_history({"persist": False, "phrase_threshold": 2}, Resources())
 
 
+def test_history_once_read_answers_while_another_engine_prepares_it_again():
+    # An engine made over loaded predictors (the language server's per-document one) calls
+    # prepare() again on its lane; a keystroke meanwhile still gets the history.
+    predictor = HistoryPredictor(None)
+    predictor.learn("please buy bananas")
+    context = parse_context("I said please ")
+    with predictor._lock:             # what a prepare() in progress holds
+        assert [c.text for c in predictor.predict(context, 6)][:1] == ["buy"]
+    unread = HistoryPredictor(None)
+    with unread._lock:                # not read yet: the keystroke does not wait for it
+        assert unread.predict(context, 6) == []
+
+
 def test_history_says_nothing_after_a_word_the_user_never_followed_with_another():
     predictor = HistoryPredictor()
     predictor.learn("please buy bananas")

@@ -66,6 +66,7 @@ def setup(tmp_path, monkeypatch):
 def expected(setup, *texts, k=6):
     """What a fresh engine over the same model and config says after each text in turn."""
     engine = Engine.load(model=setup["model"], config=setup["config"])
+    engine.wait_prepared()      # as the server does before its first answer
     try:
         return [engine.suggest(text, k) for text in texts]
     finally:

@@ -91,7 +91,7 @@ class Engine:
         # Suggestions are written with the apostrophe the user typed last (a user whose
         # keyboard makes curly ones is offered "don\u2019t"), remembered past the read window.
         self._apostrophe = "'"
-        self._runner.call("prepare")
+        self._prepared = self._runner.call("prepare")
 
     # ------------------------------------------------------------------ building
 
@@ -294,6 +294,13 @@ class Engine:
         self._runner.wait(calls, wait_s)
         with self._lock:
             self._last = None
+
+    def wait_prepared(self, timeout_s: float | None = None) -> None:
+        """Wait until every predictor has read its data (the user's history): a new engine
+        does that in the background and answers meanwhile without it. For callers that want
+        the whole engine from the first request (the language server before it says it is
+        ready; a comparison of two engines)."""
+        self._runner.wait(self._prepared, timeout_s)
 
     def close(self) -> None:
         """Stop the predictor lanes (the engine is unusable afterwards)."""

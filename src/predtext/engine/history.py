@@ -140,6 +140,11 @@ class HistoryPredictor:
         With ``blocking=False`` it answers None while the store is still being read (in the
         background), so a keystroke never waits for the history to load.
         """
+        model = self._model
+        if model is not None:
+            # Loaded once for good: an engine made over these predictors (the language
+            # server's per-document one) calls prepare() again, which must not hide it.
+            return model
         if not self._lock.acquire(blocking=blocking):
             return None
         try:

@@ -75,6 +75,9 @@ def load_engine(settings: Settings):
 
     engine = Engine.load(model=settings.model, config=load_config(settings.config))
     parse_context("warm up")      # builds the word patterns now, not on the first keystroke
+    # Off the message loop (this runs on the load thread), and requests wait for it: the
+    # first completion has the user's history, as every later one does.
+    engine.wait_prepared()
     return engine
 
 
