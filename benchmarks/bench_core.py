@@ -29,6 +29,7 @@ import time
 import numpy as np
 
 from predtext import _core
+from predtext.lm.quantize import quantize_rows
 
 SHAPES = [(32, 64, 128, 256, 2), (64, 100, 512, 512, 1)]  # B, T, I, H, layers
 CELLS = [("LSTM", "lstm"), ("GRU", "gru"), ("RNN", "rnn_tanh")]
@@ -295,8 +296,7 @@ def step_network(hidden, int8, seed=0):
         w = rng.uniform(-s, s, (rows, cols)).astype(np.float32)
         if not int8:
             return w, w.nbytes
-        scales = (np.abs(w).max(axis=1) / 127).astype(np.float32)
-        q = np.round(w / scales[:, None]).astype(np.int8)
+        q, scales = quantize_rows(w)
         return (q, scales), q.nbytes + scales.nbytes
 
     layers, total, inputs = [], 0, STEP_EMBED
@@ -382,8 +382,7 @@ def bench_products(repeats, quick):
     rng = np.random.default_rng(0)
     for N, K in ((768, 256),) if quick else ((768, 256), (1536, 512)):
         w = rng.standard_normal((N, K)).astype(np.float32)
-        scales = (np.abs(w).max(axis=1) / 127).astype(np.float32)
-        q = np.round(w / scales[:, None]).astype(np.int8)
+        q, scales = quantize_rows(w)
         wf = np.asfortranarray(w.T)
         for B in (1, 6, 16):
             x = rng.standard_normal((B, K)).astype(np.float32)

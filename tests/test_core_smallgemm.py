@@ -6,13 +6,7 @@ import pytest
 from test_core_network_step import network
 
 from predtext import _core
-
-
-def quantize(w):
-    """Symmetric per-row int8: scale = max|row| / 127, q = round(w / scale)."""
-    scales = (np.abs(w).max(axis=1) / 127).astype(np.float32)
-    scales[scales == 0] = 1
-    return np.round(w / scales[:, None]).astype(np.int8), scales
+from predtext.lm.quantize import quantize_rows as quantize  # what a quantised model holds
 
 
 def dequantized(q, scales):
