@@ -433,7 +433,8 @@ def test_the_model_steps_on_one_thread_while_calls_keep_coming_in_slow(model):
     from predtext import _core
     from predtext.backend.threads import ThreadCountChoice
 
-    choice = ThreadCountChoice(window=8, slow_factor=8.0, slow_calls=2, recent=4, hold=3)
+    choice = ThreadCountChoice(window=8, slow_factor=8.0, slow_calls=2, recent=4, hold=3,
+                               cold_after=float("inf"))
     for _ in range(8):
         assert choice.choose() == 0
         choice.record(0, 1e-3, 10)
@@ -462,6 +463,7 @@ def test_the_model_steps_on_one_thread_while_calls_keep_coming_in_slow(model):
 
     predictor = NeuralPredictor(model)
     predictor.lm.model = spy = LimitSpy()
+    predictor._threads.cold_after = float("inf")   # keystrokes back to back, however slow
     predictor._threads._held = 1              # as after calls that came in slow
     _core.set_thread_limit(3)                  # the caller's own limit
     try:
@@ -475,10 +477,32 @@ def test_the_model_steps_on_one_thread_while_calls_keep_coming_in_slow(model):
         _core.set_thread_limit(0)
 
 
+def test_a_call_after_a_pause_steps_on_one_thread():
+    """A team idle for longer than ``cold_after`` has gone to sleep: the next call runs on one
+    thread rather than wait for it to wake; calls close behind another use the team."""
+    from predtext.backend.threads import ThreadCountChoice
+
+    now = [100.0]
+    choice = ThreadCountChoice(cold_after=0.005, clock=lambda: now[0])
+    assert choice.choose() == 1                # the first call: no team has run yet
+    choice.record(1, 1e-3, 10)
+    now[0] += 0.001
+    assert choice.choose() == 0                # 1 ms after the last call ended
+    choice.record(0, 1e-3, 10)
+    now[0] += 0.080                            # a keystroke at 150 words a minute
+    assert choice.choose() == 1
+    choice.record(1, 1e-3, 10)
+    now[0] += 0.004
+    assert choice.choose() == 0
+    choice.record(0, 1e-3, 0)                  # a call without steps still ends at its time
+    now[0] += 0.004
+    assert choice.choose() == 0
+
+
 def test_a_short_memory_of_step_times_still_works():
     from predtext.backend.threads import ThreadCountChoice
 
-    choice = ThreadCountChoice(window=2, slow_calls=1, hold=1)
+    choice = ThreadCountChoice(window=2, slow_calls=1, hold=1, cold_after=float("inf"))
     choice.record(0, 1e-3, 1)
     choice.record(0, 1.0, 1)
     assert choice.choose() == 1 and choice.choose() == 0

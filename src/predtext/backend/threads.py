@@ -11,9 +11,10 @@ kernels from a thread that lives on (text generation in the terminal, a script's
 thread) but is not on a hot path is therefore run on a short-lived thread: its pool goes
 with it.
 
-Choosing a thread count by measurement (:class:`ThreadCountChoice`): on an idle machine two
-threads step the engine's model faster than one, but when other work keeps every core busy
-a two-thread step waits for a descheduled partner.
+Choosing a thread count (:class:`ThreadCountChoice`): on an idle machine two threads step the
+engine's model faster than one, but when other work keeps every core busy a two-thread step
+waits for a descheduled partner; and a team that has had no work for a few milliseconds has
+gone to sleep, and waking it can cost more than the whole keystroke's steps on one thread.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import collections
 import contextlib
 import statistics
 import threading
+import time
 
 
 def on_own_thread(function, *args, **kwargs):
@@ -57,8 +59,20 @@ def thread_limit(n: int):
 
 
 class ThreadCountChoice:
-    """The thread count for recurring work: the core's own (0) until calls keep running many
-    times slower per unit of work than such calls usually do, then one thread for a while.
+    """The thread count for recurring work: one thread for a call that comes more than
+    ``cold_after`` seconds after the previous one ended; otherwise the core's own (0), until
+    calls keep running many times slower per unit of work than such calls usually do, then
+    one thread for a while.
+
+    Cold calls: GNU OpenMP's workers spin for a few milliseconds after a parallel region and
+    then sleep, and the master spins at the region's barrier while a sleeping worker wakes. On
+    the 2-core AMD EPYC (a Firecracker VM) the first region after 20 ms or more without one
+    took 7.7 ms, empty, and the next one 3.5 ms, against 7 us with the workers still spinning
+    (``OMP_WAIT_POLICY=passive`` makes it 23 us, but costs every back-to-back region 60 us).
+    So keystrokes at a person's pace (80 ms apart at 150 words a minute) step on one thread:
+    the 2x256 default model's suggest() went from p50 5.2 / p99 20 ms to 4.8 / 11 ms, a
+    2x512 model's from 14 / 45 to 6.7 / 13 ms; keystrokes back to back (the KSR simulator, a
+    paste) keep the team warm and use it.
 
     Measured on the 2-core machine, the engine's default config: idle, two threads give
     p50 1.75 ms against 2.6 with one; beside one busy process, two threads give p99 43 ms
@@ -73,7 +87,11 @@ class ThreadCountChoice:
     """
 
     def __init__(self, window: int = 32, slow_factor: float = 8.0, slow_calls: int = 3,
-                 recent: int = 16, hold: int = 500):
+                 recent: int = 16, hold: int = 500, cold_after: float = 0.005,
+                 clock=time.monotonic):
+        self.cold_after = cold_after
+        self._clock = clock
+        self._last_end = -float("inf")
         self._times = collections.deque(maxlen=window)
         self._slow_factor = slow_factor
         self._slow_calls = slow_calls
@@ -86,10 +104,13 @@ class ThreadCountChoice:
         if self._held > 0:
             self._held -= 1
             return 1
+        if self._clock() - self._last_end > self.cold_after:
+            return 1
         return 0
 
     def record(self, n: int, seconds: float, work: int) -> None:
         """The call run with limit ``n`` took ``seconds`` for ``work`` units (none: ignored)."""
+        self._last_end = self._clock()
         if n != 0 or work <= 0:
             return
         per_unit = seconds / work
