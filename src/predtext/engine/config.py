@@ -55,7 +55,7 @@ weight = 0.35
 
 [predictors.bigrams]      # which word follows the last one in today's English (word pairs
 weight = 0.5              # from Google Books Ngrams, shipped by symspellpy; `path` for others)
-adapt = true              # its weight follows how well it foresaw the words you wrote since
+adapt = true              # its weight follows how well it foresees the words you write
 
 [predictors.dictionary]   # word list: the model vocabulary, or `path`, or /usr/share/dict/words
 weight = 0.02
