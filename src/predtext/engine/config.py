@@ -55,6 +55,7 @@ weight = 0.35
 
 [predictors.bigrams]      # which word follows the last one in today's English (word pairs
 weight = 0.5              # from Google Books Ngrams, shipped by symspellpy; `path` for others)
+adapt = true              # its weight follows how well it foresees the words you write
 
 [predictors.dictionary]   # word list: the model vocabulary, or `path`, or /usr/share/dict/words
 weight = 0.02
@@ -115,6 +116,7 @@ class PredictorConfig:
     weight: float = 1.0
     enabled: bool = True
     options: dict[str, Any] = field(default_factory=dict)
+    adapt: bool = False     # the weight follows how well it foresees the user's words
 
 
 @dataclass
@@ -186,14 +188,18 @@ class EngineConfig:
             kind = options.pop("type", name)
             weight = options.pop("weight", 1.0)
             enabled = options.pop("enabled", True)
+            adapt = options.pop("adapt", False)
             if not isinstance(kind, str) or not kind:
                 fail(f"predictors.{name}.type must be a name, got {kind!r}")
             if not is_weight(weight):
                 fail(f"predictors.{name}.weight must be a finite number >= 0, got {weight!r}")
             if not isinstance(enabled, bool):
                 fail(f"predictors.{name}.enabled must be true or false, got {enabled!r}")
+            if not isinstance(adapt, bool):
+                fail(f"predictors.{name}.adapt must be true or false, got {adapt!r}")
             options.setdefault("name", name)
-            config.predictors.append(PredictorConfig(name, kind, float(weight), enabled, options))
+            config.predictors.append(PredictorConfig(name, kind, float(weight), enabled, options,
+                                                     adapt))
         return config
 
 

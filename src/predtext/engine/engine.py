@@ -24,6 +24,7 @@ from predtext.engine.context import (
     parse_context,
     with_apostrophe,
 )
+from predtext.engine.mixture import AdaptiveWeights
 from predtext.engine.predictor import create_predictor
 from predtext.engine.protocol import Predictor, Resources
 from predtext.engine.runner import PredictorRunner
@@ -79,6 +80,10 @@ class Engine:
                                  f"number >= 0, got {weight!r}")
             chosen.append(predictor)
             self._weights[id(predictor)] = float(weight)
+        names = {p.name for p in chosen}
+        # The predictors whose weight follows the user's text (see predtext.engine.mixture).
+        self._adaptive = AdaptiveWeights(spec.name for spec in self.config.predictors
+                                         if spec.adapt and spec.name in names)
         budget = self.config.time_budget_ms
         self._runner = PredictorRunner(chosen, None if budget is None else budget / 1000.0)
         self._lock = threading.RLock()
@@ -201,8 +206,11 @@ class Engine:
             excluded = self._passed_over(context)
             request = min(k + len(excluded) + 1, _MAX_REQUEST)
             answers = self._runner.predict(context, request)
-            ranked = combine([(p.name, self._weights[id(p)], c) for p, c in answers],
-                             self.config.combination)
+            self._adaptive.settle(context)
+            proposals = [(p.name, self._weights[id(p)] * self._adaptive.factor(p.name), c)
+                         for p, c in answers]
+            self._adaptive.remember(context, proposals)
+            ranked = combine(proposals, self.config.combination)
             self._apostrophe = last_apostrophe(context.text) or self._apostrophe
             suggestions = self._shape(ranked, context, excluded, k, self._apostrophe,
                                       _KEEP_BEST)
@@ -285,6 +293,7 @@ class Engine:
         with self._lock:
             self._word_anchor, self._offered, self._offered_before = None, set(), set()
             self._apostrophe = "'"
+            self._adaptive.reset()
             forget_recent_text()
         self._after(self._runner.call("forget"))
 
