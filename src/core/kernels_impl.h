@@ -80,25 +80,34 @@ typedef struct {
  * body once per flag combination): branch-free bodies are what the vectoriser needs. */
 #define PT_BODY static inline __attribute__((always_inline))
 
-PT_BODY void NAME(rnn_fwd_body)(int n, REAL *a, REAL *h_new, REAL *out, const int relu)
+PT_BODY void NAME(rnn_fwd_body)(int n, REAL *a, REAL *h_new, REAL *out, const int relu,
+                                const int has_out)
 {
 #pragma omp simd
     for (int j = 0; j < n; j++) {
         REAL v = relu ? (a[j] > 0 ? a[j] : 0) : TANH(a[j]);
         a[j] = v;
         h_new[j] = v;
-        if (out) out[j] = v;
+        if (has_out) out[j] = v;
     }
 }
 
+/* A store under a runtime test stays scalar where the target has no masked stores (NEON,
+ * SSE2): whether there is an output is a constant in each call of the body. */
 PT_CLONES static void NAME(rnn_tanh_fwd_row)(const NAME(pt_fwd_row) *r)
 {
-    NAME(rnn_fwd_body)(r->n, r->g, r->h_new, r->out, 0);
+    if (r->out)
+        NAME(rnn_fwd_body)(r->n, r->g, r->h_new, r->out, 0, 1);
+    else
+        NAME(rnn_fwd_body)(r->n, r->g, r->h_new, r->out, 0, 0);
 }
 
 PT_CLONES static void NAME(rnn_relu_fwd_row)(const NAME(pt_fwd_row) *r)
 {
-    NAME(rnn_fwd_body)(r->n, r->g, r->h_new, r->out, 1);
+    if (r->out)
+        NAME(rnn_fwd_body)(r->n, r->g, r->h_new, r->out, 1, 1);
+    else
+        NAME(rnn_fwd_body)(r->n, r->g, r->h_new, r->out, 1, 0);
 }
 
 PT_BODY void NAME(lstm_fwd_body)(int n, REAL *gi, REAL *gf, REAL *gg, REAL *go,
