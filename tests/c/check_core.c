@@ -68,16 +68,20 @@ static double uniform(double scale)
     return scale * ((double)(rng_state >> 11) / 9007199254740992.0 * 2 - 1);
 }
 
+static float *new_f(size_t n) { return malloc((n ? n : 1) * sizeof(float)); }
+static double *new_d(size_t n) { return malloc((n ? n : 1) * sizeof(double)); }
+static double *zeros_d(size_t n) { return calloc(n ? n : 1, sizeof(double)); }
+
 static float *random_f(size_t n, double scale)
 {
-    float *a = malloc((n ? n : 1) * sizeof *a);
+    float *a = new_f(n);
     for (size_t i = 0; i < n; i++) a[i] = (float)uniform(scale);
     return a;
 }
 
 static double *random_d(size_t n, double scale)
 {
-    double *a = malloc((n ? n : 1) * sizeof *a);
+    double *a = new_d(n);
     for (size_t i = 0; i < n; i++) a[i] = uniform(scale);
     return a;
 }
@@ -250,9 +254,9 @@ static void check_network_step(void)
             for (int m = 0; m < 2; m++) {
                 const int K = m == 0 && l == 0 ? E : H;
                 w[l][m] = random_f((size_t)GH * K, 0.5);
-                deq[l][m] = malloc((size_t)GH * K * sizeof(float));
+                deq[l][m] = new_f((size_t)GH * K);
                 q[l][m] = malloc((size_t)GH * K);
-                scale[l][m] = malloc(GH * sizeof(float));
+                scale[l][m] = new_f(GH);
                 quantize(GH, K, w[l][m], q[l][m], scale[l][m], deq[l][m]);
             }
             fw_ih[l] = (pt_weights){w[l][0], NULL, NULL};
@@ -263,8 +267,8 @@ static void check_network_step(void)
             b_hh[l] = nc->bias ? random_f(GH, 0.5) : NULL;
             peep[l] = nc->peephole ? random_f(3 * H, 0.5) : NULL;
         }
-        float *dec_w = random_f((size_t)V * H, 0.5), *dec_deq = malloc((size_t)V * H * 4);
-        float *dec_scale = malloc(V * sizeof(float)), *dec_b = nc->bias ? random_f(V, 0.5) : NULL;
+        float *dec_w = random_f((size_t)V * H, 0.5), *dec_deq = new_f((size_t)V * H);
+        float *dec_scale = new_f(V), *dec_b = nc->bias ? random_f(V, 0.5) : NULL;
         int8_t *dec_q = malloc((size_t)V * H);
         quantize(V, H, dec_w, dec_q, dec_scale, dec_deq);
         const pt_weights fdec = {dec_w, NULL, NULL}, qdec = {NULL, dec_q, dec_scale};
@@ -274,11 +278,12 @@ static void check_network_step(void)
                 for (int B = 1; B <= 16; B++) {
                     const size_t LBH = (size_t)L * B * H;
                     float *h0 = random_f(LBH, 1), *c0 = random_f(LBH, 1);
-                    float *hs = copy_of(h0, LBH * 4), *hb = copy_of(h0, LBH * 4);
-                    float *cs = copy_of(c0, LBH * 4), *cb = copy_of(c0, LBH * 4);
-                    float *ps = malloc((size_t)B * V * 4), *pb = malloc((size_t)B * V * 4);
-                    float *embedded = malloc((size_t)B * E * 4);
-                    float *work = malloc((size_t)B * GH * (apart ? 2 : 1) * 4);
+                    const size_t bytes = LBH * sizeof(float);
+                    float *hs = copy_of(h0, bytes), *hb = copy_of(h0, bytes);
+                    float *cs = copy_of(c0, bytes), *cb = copy_of(c0, bytes);
+                    float *ps = new_f((size_t)B * V), *pb = new_f((size_t)B * V);
+                    float *embedded = new_f((size_t)B * E);
+                    float *work = new_f((size_t)B * GH * (apart ? 2 : 1));
                     long long *ids = malloc(B * sizeof *ids);
                     const float *bw_ih[2], *bw_hh[2];
                     for (int l = 0; l < L; l++) {
@@ -318,7 +323,8 @@ static void check_network_step(void)
                     free(ps), free(pb), free(embedded), free(work), free(ids);
                 }
         for (int l = 0; l < L; l++) {
-            for (int m = 0; m < 2; m++) free(w[l][m]), free(deq[l][m]), free(q[l][m]), free(scale[l][m]);
+            for (int m = 0; m < 2; m++)
+                free(w[l][m]), free(deq[l][m]), free(q[l][m]), free(scale[l][m]);
             free(b_ih[l]), free(b_hh[l]), free(peep[l]);
         }
         free(embedding), free(dec_w), free(dec_deq), free(dec_scale), free(dec_b), free(dec_q);
@@ -349,7 +355,8 @@ static const seq_case seq_cases[] = {
                                int nthreads)                                                  \
     {                                                                                         \
         const int G = pt_gate_count(sc->cell), GH = G * H;                                    \
-        *s = (seq_##SFX){.cell = sc->cell, .T = T, .B = B, .I = I, .H = H, .G = G, .nthreads = nthreads};                            \
+        *s = (seq_##SFX){.cell = sc->cell, .T = T, .B = B, .I = I, .H = H, .G = G,            \
+                          .nthreads = nthreads};                                      \
         s->x = random_##SFX((size_t)T * B * I, 1);                                            \
         s->w_ih = random_##SFX((size_t)GH * I, 0.5);                                          \
         s->w_hh = random_##SFX((size_t)GH * H, 0.5);                                          \
@@ -374,10 +381,10 @@ static const seq_case seq_cases[] = {
         const int flags = pt_cell(s->cell)->flags, GH = s->G * s->H;                          \
         const size_t BH = (size_t)s->B * s->H;                                                \
         pt_dims d = {s->cell, s->T, s->B, s->I, s->H, s->G, NULL, s->nthreads, NULL, NULL};   \
-        REAL *own_xg = training ? xg : malloc((size_t)s->T * s->B * GH * sizeof(REAL));       \
-        REAL *own_hs = training ? hs : malloc(2 * BH * sizeof(REAL));                         \
-        REAL *own_cs = training ? cs : malloc(BH * sizeof(REAL));                             \
-        REAL *hh = malloc((size_t)s->B * GH * sizeof(REAL));                                  \
+        REAL *own_xg = training ? xg : new_##SFX((size_t)s->T * s->B * GH);       \
+        REAL *own_hs = training ? hs : new_##SFX(2 * BH);                         \
+        REAL *own_cs = training ? cs : new_##SFX(BH);                             \
+        REAL *hh = new_##SFX((size_t)s->B * GH);                                  \
         pt_forward_##SFX(&d, training, s->x, s->w_ih, s->w_hh, s->b_ih, s->b_hh, s->peep,     \
                          s->h0, s->c0, own_xg, own_hs,                                        \
                          flags & PT_CELL_STATE ? own_cs : NULL,                               \
@@ -397,18 +404,18 @@ static const seq_case seq_cases[] = {
         const int has_c = pt_cell(sc->cell)->flags & PT_CELL_STATE, GH = s.G * H;             \
         const size_t BH = (size_t)B * H;                                                      \
         REAL *h = copy_of(s.h0, BH * sizeof(REAL)), *c = copy_of(s.c0, BH * sizeof(REAL));    \
-        REAL *want = malloc(T * BH * sizeof(REAL)), *work = malloc(2 * (size_t)B * GH * sizeof(REAL)); \
+        REAL *want = new_##SFX(T * BH), *work = new_##SFX(2 * (size_t)B * GH); \
         for (int t = 0; t < T; t++) {                                                         \
             pt_step_##SFX(sc->cell, B, I, H, nthreads, s.x + (size_t)t * B * I, h, c, s.w_ih, \
                           s.w_hh, s.b_ih, s.b_hh, s.peep, h, c, work);                        \
             memcpy(want + t * BH, h, BH * sizeof(REAL));                                      \
         }                                                                                     \
         for (int training = 0; training < 2; training++) {                                   \
-            REAL *out = malloc(T * BH * sizeof(REAL)), *h_n = malloc(BH * sizeof(REAL));      \
-            REAL *c_n = malloc(BH * sizeof(REAL));                                            \
-            REAL *xg = malloc((size_t)T * B * GH * sizeof(REAL));                             \
-            REAL *hs = malloc((T + 1) * BH * sizeof(REAL)), *cs = malloc((T + 1) * BH * sizeof(REAL)); \
-            REAL *keep = malloc(T * BH * sizeof(REAL));                                       \
+            REAL *out = new_##SFX(T * BH), *h_n = new_##SFX(BH);      \
+            REAL *c_n = new_##SFX(BH);                                            \
+            REAL *xg = new_##SFX((size_t)T * B * GH);                             \
+            REAL *hs = new_##SFX((T + 1) * BH), *cs = new_##SFX((T + 1) * BH); \
+            REAL *keep = new_##SFX(T * BH);                                       \
             seq_forward_##SFX(&s, training, out, h_n, c_n, xg, hs, cs, keep);                 \
             char what[160];                                                                   \
             snprintf(what, sizeof what,                                                       \
@@ -483,18 +490,18 @@ static void check_backward(const seq_case *sc, int nthreads, int rows)
     const int G = s.G, GH = G * H;
     const size_t BH = (size_t)B * H, TBH = T * BH, TBGH = TBH * G;
     double *r_out = random_d(TBH, 1), *r_h = random_d(BH, 1), *r_c = random_d(BH, 1);
-    double *out = malloc(TBH * 8), *h_n = malloc(BH * 8), *c_n = malloc(BH * 8);
-    double *xg = malloc(TBGH * 8), *hs = malloc((T + 1) * BH * 8);
-    double *cs = malloc((T + 1) * BH * 8), *keep = malloc(TBH * 8);
+    double *out = new_d(TBH), *h_n = new_d(BH), *c_n = new_d(BH);
+    double *xg = new_d(TBGH), *hs = new_d((T + 1) * BH);
+    double *cs = new_d((T + 1) * BH), *keep = new_d(TBH);
     pt_set_step_rows(0, rows);
     pt_set_step_rows(1, rows);
     seq_forward_d(&s, 1, out, h_n, c_n, xg, hs, cs, keep);
 
-    double *dgx = malloc(TBGH * 8), *dgh = flags & PT_HIDDEN_APART ? malloc(TBGH * 8) : dgx;
-    double *dh = malloc(BH * 8), *dc = malloc(BH * 8), *dx = malloc((size_t)T * B * I * 8);
-    double *dh0 = malloc(BH * 8), *dc0 = malloc(BH * 8);
-    double *dw_ih = calloc((size_t)GH * I, 8), *dw_hh = calloc((size_t)GH * H, 8);
-    double *db_ih = calloc(GH, 8), *db_hh = calloc(GH, 8), *dpeep = calloc(3 * H, 8);
+    double *dgx = new_d(TBGH), *dgh = flags & PT_HIDDEN_APART ? new_d(TBGH) : dgx;
+    double *dh = new_d(BH), *dc = new_d(BH), *dx = new_d((size_t)T * B * I);
+    double *dh0 = new_d(BH), *dc0 = new_d(BH);
+    double *dw_ih = zeros_d((size_t)GH * I), *dw_hh = zeros_d((size_t)GH * H);
+    double *db_ih = zeros_d(GH), *db_hh = zeros_d(GH), *dpeep = zeros_d(3 * H);
     pt_dims d = {sc->cell, T, B, I, H, G, NULL, nthreads, NULL, NULL};
     pt_backward_d(&d, s.x, s.w_ih, s.w_hh, s.peep, xg, hs, has_c ? cs : NULL,
                   flags & PT_KEEPS ? keep : NULL, r_out, r_h, has_c ? r_c : NULL, dgx, dgh, dh,
@@ -513,7 +520,7 @@ static void check_backward(const seq_case *sc, int nthreads, int rows)
     };
     for (size_t k = 0; k < sizeof inputs / sizeof inputs[0]; k++) {
         if (!inputs[k].value) continue;
-        double *numeric = malloc(inputs[k].n * 8);
+        double *numeric = new_d(inputs[k].n);
         for (size_t i = 0; i < inputs[k].n; i++) {
             const double eps = 1e-6, v = inputs[k].value[i];
             inputs[k].value[i] = v + eps;
