@@ -80,25 +80,34 @@ typedef struct {
  * body once per flag combination): branch-free bodies are what the vectoriser needs. */
 #define PT_BODY static inline __attribute__((always_inline))
 
-PT_BODY void NAME(rnn_fwd_body)(int n, REAL *a, REAL *h_new, REAL *out, const int relu)
+PT_BODY void NAME(rnn_fwd_body)(int n, REAL *a, REAL *h_new, REAL *out, const int relu,
+                                const int has_out)
 {
 #pragma omp simd
     for (int j = 0; j < n; j++) {
         REAL v = relu ? (a[j] > 0 ? a[j] : 0) : TANH(a[j]);
         a[j] = v;
         h_new[j] = v;
-        if (out) out[j] = v;
+        if (has_out) out[j] = v;
     }
 }
 
+/* A store under a runtime test stays scalar where the target has no masked stores (NEON,
+ * SSE2): whether there is an output is a constant in each call of the body. */
 PT_CLONES static void NAME(rnn_tanh_fwd_row)(const NAME(pt_fwd_row) *r)
 {
-    NAME(rnn_fwd_body)(r->n, r->g, r->h_new, r->out, 0);
+    if (r->out)
+        NAME(rnn_fwd_body)(r->n, r->g, r->h_new, r->out, 0, 1);
+    else
+        NAME(rnn_fwd_body)(r->n, r->g, r->h_new, r->out, 0, 0);
 }
 
 PT_CLONES static void NAME(rnn_relu_fwd_row)(const NAME(pt_fwd_row) *r)
 {
-    NAME(rnn_fwd_body)(r->n, r->g, r->h_new, r->out, 1);
+    if (r->out)
+        NAME(rnn_fwd_body)(r->n, r->g, r->h_new, r->out, 1, 1);
+    else
+        NAME(rnn_fwd_body)(r->n, r->g, r->h_new, r->out, 1, 0);
 }
 
 PT_BODY void NAME(lstm_fwd_body)(int n, REAL *gi, REAL *gf, REAL *gg, REAL *go,
@@ -483,9 +492,11 @@ void NAME(pt_forward)(const pt_dims *d, int training, const REAL *x, const REAL 
         const int j0 = s.j0, j1 = s.j1, r0 = s.r0, r1 = s.r1, m0 = s.m0, m1 = s.m1;
         const int hp = j1 - j0;
         /* With packed weights a thread multiplies the gate rows of its own units, so its
-         * gate math needs no other thread's product: one barrier a step, not two. */
-        const int q0 = j0 / PT_VL * d->G, q1 = (j1 + PT_VL - 1) / PT_VL * d->G;
-        if (packed) NAME(pack_forward)(d->G, H, w_hh, j0, j1, packed);
+         * gate math needs no other thread's product: one barrier a step, not two.  A
+         * thread with no units (more threads than blocks of 8) has no columns: its j0 = H
+         * is no multiple of PT_VL, and rounding would give it its neighbour's last. */
+        const int q0 = j0 / PT_VL * d->G, q1 = hp > 0 ? (j1 + PT_VL - 1) / PT_VL * d->G : q0;
+        if (packed && hp > 0) NAME(pack_forward)(d->G, H, w_hh, j0, j1, packed);
 
         /* Input projection of every time step at once; the biases that are plain sums
          * (all but a hidden bias kept apart, as GRU's inside the reset product) go in
@@ -595,7 +606,7 @@ void NAME(pt_backward)(const pt_dims *d, const REAL *x, const REAL *w_ih, const 
         pt_thread_share(H, TB, GH, &s);
         const int j0 = s.j0, j1 = s.j1, r0 = s.r0, r1 = s.r1, m0 = s.m0, m1 = s.m1;
         const int hp = j1 - j0;
-        if (packed) NAME(pack_backward)(GH, H, w_hh, j0, j1, packed);
+        if (packed && hp > 0) NAME(pack_backward)(GH, H, w_hh, j0, j1, packed); /* as in forward */
 
         for (int b = 0; b < B; b++) {
             const size_t sb = (size_t)b * H + j0;
@@ -643,7 +654,7 @@ void NAME(pt_backward)(const pt_dims *d, const REAL *x, const REAL *w_ih, const 
             if (packed) {
                 for (int b = 0; b < B; b++) memset(dh0 + (size_t)b * H + j0, 0, hp * sizeof(REAL));
                 NAME(packed_product)(B, GH, 1, H, dgh_t, GH, packed, j0 / PT_VL,
-                                     (j1 + PT_VL - 1) / PT_VL, dh0, H);
+                                     hp > 0 ? (j1 + PT_VL - 1) / PT_VL : j0 / PT_VL, dh0, H);
             } else {
                 NAME(gemm_rows)('N', 'N', hp, B, GH, 1, w_hh + j0, H, dgh_t, GH, apart_dh ? 0 : 1,
                                 (apart_dh ? dh0 : dh) + j0, H);
