@@ -3,8 +3,8 @@ never reach a result, and two live caches never share one."""
 
 import numpy as np
 import pytest
-
 from core_helpers import CELLS, backward, core_cell, forward, make_params
+
 from predtext import _core
 
 T, B, I, H = 7, 5, 4, 6
