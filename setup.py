@@ -39,8 +39,11 @@ def compiler_accepts(flag):
 
 
 # No FP-exception or errno semantics are used; without them GCC cannot vectorise floor
-# (in the float exp) or inline the math.
-compile_args = ["-O3", "-std=c11", "-fno-math-errno", "-fno-trapping-math"]
+# (in the float exp) or inline the math.  -std=c11 (ISO C) also stops GCC fusing a
+# multiply and an add into one FMA where the target has it; the gate math's polynomials
+# are chains of those (a fused loop of an LSTM forward ran 1.1-1.2x faster with them).
+compile_args = ["-O3", "-std=c11", "-ffp-contract=fast", "-fno-math-errno",
+                "-fno-trapping-math"]
 link_args = []
 define_macros = [("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")]
 

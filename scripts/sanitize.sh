@@ -27,7 +27,8 @@ mkdir -p "$work/src" "$work/tests"
 cp setup.py pyproject.toml "$work/"
 cp -r src/predtext "$work/src/"
 mkdir -p "$work/src/core"
-cp src/core/*.pyx src/core/*.h src/core/kernels.c "$work/src/core/"
+cp src/core/*.pyx src/core/*.h src/core/kernels.c src/core/smallgemm.c src/core/smallstep.c \
+    "$work/src/core/"
 # The core tests and the helper modules they import (every tests/*.py that is not a test).
 cp tests/test_core*.py $(ls tests/*.py | grep -v "/test_") "$work/tests/"
 find "$work/src" \( -name '*.so' -o -name '__pycache__' \) -prune -exec rm -rf {} +

@@ -445,6 +445,88 @@ cdef _check_sizes(str name, T, B, I, H, G):
                          f"32-bit BLAS dimensions")
 
 
+# ---- training workspaces kept between calls -----------------------------------------
+# A training step's gate and gradient buffers are tens of MB each (52 MB for an LSTM at
+# B=64, T=100, H=512).  Fresh ones that large come from mmap, and the kernel zeroes every
+# page on first touch: 8% of that LSTM's fwd+bwd.  So a dead cache's buffers and
+# backward's scratch wait here for the next call with the same shape and dtype.  Only
+# buffers no live cache holds are here, and a call takes one out before using it, so two
+# caches never share one.  Inference (training=False) neither takes nor gives: a process
+# that only predicts keeps nothing.  Past the limits the oldest go first (a shape no
+# longer in use, such as a shorter last batch); release_workspaces() frees them all.
+cdef list _spare = []                    # most recently returned last
+cdef Py_ssize_t _spare_bytes = 0
+cdef Py_ssize_t _SPARE_MIN = 1 << 20     # smaller ones come from malloc's heap anyway
+cdef Py_ssize_t _SPARE_LIMIT = 512 << 20
+cdef Py_ssize_t _SPARE_COUNT = 32
+
+
+cdef cnp.ndarray _workspace(tuple shape, dtype, int typenum):
+    """An uninitialised C-contiguous array: a kept one of that shape and dtype, or new."""
+    global _spare_bytes
+    cdef int nd = len(shape), k, i
+    cdef cnp.ndarray a
+    cdef cnp.npy_intp *dims
+    cdef bint same
+    # Only C-level comparisons between finding and removing: nothing here can run a
+    # collection that would call _keep (through a cache's __dealloc__) and move the list.
+    for k in range(len(_spare) - 1, -1, -1):
+        a = <cnp.ndarray>_spare[k]
+        if cnp.PyArray_TYPE(a) != typenum or cnp.PyArray_NDIM(a) != nd:
+            continue
+        dims = cnp.PyArray_DIMS(a)
+        same = True
+        for i in range(nd):
+            if dims[i] != <cnp.npy_intp>shape[i]:
+                same = False
+                break
+        if same:
+            del _spare[k]
+            _spare_bytes -= cnp.PyArray_NBYTES(a)
+            return a
+    return np.empty(shape, dtype)
+
+
+cdef void _keep(object a):
+    """Put a workspace nothing else refers to back for a later call (or let it go)."""
+    global _spare_bytes
+    if a is None or _spare is None:  # (None: the module is being torn down)
+        return
+    cdef Py_ssize_t n = cnp.PyArray_NBYTES(<cnp.ndarray>a)
+    if n < _SPARE_MIN or n > _SPARE_LIMIT:
+        return
+    _spare.append(a)
+    _spare_bytes += n
+    while _spare_bytes > _SPARE_LIMIT or len(_spare) > _SPARE_COUNT:
+        _spare_bytes -= cnp.PyArray_NBYTES(<cnp.ndarray>_spare.pop(0))
+
+
+def release_workspaces():
+    """Free the training workspaces kept for later calls; returns how many bytes they held."""
+    global _spare_bytes
+    cdef Py_ssize_t n = _spare_bytes
+    _spare.clear()
+    _spare_bytes = 0
+    return n
+
+
+def _set_workspace_limits(Py_ssize_t min_bytes, Py_ssize_t limit_bytes, Py_ssize_t count):
+    """For tests: which buffers are kept, and how many bytes and buffers at most.  Returns
+    the previous limits; frees what is kept."""
+    global _SPARE_MIN, _SPARE_LIMIT, _SPARE_COUNT
+    previous = (_SPARE_MIN, _SPARE_LIMIT, _SPARE_COUNT)
+    release_workspaces()
+    _SPARE_MIN, _SPARE_LIMIT, _SPARE_COUNT = min_bytes, limit_bytes, count
+    return previous
+
+
+def _fill_workspaces(value):
+    """For tests: overwrite every kept buffer (what a later call must not read)."""
+    for a in _spare:
+        a.fill(value)
+    return len(_spare)
+
+
 @cython.auto_pickle(False)
 cdef class SequenceCache:
     """What a training-mode forward keeps for sequence_backward (opaque to callers).
@@ -465,6 +547,16 @@ cdef class SequenceCache:
 
     def __reduce__(self):
         raise TypeError("SequenceCache cannot be pickled")
+
+    def __dealloc__(self):
+        # The buffers only this cache held (none is ever handed out); a cache cleared by
+        # the cycle collector first has None here.
+        if self.ready:
+            _keep(self.xg)
+            _keep(self.hs)
+            _keep(self.cs)
+            _keep(self.hn_cache)
+            _keep(self.hmasked)
 
 
 # ---- whole sequences ---------------------------------------------------------------
@@ -493,6 +585,7 @@ def sequence_forward(str cell, x, w_ih, w_hh, b_ih=None, b_hh=None, h0=None, c0=
     cdef int T = xs[0], B = xs[1], I = xs[2], H = ws[1]
     cdef int GH = G * H
     cdef cnp.ndarray ax = _check(x, "x", dtype, (T, B, I))
+    cdef int typenum = cnp.PyArray_TYPE(ax)
     cdef cnp.ndarray aw_ih = _check(w_ih, "w_ih", dtype, (GH, I))
     cdef cnp.ndarray aw_hh = _check(w_hh, "w_hh", dtype, (GH, H))
     cdef cnp.ndarray ab_ih, ab_hh
@@ -511,21 +604,28 @@ def sequence_forward(str cell, x, w_ih, w_hh, b_ih=None, b_hh=None, h0=None, c0=
     cdef cnp.ndarray amask = None, hmasked = None
     if recurrent_mask is not None:
         amask = np.array(_check(recurrent_mask, "recurrent_mask", dtype, (B, H)))
-        hmasked = np.empty((T if training else 1, B, H), dtype)
+        hmasked = (_workspace((T, B, H), dtype, typenum) if training
+                   else np.empty((1, B, H), dtype))
 
     cdef cnp.ndarray out = np.empty((T, B, H), dtype)
     cdef cnp.ndarray h_n = np.empty((B, H), dtype)
     cdef cnp.ndarray c_n = np.empty((B, H), dtype) if _has_state(code) else None
-    cdef cnp.ndarray xg = np.empty((T, B, GH), dtype)
-    cdef cnp.ndarray hs = np.empty((T + 1 if training else 2, B, H), dtype)
-    cdef cnp.ndarray cs = None
-    if _has_state(code):
-        cs = np.empty((T + 1 if training else 1, B, H), dtype)
+    cdef cnp.ndarray xg, hs, cs = None
+    if training:
+        xg = _workspace((T, B, GH), dtype, typenum)
+        hs = _workspace((T + 1, B, H), dtype, typenum)
+        if _has_state(code):
+            cs = _workspace((T + 1, B, H), dtype, typenum)
+    else:
+        xg = np.empty((T, B, GH), dtype)
+        hs = np.empty((2, B, H), dtype)
+        if _has_state(code):
+            cs = np.empty((1, B, H), dtype)
     cdef cnp.ndarray hn_cache = None, hh_work = None
     if _hidden_apart(code):
         hh_work = np.empty((B, GH), dtype)
     if training and pt_cell(code).flags & PT_KEEPS:
-        hn_cache = np.empty((T, B, H), dtype)
+        hn_cache = _workspace((T, B, H), dtype, typenum)
 
     cdef pt_dims d
     d.cell = code; d.T = T; d.B = B; d.n_in = I; d.H = H; d.G = G
@@ -606,8 +706,10 @@ def sequence_backward(SequenceCache cache, d_out, d_hn=None, d_cn=None, *, grad_
     cdef cnp.ndarray gpeep = _opt(grad_peephole, "grad_peephole", dtype,
                                   (_extra_rows(code), H), True)
 
-    cdef cnp.ndarray dgx = np.empty((T, B, GH), dtype)
-    cdef cnp.ndarray dgh = np.empty((T, B, GH), dtype) if _hidden_apart(code) else dgx
+    cdef int typenum = cnp.PyArray_TYPE(<cnp.ndarray>cache.xg)
+    cdef cnp.ndarray dgx = _workspace((T, B, GH), dtype, typenum)
+    cdef cnp.ndarray dgh = (_workspace((T, B, GH), dtype, typenum) if _hidden_apart(code)
+                            else dgx)
     cdef cnp.ndarray dh = np.empty((B, H), dtype)
     cdef cnp.ndarray dc = np.empty((B, H), dtype) if _has_state(code) else None
     cdef cnp.ndarray dx = np.empty((T, B, I), dtype)
@@ -648,6 +750,9 @@ def sequence_backward(SequenceCache cache, d_out, d_hn=None, d_cn=None, *, grad_
                           <double *>_ptr(gpeep))
         if _pins_blas(d.nthreads):
             pt_blas_single_exit()
+    if dgh is not dgx:
+        _keep(dgh)
+    _keep(dgx)
     return dx, dh0, dc0
 
 
