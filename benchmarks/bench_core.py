@@ -321,11 +321,11 @@ def bench_model_steps(repeats, hidden, batch):
     log-softmax): float32 on the small-batch products, the same on BLAS (the step before
     them), and 8-bit weights.  Returns {kind: (median us per step, fastest, weight bytes)}."""
     kinds = {}
-    for kind, int8, small in (("float32", False, True), ("float32 BLAS", False, False),
+    for kind, int8, small in (("float32 small", False, True), ("float32 BLAS", False, False),
                               ("int8", True, True)):
         net, nbytes = step_network(hidden, int8)
         before = _core.SMALL_BATCH
-        _core.SMALL_BATCH = _core.SMALL_BATCH if small else 0
+        _core.SMALL_BATCH = 16 if small else 0
         try:
             step = _core.NetworkStep("gru", *net, batch)
         finally:
@@ -473,7 +473,7 @@ def bench_step_tables(torch, repeats, quick, bandwidth, cache):
     print()
     print(f"model step (_core.NetworkStep), GRU 2 x H, embedding {STEP_EMBED}, {STEP_VOCAB} "
           f"tokens; weights/s as a share of the {bandwidth / 1e9:.1f} GB/s measured:")
-    header = (f"{'model':8} {'weights':12} {'B':>3} {'us/step':>8} {'x B=1':>6} {'GB/s':>6} "
+    header = (f"{'model':8} {'weights':13} {'B':>3} {'us/step':>8} {'x B=1':>6} {'GB/s':>6} "
               f"{'%bw':>5} {'fastest':>8} {'GB/s':>6} {'%bw':>5} {'1 pass from memory':>19}")
     print(header)
     print("-" * len(header))
@@ -484,11 +484,15 @@ def bench_step_tables(torch, repeats, quick, bandwidth, cache):
                 us, fast, nbytes = kinds[kind]
                 rate, fast_rate = nbytes / (us * 1e-6), nbytes / (fast * 1e-6)
                 fits = cache is not None and nbytes <= cache
-                print(f"2x{hidden:<6} {kind:12} {batch:>3} {us:8.1f} "
+                print(f"2x{hidden:<6} {kind:13} {batch:>3} {us:8.1f} "
                       f"{us / by_batch[1][kind][0]:6.2f} {rate / 1e9:6.1f} "
                       f"{100 * rate / bandwidth:4.0f}% {fast:8.1f} {fast_rate / 1e9:6.1f} "
                       f"{100 * fast_rate / bandwidth:4.0f}% {nbytes / bandwidth * 1e6:9.1f} us"
                       f"{' (in cache)' if fits else ''}  [{nbytes / 2**20:.2f} MiB]")
+    path = ("the small-batch products" if _core.SMALL_BATCH else
+            "BLAS (this OpenBLAS has small-matrix kernels)")
+    print(f"float32 steps of a small batch run on {path}; int8 always on the small-batch "
+          "products")
     print()
     print("one product (B, K) x (N, K)^T on one thread, median / fastest us:")
     try:

@@ -104,10 +104,10 @@ def test_the_step_matches_the_blas_step_for_every_batch_size(cell, options, monk
     net = network(cell, np.float32, vocab=37, embed=9, hidden=21, **options)
     L = len(net[1])
     for B in range(1, 17):
+        monkeypatch.setattr(_core, "SMALL_BATCH", 16)
         small = _core.NetworkStep(cell, *net, B)
         monkeypatch.setattr(_core, "SMALL_BATCH", 0)
         blas = _core.NetworkStep(cell, *net, B)
-        monkeypatch.undo()
         assert small.small_batch and not blas.small_batch
         h, c = states(cell, L, B, 21, B)
         ids = [[(3 * b + t) % 37 for b in range(B)] for t in range(3)]
@@ -203,10 +203,12 @@ def test_bad_int8_weights_name_the_argument():
         build(decoder=quantize(dec_w[:, :4].copy()))
 
 
-def test_in_place_weight_updates_are_seen_by_the_next_step():
+def test_in_place_weight_updates_are_seen_by_the_next_step(monkeypatch):
     """The products read the weights where they are: no copy to go stale after an optimizer
     step or load_state_dict."""
     from predtext.lm.model import LanguageModel
+
+    monkeypatch.setattr(_core, "SMALL_BATCH", 16)   # on BLAS where it has small kernels
 
     model = LanguageModel(30, embed_size=8, hidden_size=24, num_layers=2, cell="gru", seed=0)
     other = LanguageModel(30, embed_size=8, hidden_size=24, num_layers=2, cell="gru", seed=1)

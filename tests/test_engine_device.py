@@ -47,7 +47,7 @@ def suggestions(predictor, text):
 
 def test_the_model_moves_only_when_the_config_asks(model):
     resources = Resources(extra={"language_model": model})
-    on_cpu = make_predictor({}, resources)
+    on_cpu = make_predictor({"weights": "float"}, resources)
     moved = make_predictor({"device": "cupy-on-numpy"}, resources)
     assert on_cpu.lm.model is model and model.ops is get_ops("cpu")
     assert moved.lm.model.ops is get_ops("cupy-on-numpy")

@@ -352,6 +352,24 @@ def test_asking_for_fewer_words_stops_the_search_early_with_the_same_best_ones(m
     assert bounded_steps < lm.steps - before
 
 
+def test_the_predictor_steps_8_bit_weights_unless_asked_for_float(model):
+    resources = Resources(extra={"language_model": model})
+    quick = make_predictor({}, resources)
+    plain = make_predictor({"weights": "float"}, resources)
+    assert quick.lm.model.quantized == "int8" and plain.lm.model is model
+    assert model.quantized is None                  # the loaded model is left as it was
+    for text in ("the c", "the dog ate the b", "a cat and a d"):
+        ours = {c.text: c.probability for c in suggest(quick, text)}
+        theirs = {c.text: c.probability for c in suggest(plain, text)}
+        assert next(iter(ours)) == next(iter(theirs))
+        for word in set(ours) & set(theirs):
+            assert ours[word] == pytest.approx(theirs[word], rel=0.05, abs=1e-3)
+    already = model.quantize("int8")
+    assert make_predictor({}, Resources(extra={"language_model": already})).lm.model is already
+    with pytest.raises(ValueError, match="weights"):
+        make_predictor({"weights": "int4"}, resources)
+
+
 def test_search_options_are_checked(model):
     with pytest.raises(ValueError):
         CompletionSearch(ModelAdapter(model), beam_width=0)

@@ -136,12 +136,18 @@ cdef extern from "smallgemm.h" nogil:
 pt_set_blas(sgemm, dgemm, sgemv, dgemv)
 
 
+#: Whether the core's OpenBLAS has unpacked small-matrix kernels (set at import).
+_BLAS_SMALL_KERNELS = False
+
+
 def _choose_step_rows(architecture):
     """Per-step products in blocks of 16 rows where OpenBLAS has unpacked small-matrix
     kernels (its AVX-512 targets; measured up to 1.5x faster steps there).  Elsewhere a
     block would be packed like a large product, so one call per step stays best."""
+    global _BLAS_SMALL_KERNELS
     small_kernels = {"skylakex", "cooperlake", "sapphirerapids"}
     rows = 16 if str(architecture).lower() in small_kernels else 0
+    _BLAS_SMALL_KERNELS = rows > 0
     pt_set_step_rows(1, rows)
     pt_set_step_rows(0, rows)
 
@@ -817,8 +823,11 @@ def cell_step(str cell, x, h, c, w_ih, w_hh, b_ih, b_hh, h_out, c_out, work, pee
 # ---- small-batch products ---------------------------------------------------------
 
 #: The batch sizes up to which a float32 NetworkStep uses the small-batch products
-#: (smallgemm.c) instead of BLAS; int8 weights always use them.
-SMALL_BATCH = 16
+#: (smallgemm.c) instead of BLAS; int8 weights always use them.  0 where OpenBLAS has
+#: its small-matrix kernels: there (Zen 4, SkylakeX target) its step was as fast at B=1
+#: and 1.2-1.6x faster from B=4 to 16, where its Haswell target's packing made the step
+#: 3-4x slower than ours from B=6.
+SMALL_BATCH = 0 if _BLAS_SMALL_KERNELS else 16
 
 
 cdef tuple _weight_shape(object w, str name, str axes):

@@ -42,6 +42,7 @@ weight = 1.0
 invented_words = false    # offer spellings no vocabulary, word list or writing of yours knows?
 unknown_weight = 0.2      # with invented_words: such a spelling counts less ("soonly")
 unknown_min = 0.02        # ... and is not offered at all below this probability
+weights = "int8"          # step an 8-bit copy of the model (quicker keystrokes), or "float"
 # device = "cuda"         # run the model on a GPU (needs CuPy); keystrokes are tiny steps,
                           # so the CPU (the default) is usually as quick
 
