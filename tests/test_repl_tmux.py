@@ -99,6 +99,7 @@ def terminal():
         yield tmux, directory
     finally:
         tmux.close()
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 def prompt_line(screen):
